@@ -1,0 +1,46 @@
+"""Device drivers and their registry.
+
+Adding a device type (the rtl_433 checklist):
+
+1. one module ``drivers/<name>.py`` with ``class <Name>Driver(Driver)`` and its ``Config``;
+2. one line in :data:`DRIVERS` below (module name, registry key and class name agree);
+3. one simulator ``simulators/<name>.py`` speaking the same bytes;
+4. one subclass of the contract test in ``tests/drivers/contract.py``, plus recorded captures
+   in ``tests/data/captures/<name>/``.
+
+Modules are imported lazily, so a driver's library is only loaded when a device uses it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from edge_agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from drivers.base import Driver
+    from edge_agent.config import DeviceConfig
+
+#: config ``type`` -> (module, class)
+DRIVERS: dict[str, tuple[str, str]] = {
+    "serial_line_scanner": ("drivers.serial_line_scanner", "SerialLineScannerDriver"),
+    "virtual": ("drivers.virtual", "VirtualDriver"),
+}
+
+
+def driver_class(kind: str, where: str = "") -> type[Driver]:
+    """The driver class registered as ``kind``. Raises ConfigError listing the valid types."""
+    try:
+        module, name = DRIVERS[kind]
+    except KeyError:
+        prefix = f"{where} " if where else ""
+        msg = f"{prefix}type = {kind!r}: expected one of {', '.join(sorted(DRIVERS))}"
+        raise ConfigError(msg) from None
+    cls: type[Driver] = getattr(importlib.import_module(module), name)
+    return cls
+
+
+def config_class(kind: str, where: str = "") -> type[DeviceConfig]:
+    """The ``Config`` model of the driver registered as ``kind``."""
+    return driver_class(kind, where).Config

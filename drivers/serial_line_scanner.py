@@ -1,0 +1,215 @@
+"""Serial line scanner: fixed or handheld barcode scanner sending one ASCII line per read.
+
+Wire format (configurable, see ``../shared/PROTOCOLS.md`` §1.1, §1.3, §2.4)::
+
+    framing = "stx_etx":     STX [prefix] [AIM id] data [suffix] ETX
+    framing = "terminator":  [prefix] [AIM id] data [suffix] CR | LF | CR LF
+
+* ``data`` is the code text; GS (0x1D, FNC1 in GS1-128) is kept, other control bytes make the
+  frame ``garbled``. The configured no-read strings (``NoRead``, ``???????``, ``NR`` ...) give a
+  ``noread`` reading.
+* ``]cm`` AIM symbology identifiers are decoded when ``aim_ids = true`` (§2.5).
+* Sources: SICK CLV/Lector output format (STX/ETX, configurable error string), Datalogic
+  DS8110 (STX ... CR LF), handhelds in CDC mode (CR suffix). Vendor defaults vary: every one of
+  these is a config key, none is hard-wired.
+
+Port strings are pyserial URLs, opened with ``serial_for_url``::
+
+    /dev/serial/by-id/usb-Datalogic_..._if00       a device node (udev names preferred)
+    socket://<host>:<port>                           a serial-over-TCP gateway / TCP scanner
+    loop://                                          loopback, for tests
+    spy:///dev/ttyUSB0?file=/tmp/trace.txt            hex trace for a technician
+    hwgrep://<regexp>                                first port whose description matches
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from typing import Any, ClassVar, Literal
+
+import serial
+from pydantic import Field, field_validator
+from serial.tools import list_ports
+
+from drivers.base import DetectedDevice, Driver
+from drivers.framing import Event, Framer, StxEtxFramer, TerminatorFramer
+from edge_agent.config import DeviceConfig
+from edge_agent.errors import DeviceInitError, DeviceIOError, DeviceNotFoundError, FrameError
+from edge_agent.reading import Decoded, Kind
+
+#: AIM code character -> symbology name (ISO/IEC 15424; PROTOCOLS.md §2.5).
+AIM_SYMBOLOGY = {
+    "A": "code39",
+    "C": "code128",
+    "E": "ean-upc",
+    "F": "codabar",
+    "G": "code93",
+    "I": "itf",
+    "L": "pdf417",
+    "Q": "qr",
+    "X": "other",
+    "d": "datamatrix",
+    "e": "gs1-databar",
+    "z": "aztec",
+}
+#: AIM ids whose data follow GS1 rules (FNC1 in first position).
+AIM_GS1 = {"]C1": "gs1-128", "]d2": "gs1-datamatrix", "]Q3": "gs1-qr", "]e0": "gs1-databar"}
+TERMINATORS = {"CR": b"\r", "LF": b"\n", "CRLF": b"\r\n"}
+GS = "\x1d"
+
+
+class SerialLineScannerConfig(DeviceConfig):
+    """``type = "serial_line_scanner"``."""
+
+    type: Literal["serial_line_scanner"]
+    port: str = Field(min_length=1)
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400] = 9600
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    framing: Literal["stx_etx", "terminator"] = "terminator"
+    terminator: Literal["CR", "LF", "CRLF"] = "CRLF"
+    prefix: str = ""
+    suffix: str = ""
+    noread: list[str] = Field(default_factory=lambda: ["NoRead"])
+    max_frame: int = Field(default=512, ge=8, le=65536)
+    inter_byte_timeout_ms: int = Field(default=100, ge=1, le=10_000)
+    aim_ids: bool = True
+    exclusive: bool = True
+
+    @field_validator("port")
+    @classmethod
+    def _stable_name(cls, v: str) -> str:
+        if v.rstrip("0123456789") in ("/dev/ttyUSB", "/dev/ttyACM"):
+            msg = (
+                "a stable name: /dev/serial/by-id/... or a udev symlink "
+                f"(kernel names like {v} change on replug)"
+            )
+            raise ValueError(msg)
+        return v
+
+
+def make_framer(cfg: SerialLineScannerConfig) -> Framer:
+    """The framer the config describes."""
+    timeout = cfg.inter_byte_timeout_ms / 1000
+    if cfg.framing == "stx_etx":
+        return StxEtxFramer(cfg.max_frame, timeout)
+    return TerminatorFramer(TERMINATORS[cfg.terminator], cfg.max_frame, timeout)
+
+
+def parse_frame(frame: bytes, cfg: SerialLineScannerConfig) -> Decoded:
+    """One frame (framing bytes included) -> a decoded reading. Raises FrameError."""
+    body = _unframe(frame, cfg)
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise FrameError("garbled", f"not UTF-8 at byte {err.start}") from None
+    text = _strip_affixes(text, cfg)
+    if any((ord(ch) < 0x20 and ch != GS) or ord(ch) == 0x7F for ch in text):
+        raise FrameError("garbled", "control character in code")
+    if text in cfg.noread:
+        return Decoded(Kind.NOREAD, None, frame, check="none")
+    aim, symbology = None, None
+    if cfg.aim_ids and len(text) >= 3 and text[0] == "]":
+        aim, text = text[:3], text[3:]
+        symbology = AIM_GS1.get(aim) or AIM_SYMBOLOGY.get(aim[1])
+        if symbology is None:
+            raise FrameError("garbled", f"unknown AIM identifier {aim!r}")
+    if not text:
+        raise FrameError("empty", "no code data")
+    return Decoded(Kind.BARCODE, text, frame, symbology=symbology, aim=aim, check="none")
+
+
+def _unframe(frame: bytes, cfg: SerialLineScannerConfig) -> bytes:
+    if cfg.framing == "stx_etx":
+        return frame[1:-1]
+    return frame[: -len(TERMINATORS[cfg.terminator])]
+
+
+def _strip_affixes(text: str, cfg: SerialLineScannerConfig) -> str:
+    if cfg.prefix:
+        if not text.startswith(cfg.prefix):
+            raise FrameError("bad_prefix", f"expected prefix {cfg.prefix!r}")
+        text = text[len(cfg.prefix) :]
+    if cfg.suffix:
+        if not text.endswith(cfg.suffix):
+            raise FrameError("bad_suffix", f"expected suffix {cfg.suffix!r}")
+        text = text[: -len(cfg.suffix)]
+    return text
+
+
+class SerialLineScannerDriver(Driver[SerialLineScannerConfig]):
+    """A scanner on a serial port (RS-232, USB CDC-ACM, USB-serial adapter, serial-over-TCP)."""
+
+    kind: ClassVar[str] = "serial_line_scanner"
+    Config = SerialLineScannerConfig
+    #: Longest single wait in the port's read(), seconds: bounds stop latency.
+    POLL_S = 0.1
+
+    def __init__(self, device_id: str, cfg: SerialLineScannerConfig) -> None:
+        super().__init__(device_id, cfg)
+        self._port: Any = None
+        self._framer = make_framer(cfg)
+
+    def open(self) -> None:
+        """Open the port URL. Raises DeviceNotFoundError (absent) or DeviceInitError."""
+        self.close()
+        cfg = self.cfg
+        try:
+            port = serial.serial_for_url(
+                cfg.port, do_not_open=True, baudrate=cfg.baudrate, bytesize=cfg.bytesize,
+                parity=cfg.parity, stopbits=cfg.stopbits, timeout=self.POLL_S,
+                exclusive=cfg.exclusive if cfg.port.startswith("/") else None,
+            )  # fmt: skip
+            # pyserial's open() flushes the kernel input buffer; on a scanner those bytes are
+            # scans that arrived while we were reconnecting, so keep them.
+            port._reset_input_buffer = lambda: None  # noqa: SLF001
+            port.open()
+        except (serial.SerialException, OSError, ValueError) as err:
+            self._raise_open_error(err)
+        self._port = port
+        self._framer = make_framer(cfg)
+        self.log.info("port_opened", port=cfg.port)
+
+    def _raise_open_error(self, err: Exception) -> None:
+        code = getattr(err, "errno", None)
+        text = str(err)
+        if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO) or "No such file" in text:
+            raise DeviceNotFoundError(f"{self.cfg.port}: {text}") from err
+        raise DeviceInitError(f"{self.cfg.port}: {text}") from err
+
+    def close(self) -> None:
+        """Close the port (idempotent)."""
+        port, self._port = self._port, None
+        self._pending.clear()
+        if port is not None:
+            try:
+                port.close()
+            except (serial.SerialException, OSError) as err:
+                self.log.debug("port_close_failed", error=str(err))
+
+    def _read_events(self, timeout: float) -> list[Event]:
+        port = self._port
+        if port is None:
+            raise DeviceIOError(f"{self.cfg.port}: not open")
+        port.timeout = min(timeout, self.POLL_S)
+        try:
+            data = port.read(max(1, port.in_waiting))
+        except (serial.SerialException, OSError) as err:
+            raise DeviceIOError(f"{self.cfg.port}: {err}") from err
+        now = time.monotonic()
+        if not data:
+            return self._framer.expire(now)
+        return self._framer.feed(data, now)
+
+    def _parse(self, frame: bytes) -> Decoded:
+        return parse_frame(frame, self.cfg)
+
+    @staticmethod
+    def detect() -> list[DetectedDevice]:
+        """Serial ports with their USB ids (``edge-agent ports``)."""
+        return [
+            DetectedDevice("serial_line_scanner", p.device, f"{p.description} [{p.hwid}]")
+            for p in list_ports.comports()
+        ]

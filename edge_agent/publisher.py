@@ -1,0 +1,355 @@
+"""The MQTT publisher: drains the SQLite queue to the broker, at least once, in a bounded window.
+
+One owner thread makes every paho call; paho's callbacks only put events on a queue (paho's
+lock-order deadlocks, RELIABILITY P7). The queue is the only source of truth (P1): paho is handed
+at most ``inflight`` messages at a time, so its in-memory queue never grows and message ids never
+collide past 65,535 (P2). A row is marked sent only on a PUBACK whose reason code is a success
+(< 0x80); a failure code keeps the row, stores the code and raises an alarm; such rows are
+retried once a minute (P5).
+
+Two streams share the window. *Live* rows (committed since the last connect) go first, one
+reading per message while they trickle in, batched when they pile up. The *backlog* (rows
+that were pending when the connection came up) fills the rest of the window in batches of
+up to ``batch_max`` readings. Each stream is sent in queue order (per-device ``seq`` order); a
+backend that needs strict order across streams sorts by ``seq``.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import ssl
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import SecretStr
+
+from edge_agent import queue as q
+from edge_agent.config import MqttConfig
+from edge_agent.reading import SCHEMA_BATCH
+from edge_agent.topics import Topics
+from edge_agent.writer import Writer
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class _Msg:
+    rows: list[int]
+    stream: str
+    sent_mono: float
+
+
+def build_client(cfg: MqttConfig, client_id: str, password: SecretStr | None) -> mqtt.Client:
+    """A paho client configured from ``cfg`` (protocol, TLS, credentials); not connected."""
+    proto = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)
+    client.max_inflight_messages_set(cfg.inflight + 4)  # room for status/alarm messages
+    client.max_queued_messages_set(0)
+    client.reconnect_delay_set(min_delay=1, max_delay=max(1, int(cfg.reconnect_max_s)))
+    if cfg.username is not None:
+        secret = password.get_secret_value() if password is not None else None
+        client.username_pw_set(cfg.username, secret)
+    if cfg.tls is not None:
+        ctx = ssl.create_default_context(cafile=str(cfg.tls.ca_file))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if cfg.tls.cert_file is not None:
+            key = str(cfg.tls.key_file) if cfg.tls.key_file else None
+            ctx.load_cert_chain(str(cfg.tls.cert_file), key)
+        client.tls_set_context(ctx)
+    return client
+
+
+def batch_payload(rows: list[q.PendingRow]) -> bytes:
+    """``{"schema": "edge-agent/batch/v1", "count": N, "readings": [reading.v1, ...]}``."""
+    head = f'{{"schema":"{SCHEMA_BATCH}","count":{len(rows)},"readings":['.encode()
+    return head + b",".join(r.payload for r in rows) + b"]}"
+
+
+class Publisher(threading.Thread):
+    """Owner thread of the paho client.
+
+    Args:
+        cfg: the ``[mqtt]`` section.
+        topics: this agent's topic tree.
+        client_id: deterministic client id (``edge-agent-<agent_id>``).
+        password: the secret, or None.
+        db_path: the queue file (read through its own WAL reader connection).
+        writer: where PUBACKs and rejections are reported.
+    """
+
+    #: Seconds a message may wait for its PUBACK while connected before its rows are re-sent.
+    ACK_TIMEOUT_S = 30.0
+    #: Seconds between retries of rows the broker rejected.
+    REJECT_RETRY_S = 60.0
+    #: Alarms kept while disconnected, sent after reconnect.
+    ALARM_BACKLOG = 100
+
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        topics: Topics,
+        client_id: str,
+        password: SecretStr | None,
+        db_path: Path,
+        writer: Writer,
+    ) -> None:
+        super().__init__(name="mqtt-publisher", daemon=True)
+        self.cfg = cfg
+        self.topics = topics
+        self.writer = writer
+        self.db_path = db_path
+        self.client = build_client(cfg, client_id, password)
+        self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._inflight: dict[int, _Msg] = {}
+        self._flying: set[int] = set()
+        self._device_states: dict[str, bytes] = {}
+        self._alarms: deque[tuple[str, bytes, bool]] = deque(maxlen=self.ALARM_BACKLOG)
+        self._stopping = threading.Event()
+        self._broker = 0
+        self._fails = 0
+        self._live_cursor = 0
+        self._backlog_cursor = 0
+        self._backlog_upto = 0
+        self._next_reject_retry = 0.0
+        self.connected = False
+        self.last_progress = time.monotonic()
+        self.last_puback_mono: float | None = None
+        self.acked_rows = 0
+        self.rejects: Counter[str] = Counter()
+        self.flush_s = 1.0
+        self._wire_callbacks()
+
+    # ---- called from other threads -------------------------------------------------------
+    def wake(self) -> None:
+        """New rows were committed."""
+        self._events.put(("wake", None))
+
+    def alarm(self, name: str, details: dict[str, object]) -> None:
+        """Publish an alarm event (best effort; kept in RAM while disconnected)."""
+        body = {"schema": "edge-agent/alarm/v1", "alarm": name, "ts": time.time(), **details}
+        self._events.put(("publish", (self.topics.alarm, json.dumps(body).encode(), False)))
+
+    def device_state(self, device: str, state: str, reason: str = "") -> None:
+        """Publish the retained state of a device."""
+        body = {"device": device, "state": state, "reason": reason, "ts": time.time()}
+        self._events.put(("device_state", (device, json.dumps(body).encode())))
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Stop taking new rows, wait up to ``flush_s`` for in-flight PUBACKs, go offline."""
+        self._stopping.set()
+        self._events.put(("wake", None))
+        self.join(timeout)
+
+    # ---- paho callbacks: only enqueue ----------------------------------------------------
+    def _wire_callbacks(self) -> None:
+        c = self.client
+        c.on_connect = lambda _c, _u, _f, rc, _p=None: self._events.put(("connect", rc))
+        c.on_connect_fail = lambda _c, _u: self._events.put(("connect_fail", None))
+        c.on_disconnect = lambda _c, _u, _f, rc, _p=None: self._events.put(("disconnect", rc))
+        c.on_publish = lambda _c, _u, mid, rc, _p=None: self._events.put(("ack", (mid, rc)))
+        c.will_set(self.topics.status, b"offline", qos=1, retain=True)
+
+    # ---- owner thread --------------------------------------------------------------------
+    def run(self) -> None:
+        """Connect, then move rows from the queue to the broker until stopped."""
+        self._reader = q.open_reader(self.db_path)
+        self._connect_async()
+        self.client.loop_start()
+        try:
+            while not self._stopping.is_set():
+                self._step(timeout=0.5)
+            self._drain_on_stop()
+        finally:
+            self._go_offline()
+            self._reader.close()
+
+    def _connect_async(self) -> None:
+        b = self.cfg.brokers[self._broker]
+        log.info("mqtt_connecting", host=b.host, port=b.port, protocol=self.cfg.protocol)
+        self.client.connect_async(b.host, b.port, keepalive=self.cfg.keepalive)
+
+    def _step(self, timeout: float) -> None:
+        try:
+            event = self._events.get(timeout=timeout)
+        except queue.Empty:
+            event = ("tick", None)
+        while True:
+            self._handle(*event)
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                break
+        if self.connected and not self._stopping.is_set():
+            self._expire_inflight()
+            self._fill_window()
+            self._retry_rejected()
+        self.last_progress = time.monotonic()
+
+    def _handle(self, kind: str, arg: Any) -> None:
+        if kind == "ack":
+            self._on_ack(*arg)
+        elif kind == "connect":
+            self._on_connect(arg)
+        elif kind == "disconnect":
+            self._on_disconnect(arg)
+        elif kind == "connect_fail":
+            self._on_connect_failed("tcp/tls connect failed")
+        elif kind == "publish":
+            self._alarms.append(arg)
+            self._flush_side_messages()
+        elif kind == "device_state":
+            self._device_states[arg[0]] = arg[1]
+            if self.connected:
+                self.client.publish(self.topics.device_state(arg[0]), arg[1], qos=1, retain=True)
+
+    def _on_connect(self, rc: ReasonCode) -> None:
+        if rc.is_failure:
+            self._on_connect_failed(f"CONNACK {rc.value:#04x} {rc}")
+            return
+        b = self.cfg.brokers[self._broker]
+        log.info("mqtt_connected", host=b.host, port=b.port, inflight=len(self._inflight))
+        self.connected = True
+        self._fails = 0
+        self.client.publish(self.topics.status, b"online", qos=1, retain=True)
+        self.writer.sync()  # marks for rows already PUBACKed are committed before we re-read
+        self._backlog_upto = q.max_n(self._reader)
+        self._backlog_cursor = 0
+        self._live_cursor = self._backlog_upto
+        for device, body in self._device_states.items():
+            self.client.publish(self.topics.device_state(device), body, qos=1, retain=True)
+        self._flush_side_messages()
+
+    def _on_disconnect(self, rc: ReasonCode) -> None:
+        if self.connected:
+            log.warning("mqtt_disconnected", reason=str(rc), inflight=len(self._inflight))
+        self.connected = False
+        self._count_failure()
+
+    def _on_connect_failed(self, why: str) -> None:
+        log.warning("mqtt_connect_failed", why=why, broker=self._broker)
+        self.connected = False
+        self._count_failure()
+
+    def _count_failure(self) -> None:
+        self._fails += 1
+        if len(self.cfg.brokers) > 1 and self._fails >= self.cfg.failover_after:
+            self._fails = 0
+            self._broker = (self._broker + 1) % len(self.cfg.brokers)
+            self._connect_async()
+
+    def _on_ack(self, mid: int, rc: ReasonCode) -> None:
+        msg = self._inflight.pop(mid, None)
+        if msg is None:
+            return  # status/alarm message, or a message already given up on
+        self._flying.difference_update(msg.rows)
+        if rc.is_failure:
+            self.rejects[str(rc)] += 1
+            log.error("mqtt_publish_rejected", reason=str(rc), code=rc.value, rows=len(msg.rows))
+            self.writer.mark_rejected([(n, rc.value, str(rc)) for n in msg.rows])
+            self.alarm("publish_rejected", {"reason": str(rc), "code": rc.value, "rows": len(msg.rows)})
+            return
+        self.writer.mark_sent(msg.rows)
+        self.acked_rows += len(msg.rows)
+        self.last_puback_mono = time.monotonic()
+
+    def _fill_window(self) -> None:
+        while len(self._inflight) < self.cfg.inflight:
+            if not (self._take("live") or self._take("backlog")):
+                return
+
+    def _take(self, stream: str) -> bool:
+        """Send the next rows of ``stream``; False when it has nothing more."""
+        if stream == "live":
+            after, upto = self._live_cursor, None
+        elif self._backlog_cursor < self._backlog_upto:
+            after, upto = self._backlog_cursor, self._backlog_upto
+        else:
+            return False
+        rows = q.fetch_pending(self._reader, after, self.cfg.batch_max, upto)
+        if not rows:
+            if stream == "backlog":
+                self._backlog_cursor = self._backlog_upto
+            return False
+        if stream == "live":
+            self._live_cursor = rows[-1].n
+        else:
+            self._backlog_cursor = rows[-1].n
+        rows = [r for r in rows if r.n not in self._flying]
+        if rows:
+            self._send(rows, stream)
+        return True
+
+    def _send(self, rows: list[q.PendingRow], stream: str) -> None:
+        if len(rows) == 1:
+            topic, payload = self.topics.reading(rows[0].device), rows[0].payload
+        else:
+            topic, payload = self.topics.batch, batch_payload(rows)
+        info = self.client.publish(topic, payload, qos=1)
+        # rc NO_CONN still queues the message in paho (P11): it is sent after reconnect.
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            log.error("mqtt_publish_call_failed", rc=info.rc, error=mqtt.error_string(info.rc))
+            self._rewind()
+            return
+        msg = _Msg([r.n for r in rows], stream, time.monotonic())
+        self._inflight[info.mid] = msg
+        self._flying.update(msg.rows)
+
+    def _rewind(self) -> None:
+        """Forget the cursors so every pending row not in flight is fetched again."""
+        self._backlog_upto = q.max_n(self._reader)
+        self._backlog_cursor = 0
+        self._live_cursor = self._backlog_upto
+
+    def _expire_inflight(self) -> None:
+        now = time.monotonic()
+        late = [mid for mid, m in self._inflight.items() if now - m.sent_mono > self.ACK_TIMEOUT_S]
+        if not late:
+            return
+        for mid in late:
+            self._flying.difference_update(self._inflight.pop(mid).rows)
+        log.warning("mqtt_ack_timeout", messages=len(late))
+        self.writer.sync()
+        self._rewind()
+
+    def _retry_rejected(self) -> None:
+        now = time.monotonic()
+        if now < self._next_reject_retry or len(self._inflight) >= self.cfg.inflight:
+            return
+        self._next_reject_retry = now + self.REJECT_RETRY_S
+        self.writer.sync()
+        rows = q.fetch_rejected(self._reader, self.cfg.batch_max)
+        rows = [r for r in rows if r.n not in self._flying]
+        if rows:
+            log.info("mqtt_retry_rejected", rows=len(rows))
+            self._send(rows, "retry")
+
+    def _flush_side_messages(self) -> None:
+        while self.connected and self._alarms:
+            topic, payload, retain = self._alarms.popleft()
+            self.client.publish(topic, payload, qos=1, retain=retain)
+
+    def _drain_on_stop(self) -> None:
+        deadline = time.monotonic() + self.flush_s
+        while self._inflight and self.connected and time.monotonic() < deadline:
+            self._step(timeout=0.05)
+        if self._inflight:
+            log.warning("mqtt_stop_unacked", messages=len(self._inflight))
+
+    def _go_offline(self) -> None:
+        try:
+            if self.connected:
+                info = self.client.publish(self.topics.status, b"offline", qos=1, retain=True)
+                info.wait_for_publish(timeout=0.3)
+            self.client.disconnect()
+        except (RuntimeError, ValueError, OSError) as err:
+            log.debug("mqtt_offline_failed", error=str(err))
+        self.client.loop_stop()

@@ -1,0 +1,147 @@
+"""The reading: a declared, frozen record, and its JSON form on MQTT (schema ``reading.v1``).
+
+A driver's parser returns a :class:`Decoded` (what the bytes said). The device thread stamps it
+with the clocks into a :class:`Capture`. The queue's writer gives it its identity, a UUIDv7 and
+the device's next ``seq``, *before* the row is committed, so every retry reuses them (the
+backend drops duplicates by ``id`` and finds gaps by ``seq``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+SCHEMA_READING = "edge-agent/reading/v1"
+SCHEMA_BATCH = "edge-agent/batch/v1"
+
+
+class Kind(StrEnum):
+    """What a reading is."""
+
+    BARCODE = "barcode"
+    NOREAD = "noread"
+    WEIGHT = "weight"
+    HEARTBEAT = "heartbeat"
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """What one frame said, as a driver's parser returns it (a pure function of the bytes).
+
+    Args:
+        kind: what the frame is.
+        value: the code text, the weight in grams, or None (noread).
+        raw: the whole frame as received, framing bytes included.
+        unit: unit as sent by the device ("g", "kg", "lb"); None for codes.
+        symbology: symbology name where known ("code128", "gs1-128", "qr" ...).
+        aim: the AIM symbology identifier as sent ("]C0"), if any.
+        check: how integrity was checked ("none", "checksum", "gs1_mod10" ...).
+        stable: for weights, whether the scale reported a stable value.
+        gate: gate/trigger index where the device reports one.
+    """
+
+    kind: Kind
+    value: str | float | None
+    raw: bytes
+    unit: str | None = None
+    symbology: str | None = None
+    aim: str | None = None
+    check: str | None = None
+    stable: bool | None = None
+    gate: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """A decoded frame stamped by the device thread with both clocks, not yet committed."""
+
+    device: str
+    decoded: Decoded
+    wall_ns: int
+    mono_ns: int
+
+    @classmethod
+    def now(cls, device: str, decoded: Decoded) -> Capture:
+        """Stamp ``decoded`` with the current wall and monotonic clocks."""
+        return cls(device, decoded, time.time_ns(), time.monotonic_ns())
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The node identity carried by every reading."""
+
+    agent: str
+    site: str
+    line: str
+    boot_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One committed reading, exactly as published (see ``schemas/reading.v1.json``)."""
+
+    id: str
+    seq: int
+    device: str
+    capture: Capture
+    node: Identity
+
+    def to_dict(self) -> dict[str, Any]:
+        """The MQTT payload as a dict; keys with None values are left out."""
+        d = self.capture.decoded
+        out: dict[str, Any] = {
+            "schema": SCHEMA_READING,
+            "id": self.id,
+            "agent": self.node.agent,
+            "site": self.node.site,
+            "line": self.node.line,
+            "device": self.device,
+            "seq": self.seq,
+            "kind": d.kind.value,
+            "value": d.value,
+            "ts": _iso(self.capture.wall_ns),
+            "mono_ns": self.capture.mono_ns,
+            "boot_id": self.node.boot_id,
+            "raw": d.raw.hex(),
+        }
+        for key in ("unit", "symbology", "aim", "check", "stable", "gate"):
+            val = getattr(d, key)
+            if val is not None:
+                out[key] = val
+        return out
+
+    def to_json(self) -> bytes:
+        """Compact UTF-8 JSON; non-ASCII and control characters are escaped."""
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+
+def _iso(wall_ns: int) -> str:
+    stamp = dt.datetime.fromtimestamp(wall_ns // 1_000_000_000, tz=dt.UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S") + f".{(wall_ns // 1000) % 1_000_000:06d}Z"
+
+
+def uuid7() -> str:
+    """A UUIDv7 (RFC 9562): 48-bit Unix ms, version 7, 74 random bits. Time-sortable."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def boot_id() -> str:
+    """The kernel's boot id: with ``mono_ns`` it orders readings within one boot."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"

@@ -1,0 +1,109 @@
+"""Device supervision: one thread per device opens it with backoff, reads, and hands captures on.
+
+A device that is absent or unplugged is retried with exponential backoff (tenacity) capped at
+``MAX_BACKOFF_S``, so a replugged scanner is read again within about half a second of its port
+reappearing; a dead port never becomes a hot loop. Device state changes are reported to a
+callback (the publisher's retained ``device/<id>/state`` topic).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import structlog
+from tenacity import Retrying, retry_if_exception_type, wait_exponential, wait_random
+
+from drivers.base import Driver
+from edge_agent.errors import DeviceError
+from edge_agent.reading import Capture
+
+log = structlog.get_logger(__name__)
+
+Sink = Callable[[Capture], object]
+StateCallback = Callable[[str, str, str], None]
+
+
+class DeviceWorker(threading.Thread):
+    """Reads one driver until stopped.
+
+    Args:
+        driver: built from config, not yet opened.
+        sink: receives every decoded capture (the writer's ``submit``).
+        on_state: ``(device_id, state, reason)`` on every change: connected / reconnecting.
+    """
+
+    #: Longest wait between reopen attempts, seconds.
+    MAX_BACKOFF_S = 0.5
+    #: Read timeout per call, seconds: bounds how fast stop() is noticed.
+    READ_TIMEOUT_S = 0.25
+
+    def __init__(self, driver: Driver[object], sink: Sink, on_state: StateCallback) -> None:  # type: ignore[type-var]
+        super().__init__(name=f"device-{driver.device_id}", daemon=True)
+        self.driver = driver
+        self._sink = sink
+        self._on_state = on_state
+        self._stop_evt = threading.Event()
+        self.state = "starting"
+        self.reason = ""
+        self.readings = 0
+        self.last_reading_mono: float | None = None
+        self.reconnects = 0
+
+    def stop(self) -> None:
+        """Ask the thread to finish its current read and close the device."""
+        self._stop_evt.set()
+
+    def run(self) -> None:
+        """Open, read until the link breaks, reopen; until stopped."""
+        while not self._stop_evt.is_set():
+            if not self._open():
+                break
+            self._read_loop()
+            self.driver.close()
+        self.driver.close()
+        self._set_state("stopped", "")
+
+    def _open(self) -> bool:
+        retrying = Retrying(
+            retry=retry_if_exception_type(DeviceError),
+            wait=wait_exponential(multiplier=0.05, max=self.MAX_BACKOFF_S) + wait_random(0, 0.05),
+            stop=lambda _state: self._stop_evt.is_set(),
+            sleep=self._stop_evt.wait,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            retrying(self.driver.open)
+        except DeviceError:
+            return False  # stopped while retrying
+        self._set_state("connected", "")
+        return not self._stop_evt.is_set()
+
+    def _log_retry(self, state: object) -> None:
+        outcome = getattr(state, "outcome", None)
+        err = outcome.exception() if outcome is not None else None
+        if self.state != "reconnecting":
+            self._set_state("reconnecting", str(err))
+
+    def _read_loop(self) -> None:
+        while not self._stop_evt.is_set():
+            try:
+                decoded = self.driver.read(self.READ_TIMEOUT_S)
+            except DeviceError as err:
+                self.reconnects += 1
+                self._set_state("reconnecting", str(err))
+                return
+            if decoded is not None:
+                self.readings += 1
+                self.last_reading_mono = time.monotonic()
+                self._sink(Capture.now(self.driver.device_id, decoded))
+
+    def _set_state(self, state: str, reason: str) -> None:
+        if state == self.state and reason == self.reason:
+            return
+        self.state, self.reason = state, reason
+        level = log.info if state in ("connected", "stopped") else log.warning
+        level("device_state", device=self.driver.device_id, state=state, reason=reason)
+        self._on_state(self.driver.device_id, state, reason)

@@ -1,0 +1,301 @@
+"""Simulator of a serial line scanner (fixed tunnel scanner or handheld in CDC/RS-232 mode).
+
+Speaks the bytes ``drivers/serial_line_scanner.py`` reads, over a real pty::
+
+    STX [prefix] []C0] SF1000000000001 [suffix] ETX       (framing stx_etx)
+    [prefix] []C0] SF1000000000001 [suffix] CR LF          (framing terminator)
+
+Codes are courier waybills (SF, YTO, J&T, ZTO, GS1 SSCC), unique per simulator and seed. Fault
+modes (each a probability per reading, seedable): ``fragment`` (a frame in 1-5 chunks with short
+gaps), ``coalesce`` (several frames in one write), ``noise`` (a burst of 0x00/0xFF/junk between
+frames), ``garble`` (a control byte inside a frame), ``partial`` (a frame cut off), ``noread``
+(the configured no-read text); plus ``unplug()``/replug under a new pty behind the same symlink.
+
+Every item written is recorded in :attr:`ScannerSim.truth` (and optionally a JSONL file), so a
+test can compare what the agent published with what the device sent.
+
+Run by hand::
+
+    python -m simulators.serial_line_scanner --link /tmp/scanner-1 --rate 5 --faults noise=0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from simulators.pty_port import PtyPort
+
+STX, ETX = b"\x02", b"\x03"
+TERMINATORS = {"CR": b"\r", "LF": b"\n", "CRLF": b"\r\n"}
+FAULTS = ("fragment", "coalesce", "noise", "garble", "partial", "noread")
+
+
+@dataclass(frozen=True)
+class Truth:
+    """One item the simulator wrote: a reading (barcode/noread) or a fault the agent must reject."""
+
+    n: int
+    kind: str  # barcode | noread | garbled | partial | noise
+    value: str | None
+    aim: str | None
+    delivered: bool
+    t: float
+
+
+@dataclass
+class ScannerSimConfig:
+    """How the simulated scanner frames its output and which faults it injects."""
+
+    framing: str = "terminator"
+    terminator: str = "CRLF"
+    prefix: str = ""
+    suffix: str = ""
+    noread: str = "NoRead"
+    aim: bool = True
+    rate: float = 5.0
+    seed: int = 1
+    scanner_no: int = 1
+    inter_byte_timeout_s: float = 0.1
+    faults: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.faults) - set(FAULTS)
+        if unknown:
+            msg = f"unknown fault modes {sorted(unknown)}; valid: {', '.join(FAULTS)}"
+            raise ValueError(msg)
+        if self.framing not in ("terminator", "stx_etx") or self.terminator not in TERMINATORS:
+            msg = f"framing {self.framing!r} / terminator {self.terminator!r} not supported"
+            raise ValueError(msg)
+
+
+class ScannerSim:
+    """A scanner writing frames to a :class:`PtyPort`.
+
+    Args:
+        port: the pty to write to (plugged by ``start()`` if needed).
+        cfg: framing, rate and faults.
+        truth_file: optional JSONL file receiving every :class:`Truth` record.
+    """
+
+    def __init__(self, port: PtyPort, cfg: ScannerSimConfig, truth_file: Path | None = None) -> None:
+        self.port = port
+        self.cfg = cfg
+        self.rng = random.Random(cfg.seed)
+        self.truth: list[Truth] = []
+        self._truth_file = truth_file.open("a", encoding="utf-8") if truth_file else None
+        self._n = 0
+        self._stop = threading.Event()
+        self._paused = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._coalesced: list[tuple[bytes, Truth]] = []
+
+    # ---- bytes -----------------------------------------------------------------------
+    def code(self, n: int) -> tuple[str, str]:
+        """The n-th code and its AIM id: waybills of several carriers, unique per scanner."""
+        s = self.cfg.scanner_no % 10
+        forms = [
+            (f"SF{s}{n:012d}", "]C0"),
+            (f"YT{s}{n:012d}", "]C0"),
+            (f"JT{s}{n:012d}", "]C0"),
+            (f"7{3 + s % 4}{n:012d}", "]C0"),
+            (f"00{sscc(f'69{s}{n:014d}')}", "]C1"),
+        ]
+        return forms[n % len(forms)]
+
+    def frame(self, text: str) -> bytes:
+        """Wrap ``text`` (AIM id included) in prefix, suffix and framing."""
+        body = (self.cfg.prefix + text + self.cfg.suffix).encode()
+        if self.cfg.framing == "stx_etx":
+            return STX + body + ETX
+        return body + TERMINATORS[self.cfg.terminator]
+
+    def next_item(self) -> tuple[bytes, Truth]:
+        """Build the next frame (or fault) and its truth record, without writing it."""
+        self._n += 1
+        n, f = self._n, self.cfg.faults
+        roll = self.rng.random
+        if roll() < f.get("noread", 0):
+            return self.frame(self.cfg.noread), self._truth(n, "noread", None, None)
+        code, aim = self.code(n)
+        text = (aim if self.cfg.aim else "") + code
+        if roll() < f.get("garble", 0):
+            cut = self.rng.randrange(1, len(text))
+            bad = text[:cut] + "\x07" + text[cut:]
+            return self.frame(bad), self._truth(n, "garbled", code, aim)
+        return self.frame(text), self._truth(n, "barcode", code, aim if self.cfg.aim else None)
+
+    def _truth(self, n: int, kind: str, value: str | None, aim: str | None) -> Truth:
+        return Truth(n, kind, value, aim, delivered=False, t=time.time())
+
+    # ---- writing ---------------------------------------------------------------------
+    def emit(self) -> Truth:
+        """Write one item, applying the configured faults; returns what was written."""
+        data, truth = self.next_item()
+        f, roll = self.cfg.faults, self.rng.random
+        if roll() < f.get("noise", 0):
+            self._send(self._noise())
+            self._record(Truth(0, "noise", None, None, True, time.time()))
+        if roll() < f.get("partial", 0):
+            self._send_partial(data)
+        if roll() < f.get("coalesce", 0) and len(self._coalesced) < 4:
+            self._coalesced.append((data, truth))
+            return truth
+        batch = [*self._coalesced, (data, truth)]
+        self._coalesced = []
+        blob = b"".join(d for d, _ in batch)
+        ok = self._send(blob, fragment=roll() < f.get("fragment", 0))
+        for _, t in batch:
+            self._record(Truth(t.n, t.kind, t.value, t.aim, ok, t.t))
+        return truth
+
+    def _noise(self) -> bytes:
+        size = self.rng.randrange(1, 8)
+        if self.cfg.framing == "stx_etx":
+            return bytes(self.rng.choice(b"\x00\xff~#\r\n") for _ in range(size))
+        return bytes(self.rng.choice(b"\x00\xff") for _ in range(size))
+
+    def _send_partial(self, data: bytes) -> None:
+        cut = data[: max(2, len(data) // 2)]
+        self._send(cut)
+        if self.cfg.framing == "terminator":
+            time.sleep(self.cfg.inter_byte_timeout_s * 3)  # silence ends the partial line
+        self._record(Truth(0, "partial", None, None, True, time.time()))
+
+    def _send(self, data: bytes, *, fragment: bool = False, timeout: float = 1.0) -> bool:
+        chunks = [data]
+        if fragment and len(data) > 1:
+            cuts = sorted(self.rng.sample(range(1, len(data)), min(4, len(data) - 1)))
+            chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+        deadline = time.monotonic() + timeout
+        for i, chunk in enumerate(chunks):
+            if i:
+                time.sleep(self.rng.uniform(0.001, self.cfg.inter_byte_timeout_s / 5))
+            while chunk:
+                written = self.port.write(chunk)
+                chunk = chunk[written:]
+                if chunk and time.monotonic() > deadline:
+                    return False
+                if chunk:
+                    time.sleep(0.002)
+        return True
+
+    def _record(self, t: Truth) -> None:
+        self.truth.append(t)
+        if self._truth_file:
+            self._truth_file.write(json.dumps(asdict(t)) + "\n")
+            self._truth_file.flush()
+
+    # ---- running ---------------------------------------------------------------------
+    def start(self, count: int = 0) -> None:
+        """Emit at ``cfg.rate`` per second in a thread; ``count`` items (0: until stop())."""
+        if self.port.master is None:
+            self.port.plug()
+        self._thread = threading.Thread(target=self._loop, args=(count,), daemon=True)
+        self._thread.start()
+
+    def _loop(self, count: int) -> None:
+        period = 1.0 / self.cfg.rate if self.cfg.rate > 0 else 0.0
+        next_t = time.monotonic()
+        done = 0
+        while not self._stop.is_set() and (count == 0 or done < count):
+            if self._paused.is_set():
+                time.sleep(0.01)
+                next_t = time.monotonic()
+                continue
+            self.emit()
+            done += 1
+            next_t += period
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
+        self.flush()
+
+    def flush(self) -> None:
+        """Write any frames held back for coalescing."""
+        if self._coalesced:
+            batch, self._coalesced = self._coalesced, []
+            ok = self._send(b"".join(d for d, _ in batch))
+            for _, t in batch:
+                self._record(Truth(t.n, t.kind, t.value, t.aim, ok, t.t))
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for a ``count``-limited run to finish."""
+        if self._thread:
+            self._thread.join(timeout)
+
+    def unplug(self, seconds: float) -> None:
+        """Pull the cable for ``seconds`` (nothing is emitted), then replug under a new pty."""
+        self._paused.set()
+        time.sleep(0.02)
+        self.port.unplug()
+        time.sleep(seconds)
+        self.port.plug()
+        self._paused.clear()
+
+    def stop(self) -> None:
+        """Stop emitting (the port stays plugged)."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join(5)
+        if self._truth_file:
+            self._truth_file.close()
+            self._truth_file = None
+
+
+def sscc(data17: str) -> str:
+    """17 digits + GS1 mod-10 check digit (weights 3,1,3,... from the right)."""
+    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(data17)))
+    return data17 + str((10 - total % 10) % 10)
+
+
+def _parse_faults(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for part in filter(None, text.split(",")):
+        name, _, prob = part.partition("=")
+        out[name] = float(prob or 0.1)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a simulated scanner on a new pty until interrupted."""
+    p = argparse.ArgumentParser(prog="python -m simulators.serial_line_scanner")
+    p.add_argument("--link", type=Path, help="stable symlink to the pty (like /dev/serial/by-id)")
+    p.add_argument("--rate", type=float, default=5.0, help="readings per second")
+    p.add_argument("--count", type=int, default=0, help="stop after N readings (0: never)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--scanner-no", type=int, default=1, help="digit making codes unique")
+    p.add_argument("--framing", choices=["terminator", "stx_etx"], default="terminator")
+    p.add_argument("--terminator", choices=sorted(TERMINATORS), default="CRLF")
+    p.add_argument("--no-aim", action="store_true", help="do not send AIM ids")
+    p.add_argument("--faults", default="", help="e.g. noise=0.05,garble=0.02,fragment=0.3")
+    p.add_argument("--truth", type=Path, help="append every emitted item to this JSONL file")
+    args = p.parse_args(argv)
+    cfg = ScannerSimConfig(
+        framing=args.framing, terminator=args.terminator, aim=not args.no_aim, rate=args.rate,
+        seed=args.seed, scanner_no=args.scanner_no, faults=_parse_faults(args.faults),
+    )  # fmt: skip
+    port = PtyPort(args.link)
+    print(port.plug(), flush=True)
+    if args.link:
+        print(f"symlink {args.link} -> {port.path}", file=sys.stderr, flush=True)
+    sim = ScannerSim(port, cfg, args.truth)
+    sim.start(args.count)
+    try:
+        sim.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+        port.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
