@@ -8,7 +8,9 @@ Wire format (configurable, see ``../shared/PROTOCOLS.md`` §1.1, §1.3, §2.4)::
 * ``data`` is the code text; GS (0x1D, FNC1 in GS1-128) is kept, other control bytes make the
   frame ``garbled``. The configured no-read strings (``NoRead``, ``???????``, ``NR`` ...) give a
   ``noread`` reading.
-* ``]cm`` AIM symbology identifiers are decoded when ``aim_ids = true`` (§2.5).
+* ``]cm`` AIM symbology identifiers are decoded when ``aim_ids = true`` (§2.5); with it on, a
+  frame without one is rejected (it is the tail of a cut-off frame). Without AIM ids or a
+  prefix, a frame cut at its start cannot be told from a short code: configure one of them.
 * Sources: SICK CLV/Lector output format (STX/ETX, configurable error string), Datalogic
   DS8110 (STX ... CR LF), handhelds in CDC mode (CR suffix). Vendor defaults vary: every one of
   these is a config key, none is hard-wired.
@@ -75,7 +77,7 @@ class SerialLineScannerConfig(DeviceConfig):
     noread: list[str] = Field(default_factory=lambda: ["NoRead"])
     max_frame: int = Field(default=512, ge=8, le=65536)
     inter_byte_timeout_ms: int = Field(default=100, ge=1, le=10_000)
-    aim_ids: bool = True
+    aim_ids: bool = False
     exclusive: bool = True
 
     @field_validator("port")
@@ -111,7 +113,11 @@ def parse_frame(frame: bytes, cfg: SerialLineScannerConfig) -> Decoded:
     if text in cfg.noread:
         return Decoded(Kind.NOREAD, None, frame, check="none")
     aim, symbology = None, None
-    if cfg.aim_ids and len(text) >= 3 and text[0] == "]":
+    if cfg.aim_ids:
+        # A scanner set to send AIM ids sends them on every code; a frame without one is the
+        # tail of a frame cut off (e.g. read partly before a restart), not a code.
+        if len(text) < 3 or text[0] != "]":
+            raise FrameError("garbled", "missing AIM identifier")
         aim, text = text[:3], text[3:]
         symbology = AIM_GS1.get(aim) or AIM_SYMBOLOGY.get(aim[1])
         if symbology is None:
@@ -190,10 +196,10 @@ class SerialLineScannerDriver(Driver[SerialLineScannerConfig]):
                 self.log.debug("port_close_failed", error=str(err))
 
     def _read_events(self, timeout: float) -> list[Event]:
+        del timeout  # the port's own timeout (POLL_S) bounds the wait; termios calls are costly
         port = self._port
         if port is None:
             raise DeviceIOError(f"{self.cfg.port}: not open")
-        port.timeout = min(timeout, self.POLL_S)
         try:
             data = port.read(max(1, port.in_waiting))
         except (serial.SerialException, OSError) as err:

@@ -140,11 +140,13 @@ class ScannerSim:
         data, truth = self.next_item()
         f, roll = self.cfg.faults, self.rng.random
         if roll() < f.get("noise", 0):
+            self.flush()  # held frames first: one noise burst must stay one run between frames
             self._send(self._noise())
             self._record(Truth(0, "noise", None, None, True, time.time()))
-        if roll() < f.get("partial", 0):
+        partial = roll() < f.get("partial", 0)
+        if partial:
             self._send_partial(data)
-        if roll() < f.get("coalesce", 0) and len(self._coalesced) < 4:
+        if not partial and roll() < f.get("coalesce", 0) and len(self._coalesced) < 4:
             self._coalesced.append((data, truth))
             return truth
         batch = [*self._coalesced, (data, truth)]
