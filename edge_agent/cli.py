@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("-c", "--config", default="config/demo.toml", help="demo config")
     demo.add_argument("--seconds", type=float, default=0, help="stop after N s (0: until ^C)")
     demo.add_argument("--rate", type=float, default=5.0, help="readings/s per scanner")
+    demo.add_argument("--quiet", action="store_true", help="summary only, no line per reading")
 
     queue = sub.add_parser("queue", help="inspect the SQLite queue (safe while the daemon runs)")
     queue_sub = queue.add_subparsers(dest="queue_command", required=True, metavar="SUBCOMMAND")
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from edge_agent.demo import run_demo  # noqa: PLC0415 - pulls in simulators
 
-            return run_demo(Path(args.config), args.seconds, args.rate)
+            return run_demo(Path(args.config), args.seconds, args.rate, args.quiet)
         if args.command == "queue":
             return _queue_stats(args)
     except ConfigError as err:
