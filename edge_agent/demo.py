@@ -9,6 +9,7 @@ with the topic it was published on. On exit it prints what was emitted, received
 
 from __future__ import annotations
 
+import importlib
 import json
 import signal
 import subprocess
@@ -22,13 +23,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from drivers.serial_line_scanner import SerialLineScannerConfig
 from edge_agent.config import AgentConfig, load_config
-from simulators import mosquitto
-from simulators.pty_port import PtyPort
-from simulators.serial_line_scanner import ScannerSim, ScannerSimConfig
-
-FAULTS = {"noread": 0.03, "noise": 0.02, "garble": 0.01, "fragment": 0.2, "coalesce": 0.05}
+from simulators import DemoSimulator, mosquitto
 
 
 class _Backend:
@@ -76,22 +72,16 @@ class _Backend:
         self.client.loop_stop()
 
 
-def _start_sims(cfg: AgentConfig, rate: float) -> list[ScannerSim]:
-    sims = []
-    for i, (dev_id, dev) in enumerate(cfg.devices.items(), start=1):
-        if not isinstance(dev, SerialLineScannerConfig):
-            print(f"demo: no simulator wired for {dev_id} ({dev.type}); skipped", file=sys.stderr)
+def _start_sims(cfg: AgentConfig, rate: float) -> list[DemoSimulator]:
+    sims: list[DemoSimulator] = []
+    for seed, (dev_id, dev) in enumerate(cfg.devices.items(), start=1):
+        try:
+            module = importlib.import_module(f"simulators.{dev.type}")
+        except ModuleNotFoundError:
+            print(f"demo: no simulator for {dev_id} ({dev.type}); skipped", file=sys.stderr)
             continue
-        link = Path(dev.port)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        port = PtyPort(link)
-        port.plug()
-        sim_cfg = ScannerSimConfig(
-            framing=dev.framing, terminator=dev.terminator, aim=dev.aim_ids, rate=rate,
-            seed=i, scanner_no=i, faults=FAULTS, noread=(dev.noread or ["NoRead"])[0],
-        )  # fmt: skip
-        sim = ScannerSim(port, sim_cfg)
-        print(f"demo: {dev_id}: simulated scanner on {port.path} (symlink {link})", flush=True)
+        sim: DemoSimulator = module.for_demo(dev_id, dev, rate, seed)
+        print(f"demo: {dev_id}: {sim.describe()}", flush=True)
         sims.append(sim)
     return sims
 
@@ -133,7 +123,7 @@ def run_demo(config: Path, seconds: float, rate: float, quiet: bool = False) -> 
     stop.wait(seconds if seconds > 0 else None)
     for s in sims:
         s.stop()
-    emitted = sum(t.kind in ("barcode", "noread") and t.delivered for s in sims for t in s.truth)
+    emitted = sum(s.expected() for s in sims)
     deadline = time.monotonic() + 10
     while len(backend.readings) < emitted and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -142,25 +132,21 @@ def run_demo(config: Path, seconds: float, rate: float, quiet: bool = False) -> 
     code = agent.wait(10)
     backend.close()
     _summary(sims, backend, log_path, elapsed, emitted, code)
-    for s in sims:
-        s.port.close()
     if broker is not None:
         broker.stop()
     return 0 if len(backend.readings) >= emitted and code == 0 else 1
 
 
-def _summary(sims: list[ScannerSim], backend: _Backend, log_path: Path, elapsed: float,
+def _summary(sims: list[DemoSimulator], backend: _Backend, log_path: Path, elapsed: float,
              emitted: int, code: int) -> None:  # fmt: skip
     rejects: Counter[str] = Counter()
     for line in log_path.read_text().splitlines():
         if '"frame_rejected"' in line:
             rejects[json.loads(line)["reason"]] += 1
-    injected = Counter(t.kind for s in sims for t in s.truth if t.kind not in ("barcode", "noread"))
     got = len(backend.readings)
     print("\n== demo summary ==")
     print(f"readings emitted by the simulators : {emitted}")
     print(f"readings received by the backend   : {got} in {backend.messages} messages")
     print(f"end-to-end rate                    : {got / elapsed:.0f} readings/s over {elapsed:.1f} s")
-    print(f"faults injected                    : {dict(injected)}")
     print(f"frames rejected by the agent       : {dict(rejects)}")
     print(f"agent exit code                    : {code} (log: {log_path})")

@@ -1,5 +1,27 @@
 """Device simulators: the same bytes as the real devices, over real ptys and sockets.
 
-Each ``simulators/<driver>.py`` mirrors ``drivers/<driver>.py`` and is runnable by hand
-(``python -m simulators.<driver> --help``); it prints the port it serves.
+Each ``simulators/<driver>.py`` mirrors ``drivers/<driver>.py``, is runnable by hand
+(``python -m simulators.<driver> --help``; it prints the port it serves) and offers
+``for_demo(device_id, cfg, rate, seed) -> DemoSimulator`` so ``edge-agent demo`` and the
+end-to-end tests can stand it in for the device a config names.
 """
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class DemoSimulator(Protocol):
+    """What the demo runner needs from a simulator standing in for one configured device."""
+
+    def start(self) -> None:
+        """Start producing readings in the background."""
+
+    def stop(self) -> None:
+        """Stop producing readings and release ports."""
+
+    def expected(self) -> int:
+        """How many readings the agent should publish for what was produced so far."""
+
+    def describe(self) -> str:
+        """One line for the demo output: what is simulated and where."""

@@ -30,6 +30,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from drivers.serial_line_scanner import SerialLineScannerConfig
 from simulators.pty_port import PtyPort
 
 STX, ETX = b"\x02", b"\x03"
@@ -249,6 +250,49 @@ class ScannerSim:
         if self._truth_file:
             self._truth_file.close()
             self._truth_file = None
+
+
+class DemoScanner:
+    """A :class:`ScannerSim` on a pty behind the configured port path (``for_demo``)."""
+
+    def __init__(self, device_id: str, sim: ScannerSim) -> None:
+        self.device_id = device_id
+        self.sim = sim
+
+    def start(self) -> None:
+        """Emit until stopped."""
+        self.sim.start()
+
+    def stop(self) -> None:
+        """Stop emitting and unplug."""
+        self.sim.stop()
+        self.sim.port.close()
+
+    def expected(self) -> int:
+        """Barcodes and no-reads written (faults are not readings)."""
+        return sum(t.kind in ("barcode", "noread") and t.delivered for t in self.sim.truth)
+
+    def describe(self) -> str:
+        """Where the simulated scanner is."""
+        return f"scanner on {self.sim.port.path} (symlink {self.sim.port.link})"
+
+
+#: Faults the demo injects, so its output shows rejects being counted.
+DEMO_FAULTS = {"noread": 0.03, "noise": 0.02, "garble": 0.01, "fragment": 0.2, "coalesce": 0.05}
+
+
+def for_demo(device_id: str, cfg: SerialLineScannerConfig, rate: float, seed: int) -> DemoScanner:
+    """A simulated scanner matching ``cfg``, plugged in at ``cfg.port`` (a symlink path)."""
+    link = Path(cfg.port)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    port = PtyPort(link)
+    port.plug()
+    sim_cfg = ScannerSimConfig(
+        framing=cfg.framing, terminator=cfg.terminator, aim=cfg.aim_ids, rate=rate,
+        seed=seed, scanner_no=seed, faults=DEMO_FAULTS, noread=(cfg.noread or ["NoRead"])[0],
+        prefix=cfg.prefix, suffix=cfg.suffix,
+    )  # fmt: skip
+    return DemoScanner(device_id, ScannerSim(port, sim_cfg))
 
 
 def sscc(data17: str) -> str:
