@@ -14,7 +14,7 @@ Modules are imported lazily, so a driver's library is only loaded when a device 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.errors import ConfigError
 
@@ -29,7 +29,7 @@ DRIVERS: dict[str, tuple[str, str]] = {
 }
 
 
-def driver_class(kind: str, where: str = "") -> type[Driver]:
+def driver_class(kind: str, where: str = "") -> type[Driver[Any]]:
     """The driver class registered as ``kind``. Raises ConfigError listing the valid types."""
     try:
         module, name = DRIVERS[kind]
@@ -37,7 +37,7 @@ def driver_class(kind: str, where: str = "") -> type[Driver]:
         prefix = f"{where} " if where else ""
         msg = f"{prefix}type = {kind!r}: expected one of {', '.join(sorted(DRIVERS))}"
         raise ConfigError(msg) from None
-    cls: type[Driver] = getattr(importlib.import_module(module), name)
+    cls: type[Driver[Any]] = getattr(importlib.import_module(module), name)
     return cls
 
 

@@ -170,7 +170,7 @@ class SerialLineScannerDriver(Driver[SerialLineScannerConfig]):
             )  # fmt: skip
             # pyserial's open() flushes the kernel input buffer; on a scanner those bytes are
             # scans that arrived while we were reconnecting, so keep them.
-            port._reset_input_buffer = lambda: None  # noqa: SLF001
+            port._reset_input_buffer = lambda: None
             port.open()
         except (serial.SerialException, OSError, ValueError) as err:
             self._raise_open_error(err)
@@ -182,8 +182,10 @@ class SerialLineScannerDriver(Driver[SerialLineScannerConfig]):
         code = getattr(err, "errno", None)
         text = str(err)
         if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO) or "No such file" in text:
-            raise DeviceNotFoundError(f"{self.cfg.port}: {text}") from err
-        raise DeviceInitError(f"{self.cfg.port}: {text}") from err
+            msg = f"{self.cfg.port}: {text}"
+            raise DeviceNotFoundError(msg) from err
+        msg = f"{self.cfg.port}: {text}"
+        raise DeviceInitError(msg) from err
 
     def close(self) -> None:
         """Close the port (idempotent)."""
@@ -199,11 +201,13 @@ class SerialLineScannerDriver(Driver[SerialLineScannerConfig]):
         del timeout  # the port's own timeout (POLL_S) bounds the wait; termios calls are costly
         port = self._port
         if port is None:
-            raise DeviceIOError(f"{self.cfg.port}: not open")
+            msg = f"{self.cfg.port}: not open"
+            raise DeviceIOError(msg)
         try:
             data = port.read(max(1, port.in_waiting))
         except (serial.SerialException, OSError) as err:
-            raise DeviceIOError(f"{self.cfg.port}: {err}") from err
+            msg = f"{self.cfg.port}: {err}"
+            raise DeviceIOError(msg) from err
         now = time.monotonic()
         if not data:
             return self._framer.expire(now)

@@ -1,3 +1,3 @@
-"""edge-agent: scanners and scales on a sorting line to MQTT, store-and-forward, never losing a reading."""
+"""edge-agent: sorting-line scanners and scales to MQTT, store-and-forward, no reading lost."""
 
 __version__ = "0.1.0"

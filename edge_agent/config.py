@@ -224,7 +224,9 @@ def _fields_at(model: type, path: tuple[str, ...]) -> list[str]:
         if part not in fields:
             return list(fields) if fields else []
         ann = fields[part].annotation
-        current = next((a for a in getattr(ann, "__args__", (ann,)) if hasattr(a, "model_fields")), ann)
+        current = next(
+            (a for a in getattr(ann, "__args__", (ann,)) if hasattr(a, "model_fields")), ann
+        )
     return [f for f in getattr(current, "model_fields", {}) if f != "source"]
 
 
@@ -233,7 +235,9 @@ def read_password(mqtt: MqttConfig, file: Path) -> SecretStr | None:
     if mqtt.password_env is not None:
         value = os.environ.get(mqtt.password_env)
         if value is None:
-            msg = f"{file}: [mqtt] password_env: environment variable {mqtt.password_env} is not set"
+            msg = (
+                f"{file}: [mqtt] password_env: environment variable {mqtt.password_env} is not set"
+            )
             raise ConfigError(msg)
         return SecretStr(value)
     path = mqtt.password_file

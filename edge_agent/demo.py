@@ -107,12 +107,15 @@ def run_demo(config: Path, seconds: float, rate: float, quiet: bool = False) -> 
     backend = _Backend(cfg, quiet)
     log_path = rundir / "agent.log"
     with log_path.open("wb") as log:
-        agent = subprocess.Popen(  # noqa: S603
+        agent = subprocess.Popen(
             [sys.executable, "-m", "edge_agent", "run", "-c", str(config), "--log-format", "json"],
             stderr=log,
         )
     print(f"demo: edge-agent run -c {config} (pid {agent.pid}, log {log_path})", flush=True)
-    print(f"demo: backend subscribed to {cfg.mqtt.topic_prefix}/v1/{cfg.node.site}/... ; ^C stops", flush=True)
+    print(
+        f"demo: backend subscribed to {cfg.mqtt.topic_prefix}/v1/{cfg.node.site}/... ; ^C stops",
+        flush=True,
+    )
     time.sleep(0.5)
     t0 = time.monotonic()
     for s in sims:
@@ -147,6 +150,8 @@ def _summary(sims: list[DemoSimulator], backend: _Backend, log_path: Path, elaps
     print("\n== demo summary ==")
     print(f"readings emitted by the simulators : {emitted}")
     print(f"readings received by the backend   : {got} in {backend.messages} messages")
-    print(f"end-to-end rate                    : {got / elapsed:.0f} readings/s over {elapsed:.1f} s")
+    print(
+        f"end-to-end rate                    : {got / elapsed:.0f} readings/s over {elapsed:.1f} s"
+    )
     print(f"frames rejected by the agent       : {dict(rejects)}")
     print(f"agent exit code                    : {code} (log: {log_path})")

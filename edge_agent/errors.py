@@ -3,7 +3,7 @@
 ::
 
     EdgeAgentError
-     +-- ConfigError            fix the file; the daemon exits 78 (EX_CONFIG), systemd stops retrying
+     +-- ConfigError            fix the file; the daemon exits 78 (EX_CONFIG), no restart
      +-- DeviceError
      |    +-- DeviceNotFoundError   port absent -> supervisor retries with backoff
      |    +-- DeviceInitError       opened, but settings refused

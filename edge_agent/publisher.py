@@ -255,7 +255,9 @@ class Publisher(threading.Thread):
             self.rejects[str(rc)] += 1
             log.error("mqtt_publish_rejected", reason=str(rc), code=rc.value, rows=len(msg.rows))
             self.writer.mark_rejected([(n, rc.value, str(rc)) for n in msg.rows])
-            self.alarm("publish_rejected", {"reason": str(rc), "code": rc.value, "rows": len(msg.rows)})
+            self.alarm(
+                "publish_rejected", {"reason": str(rc), "code": rc.value, "rows": len(msg.rows)}
+            )
             return
         self.writer.mark_sent(msg.rows)
         self.acked_rows += len(msg.rows)

@@ -242,12 +242,12 @@ class Outbox:
         cond = "sent_ns IS NOT NULL" + ("" if before_ns is None else " AND sent_ns < ?")
         args: tuple[int, ...] = () if before_ns is None else (before_ns,)
         row = self._con.execute(
-            f"SELECT count(*), coalesce(sum(length(payload)), 0) FROM (SELECT payload FROM outbox "  # noqa: S608
+            f"SELECT count(*), coalesce(sum(length(payload)), 0) FROM (SELECT payload FROM outbox "
             f"WHERE {cond} ORDER BY sent_ns LIMIT ?)",
             (*args, limit),
         ).fetchone()
         self._con.execute(
-            f"DELETE FROM outbox WHERE n IN (SELECT n FROM outbox WHERE {cond} "  # noqa: S608
+            f"DELETE FROM outbox WHERE n IN (SELECT n FROM outbox WHERE {cond} "
             "ORDER BY sent_ns LIMIT ?)",
             (*args, limit),
         )
@@ -270,7 +270,9 @@ class Outbox:
         return deleted
 
 
-def fetch_pending(con: sqlite3.Connection, after: int, limit: int, upto: int | None = None) -> list[PendingRow]:
+def fetch_pending(
+    con: sqlite3.Connection, after: int, limit: int, upto: int | None = None
+) -> list[PendingRow]:
     """Pending, not-rejected rows with ``after < n [<= upto]``, in insertion order."""
     sql = "SELECT n, device, payload FROM outbox WHERE sent_ns IS NULL AND n > ?"
     args: tuple[int, ...] = (after,)

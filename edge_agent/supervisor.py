@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 from tenacity import Retrying, retry_if_exception_type, wait_exponential, wait_random
@@ -39,7 +40,7 @@ class DeviceWorker(threading.Thread):
     #: Read timeout per call, seconds: bounds how fast stop() is noticed.
     READ_TIMEOUT_S = 0.25
 
-    def __init__(self, driver: Driver[object], sink: Sink, on_state: StateCallback) -> None:  # type: ignore[type-var]
+    def __init__(self, driver: Driver[Any], sink: Sink, on_state: StateCallback) -> None:
         super().__init__(name=f"device-{driver.device_id}", daemon=True)
         self.driver = driver
         self._sink = sink
@@ -70,7 +71,7 @@ class DeviceWorker(threading.Thread):
             retry=retry_if_exception_type(DeviceError),
             wait=wait_exponential(multiplier=0.05, max=self.MAX_BACKOFF_S) + wait_random(0, 0.05),
             stop=lambda _state: self._stop_evt.is_set(),
-            sleep=self._stop_evt.wait,
+            sleep=self._sleep,
             before_sleep=self._log_retry,
             reraise=True,
         )
@@ -80,6 +81,9 @@ class DeviceWorker(threading.Thread):
             return False  # stopped while retrying
         self._set_state("connected", "")
         return not self._stop_evt.is_set()
+
+    def _sleep(self, seconds: float) -> None:
+        self._stop_evt.wait(seconds)  # a stop() interrupts the backoff
 
     def _log_retry(self, state: object) -> None:
         outcome = getattr(state, "outcome", None)

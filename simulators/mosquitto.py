@@ -83,7 +83,7 @@ class Mosquitto:
     def start(self, timeout: float = 10.0) -> None:
         """Start and wait until the port accepts connections."""
         self._chown()
-        self.proc = subprocess.Popen(  # noqa: S603
+        self.proc = subprocess.Popen(
             [self.exe, "-c", str(self.conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -92,10 +92,17 @@ class Mosquitto:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                log = (self.dir / "mosquitto.log").read_text() if (self.dir / "mosquitto.log").exists() else ""
+                log = (
+                    (self.dir / "mosquitto.log").read_text()
+                    if (self.dir / "mosquitto.log").exists()
+                    else ""
+                )
                 msg = f"mosquitto exited with {self.proc.returncode}: {err} {log}"
                 raise RuntimeError(msg)
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
+            ):
                 return
             time.sleep(0.05)
         msg = f"mosquitto did not listen on {self.port} within {timeout} s"

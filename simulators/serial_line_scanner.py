@@ -85,7 +85,9 @@ class ScannerSim:
         truth_file: optional JSONL file receiving every :class:`Truth` record.
     """
 
-    def __init__(self, port: PtyPort, cfg: ScannerSimConfig, truth_file: Path | None = None) -> None:
+    def __init__(
+        self, port: PtyPort, cfg: ScannerSimConfig, truth_file: Path | None = None
+    ) -> None:
         self.port = port
         self.cfg = cfg
         self.rng = random.Random(cfg.seed)
@@ -180,12 +182,12 @@ class ScannerSim:
         for i, chunk in enumerate(chunks):
             if i:
                 time.sleep(self.rng.uniform(0.001, self.cfg.inter_byte_timeout_s / 5))
-            while chunk:
-                written = self.port.write(chunk)
-                chunk = chunk[written:]
-                if chunk and time.monotonic() > deadline:
+            rest = chunk
+            while rest:
+                rest = rest[self.port.write(rest) :]
+                if rest and time.monotonic() > deadline:
                     return False
-                if chunk:
+                if rest:
                     time.sleep(0.002)
         return True
 

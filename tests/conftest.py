@@ -26,7 +26,7 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 def backend(broker: Mosquitto) -> Iterator[Subscriber]:
     """A subscriber recording everything under edge/#."""
     sub = Subscriber(broker.port)
-    assert sub.wait_for(lambda: sub.client.is_connected(), 5)
+    assert sub.wait_for(sub.client.is_connected, 5)
     yield sub
     sub.close()
 

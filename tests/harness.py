@@ -1,4 +1,4 @@
-"""Test harness with real parts: a backend subscriber on a real broker, the agent as a subprocess."""
+"""Test harness with real parts: a backend subscriber on a real broker, the agent subprocess."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Config loading: the shipped files are valid; every error names file, section, key, expectation."""
+"""Config loading: shipped files are valid; errors name file, section, key, expectation."""
 
 from __future__ import annotations
 
@@ -40,7 +40,9 @@ def test_demo_config_is_valid() -> None:
     assert sorted(cfg.devices) == ["handheld_1", "tunnel_1"]
 
 
-def test_example_config_is_valid_with_its_credential(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_example_config_is_valid_with_its_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "mqtt_password").write_text("s3cret\n")
     (tmp_path / "mqtt_password").chmod(0o600)
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
@@ -52,18 +54,22 @@ def test_example_config_is_valid_with_its_credential(tmp_path: Path, monkeypatch
 
 
 def test_unknown_key_is_named_with_valid_choices(tmp_path: Path) -> None:
-    msg = error_of(tmp_path, '[devices.t1]\ntype = "serial_line_scanner"\nport = "loop://"\nbaudrat = 9600\n')
+    msg = error_of(
+        tmp_path, '[devices.t1]\ntype = "serial_line_scanner"\nport = "loop://"\nbaudrat = 9600\n'
+    )
     assert f"{tmp_path / 'line.toml'}: [devices.t1] unknown key 'baudrat'" in msg
     assert "baudrate" in msg and "port" in msg
 
 
 def test_wrong_value_names_key_and_expectation(tmp_path: Path) -> None:
-    msg = error_of(tmp_path, '[devices.t1]\ntype = "serial_line_scanner"\nport = "loop://"\nbaudrate = 9601\n')
+    msg = error_of(
+        tmp_path, '[devices.t1]\ntype = "serial_line_scanner"\nport = "loop://"\nbaudrate = 9601\n'
+    )
     assert "[devices.t1] baudrate = 9601: expected 1200, 2400" in msg
 
 
 def test_out_of_range_in_nested_section(tmp_path: Path) -> None:
-    text = (BASE + "keepalive = 1\n").replace('port = 1883 }]', 'port = 70000 }]')
+    text = (BASE + "keepalive = 1\n").replace("port = 1883 }]", "port = 70000 }]")
     p = tmp_path / "x.toml"
     p.write_text(text)
     with pytest.raises(ConfigError) as err:
@@ -140,7 +146,9 @@ def test_cli_config_check_exit_codes(tmp_path: Path) -> None:
 
 
 def test_run_with_bad_config_exits_78_naming_the_key(tmp_path: Path) -> None:
-    bad = write(tmp_path, '[devices.t1]\ntype = "serial_line_scanner"\nport = "loop://"\nframing = "slip"\n')
+    bad = write(
+        tmp_path, '[devices.t1]\ntype = "serial_line_scanner"\nport = "loop://"\nframing = "slip"\n'
+    )
     res = subprocess.run(
         [sys.executable, "-m", "edge_agent", "run", "-c", str(bad)],
         capture_output=True, text=True, cwd=ROOT, check=False, timeout=30,

@@ -18,7 +18,7 @@ import pytest
 
 from simulators.mosquitto import Mosquitto
 from simulators.serial_line_scanner import ScannerSim
-from tests.harness import Agent, Subscriber, agent_config, queue_rows, schema_validator
+from tests.harness import Subscriber, agent_config, queue_rows, schema_validator
 
 Factory = Callable[..., Any]
 
@@ -113,7 +113,9 @@ def test_broker_down_5s_mid_stream_loses_nothing(
     broker.start()
     sim.wait(30)
     want = emitted(sim)
-    assert backend.wait_for(lambda: len({r["id"] for r in received(backend, "scan_1")}) >= len(want), 30)
+    assert backend.wait_for(
+        lambda: len({r["id"] for r in received(backend, "scan_1")}) >= len(want), 30
+    )
     got = received(backend, "scan_1")
     assert {(r["kind"], r["value"]) for r in got} == set(want)
     dups = len(got) - len({r["id"] for r in got})
@@ -139,7 +141,9 @@ def test_agent_kill_9_several_times_loses_no_committed_reading(
     time.sleep(1.5)
     sim.stop()
     db = tmp_path / "state" / "queue.db"
-    assert backend.wait_for(lambda: {r["id"] for r in queue_rows(db)} <= {r["id"] for _, r in backend.readings()}, 20)
+    assert backend.wait_for(
+        lambda: {r["id"] for r in queue_rows(db)} <= {r["id"] for _, r in backend.readings()}, 20
+    )
     agent.stop()
     rows = assert_oracle(backend, db)
     got = received(backend, "scan_1")
@@ -198,7 +202,7 @@ def test_unplug_replug_resumes_within_2s(
         sim.unplug(1.0)  # returns right after the replug
         replugged = time.monotonic()
         before = len(received(backend, "scan_1"))
-        first = sim._n  # noqa: SLF001 - readings after this one were emitted after the replug
+        first = sim._n
         assert backend.wait_for(
             lambda b=before, f=first: any(
                 int(r["value"][3:]) > f for r in received(backend, "scan_1")[b:] if r["value"]

@@ -60,7 +60,11 @@ def test_rows_leave_pending_only_when_marked_sent(tmp_path: Path) -> None:
 
 def test_bound_purges_sent_first_then_refuses_and_counts(tmp_path: Path) -> None:
     db = tmp_path / "q.db"
-    size = len(Outbox(tmp_path / "probe.db", NODE, 1 << 20, 0).apply([cap("d1", "X" * 10)])[0][0][1].to_json())
+    size = len(
+        Outbox(tmp_path / "probe.db", NODE, 1 << 20, 0)
+        .apply([cap("d1", "X" * 10)])[0][0][1]
+        .to_json()
+    )
     ob = Outbox(db, NODE, 1 << 20, 3600)
     ob.max_bytes = size * 10 + size // 2  # room for 10 readings
     acc, dropped = ob.apply([cap("d1", f"X{i:09d}") for i in range(10)])

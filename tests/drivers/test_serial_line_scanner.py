@@ -25,7 +25,9 @@ CAPTURES = Path(__file__).parent.parent / "data" / "captures" / "serial_line_sca
 
 
 def cfg(**kw: object) -> SerialLineScannerConfig:
-    return SerialLineScannerConfig.model_validate({"type": "serial_line_scanner", "port": "loop://", **kw})
+    return SerialLineScannerConfig.model_validate(
+        {"type": "serial_line_scanner", "port": "loop://", **kw}
+    )
 
 
 class TestContract(DriverContract):
@@ -35,7 +37,9 @@ class TestContract(DriverContract):
         port = PtyPort(tmp_path / "scanner")
         port.plug()
         sim = ScannerSim(port, ScannerSimConfig(framing=framing, aim=False))
-        drv = SerialLineScannerDriver("s1", cfg(port=str(port.link), framing=framing, aim_ids=False))
+        drv = SerialLineScannerDriver(
+            "s1", cfg(port=str(port.link), framing=framing, aim_ids=False)
+        )
 
         def good() -> str:
             data, truth = sim.next_item()
@@ -68,7 +72,9 @@ def _events(framer_cfg: SerialLineScannerConfig, data: bytes, bytewise: bool) ->
         except FrameError as err:
             result.append({"reject": err.reason})
             continue
-        result.append({"kind": d.kind.value, "value": d.value, "aim": d.aim, "symbology": d.symbology})
+        result.append(
+            {"kind": d.kind.value, "value": d.value, "aim": d.aim, "symbology": d.symbology}
+        )
     return result
 
 
@@ -101,7 +107,10 @@ def test_gs1_fnc1_kept_and_symbology_named() -> None:
 def test_oversize_frame_rejected_then_resync() -> None:
     c = cfg(max_frame=20)
     out = _events(c, b"X" * 40 + b"\r\nSF1000000000001\r\n", bytewise=False)
-    assert out == [{"reject": "oversize"}, {"kind": "barcode", "value": "SF1000000000001", "aim": None, "symbology": None}]
+    assert out == [
+        {"reject": "oversize"},
+        {"kind": "barcode", "value": "SF1000000000001", "aim": None, "symbology": None},
+    ]
 
 
 def test_partial_frame_by_inter_byte_timeout() -> None:
