@@ -186,6 +186,7 @@ class Outbox:
             rows.append((reading.id, cap.device, seq, prio, cap.wall_ns, payload))
             accepted.append((0, reading))
             self.counters["bytes"] += len(payload)
+        self.counters["dropped"] += len(dropped)
         if not rows:
             return accepted, dropped
         self._con.executemany(
@@ -198,7 +199,6 @@ class Outbox:
         accepted = [(first + i, r) for i, (_, r) in enumerate(accepted)]
         self.counters["pending"] += len(rows)
         self.counters["accepted"] += len(rows)
-        self.counters["dropped"] += len(dropped)
         return accepted, dropped
 
     def _make_room(self, need: int) -> bool:

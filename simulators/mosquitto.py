@@ -15,13 +15,14 @@ import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
 
 CONF = """\
-listener {port} 127.0.0.1
-allow_anonymous true
+per_listener_settings false
+allow_anonymous {anonymous}
 persistence true
 persistence_location {dir}/
 autosave_interval 1
@@ -31,6 +32,7 @@ log_dest file {dir}/mosquitto.log
 log_type error
 log_type warning
 log_type notice
+listener {port} 127.0.0.1
 """
 
 
@@ -54,9 +56,14 @@ class Mosquitto:
     Args:
         workdir: directory for config, persistence and log.
         port: TCP port on 127.0.0.1 (None: a free one).
+        extra: more mosquitto.conf lines (TLS files, password_file, acl_file ...), appended
+            after the listener line so listener options apply to it.
+        anonymous: allow clients without a username.
     """
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, extra: str = "", anonymous: bool = True
+    ) -> None:
         exe = binary()
         if exe is None:
             msg = "mosquitto binary not found (apt-get install mosquitto)"
@@ -67,7 +74,9 @@ class Mosquitto:
         self.proc: subprocess.Popen[bytes] | None = None
         self.dir.mkdir(parents=True, exist_ok=True)
         self.conf = self.dir / "mosquitto.conf"
-        self.conf.write_text(CONF.format(port=self.port, dir=self.dir))
+        self.conf.write_text(
+            CONF.format(port=self.port, dir=self.dir, anonymous=str(anonymous).lower()) + extra
+        )
         self._chown()
 
     def _chown(self) -> None:
@@ -79,6 +88,12 @@ class Mosquitto:
             return
         for path in (self.dir, *self.dir.iterdir()):
             os.chown(path, user.pw_uid, user.pw_gid)
+        # The broker must reach its directory: let others traverse (not list) the parents,
+        # e.g. pytest's 0700 /tmp/pytest-of-root.
+        for parent in self.dir.resolve().parents:
+            mode = parent.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                parent.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
 
     def start(self, timeout: float = 10.0) -> None:
         """Start and wait until the port accepts connections."""

@@ -26,7 +26,14 @@ SCHEMAS = ROOT / "edge_agent" / "schemas"
 class Subscriber:
     """The "backend": MQTT v5, QoS 1, persistent session; records every message."""
 
-    def __init__(self, port: int, topic: str = "edge/#", client_id: str = "backend") -> None:
+    def __init__(
+        self,
+        port: int,
+        topic: str = "edge/#",
+        client_id: str = "backend",
+        auth: tuple[str, str] | None = None,
+        ca_file: Path | None = None,
+    ) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         self.client = mqtt.Client(
@@ -35,6 +42,10 @@ class Subscriber:
         self.client.on_message = self._on_message
         self.client.on_connect = lambda c, _u, _f, _rc, _p=None: c.subscribe(topic, qos=1)
         self.client.reconnect_delay_set(1, 1)
+        if auth:
+            self.client.username_pw_set(*auth)
+        if ca_file:
+            self.client.tls_set(ca_certs=str(ca_file))
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
         self.client.connect("127.0.0.1", port, clean_start=False, properties=props)

@@ -1,0 +1,253 @@
+"""The publisher against real brokers: protocol versions, rejections, TLS, failover, LWT, backlog."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_agent.queue import Outbox
+from edge_agent.reading import Capture, Decoded, Identity, Kind
+from simulators.mosquitto import Mosquitto, free_port
+from tests.harness import Subscriber, agent_config, queue_rows
+from tests.test_e2e import assert_oracle, emitted, received, scanner_device
+from tests.tls import make_ca, make_server_cert
+
+Factory = Callable[..., Any]
+BASE = "edge/v1/T1/L1/test-agent"
+
+
+def _wait_pending_zero(db: Path, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(r["sent_ns"] is not None for r in queue_rows(db)):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_mqtt_311_selectable(
+    tmp_path: Path, broker: Mosquitto, backend: Subscriber, scanner: Factory, agent_factory: Factory
+) -> None:
+    sim = scanner("scan", rate=100, seed=21)
+    cfg = agent_config(tmp_path, broker.port, {"s1": scanner_device(sim)}, 'protocol = "3.1.1"')
+    agent = agent_factory(cfg)
+    agent.start()
+    sim.start(count=100)
+    sim.wait(10)
+    assert backend.wait_for(lambda: len(received(backend, "s1")) >= 100, 10)
+    assert [(r["kind"], r["value"]) for r in received(backend, "s1")] == emitted(sim)
+    agent.stop()
+    assert_oracle(backend, tmp_path / "state" / "queue.db")
+
+
+def test_acl_denied_rows_are_kept_with_reason_code_and_alarm(
+    tmp_path: Path, scanner: Factory, agent_factory: Factory
+) -> None:
+    bdir = tmp_path / "broker"
+    bdir.mkdir()
+    pw = bdir / "passwd"
+    for user, secret in (("agent", "agent-pw"), ("backend", "backend-pw")):
+        subprocess.run(
+            ["mosquitto_passwd", "-b", *(["-c"] if not pw.exists() else []), str(pw), user, secret],
+            check=True,
+        )  # fmt: skip
+    (bdir / "acl").write_text(
+        f"user agent\ntopic write {BASE}/status\ntopic write {BASE}/alarm\n"
+        f"topic write {BASE}/device/#\n\nuser backend\ntopic read edge/#\n"
+    )
+    extra = f"password_file {pw}\nacl_file {bdir / 'acl'}\n"
+    broker = Mosquitto(bdir, extra=extra, anonymous=False)
+    broker.start()
+    backend = Subscriber(broker.port, auth=("backend", "backend-pw"))
+    secret = tmp_path / "agent.pw"
+    secret.write_text("agent-pw\n")
+    secret.chmod(0o600)
+    sim = scanner("scan", rate=50, seed=22)
+    mqtt = f'username = "agent"\npassword_file = "{secret}"'
+    agent = agent_factory(agent_config(tmp_path, broker.port, {"s1": scanner_device(sim)}, mqtt))
+    try:
+        agent.start()
+        sim.start(count=10)
+        sim.wait(5)
+        db = tmp_path / "state" / "queue.db"
+        assert backend.wait_for(lambda: len(backend.payloads("/alarm")) >= 1, 10)
+        time.sleep(3)
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        rows = con.execute(
+            "SELECT sent_ns, reject_rc, reject_reason, attempts FROM outbox"
+        ).fetchall()
+        con.close()
+        assert len(rows) == 10
+        assert all(r[0] is None and r[1] == 0x87 and r[2] == "Not authorized" for r in rows)
+        assert all(r[3] == 1 for r in rows), "rejected rows must not be retried in a hot loop"
+        alarm = json.loads(backend.payloads("/alarm")[0])
+        assert alarm["alarm"] == "publish_rejected" and alarm["code"] == 0x87
+        assert received(backend, "s1") == []
+        assert "agent-pw" not in agent.log_text()
+    finally:
+        agent.stop()
+        backend.close()
+        broker.stop()
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path) -> Any:
+    bdir = tmp_path / "tlsbroker"
+    bdir.mkdir()
+    ca, ca_key, ca_cert = make_ca(bdir, "line-ca")
+    cert, key = make_server_cert(bdir, ca_key, ca_cert, "127.0.0.1")
+    broker = Mosquitto(bdir, extra=f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n")
+    broker.start()
+    yield broker, ca
+    broker.stop()
+
+
+def test_tls_with_private_ca(
+    tmp_path: Path, tls_broker: Any, scanner: Factory, agent_factory: Factory
+) -> None:
+    broker, ca = tls_broker
+    backend = Subscriber(broker.port, ca_file=ca)
+    sim = scanner("scan", rate=100, seed=23)
+    tls = f'[mqtt.tls]\nca_file = "{ca}"'
+    agent = agent_factory(agent_config(tmp_path, broker.port, {"s1": scanner_device(sim)}, tls))
+    agent.start()
+    sim.start(count=50)
+    sim.wait(5)
+    assert backend.wait_for(lambda: len(received(backend, "s1")) >= 50, 10)
+    agent.stop()
+    backend.close()
+
+
+def test_tls_wrong_ca_fails_closed_but_keeps_reading(
+    tmp_path: Path, tls_broker: Any, scanner: Factory, agent_factory: Factory
+) -> None:
+    broker, _ca = tls_broker
+    other, _, _ = make_ca(tmp_path, "other-ca")
+    sim = scanner("scan", rate=100, seed=24)
+    tls = f'[mqtt.tls]\nca_file = "{other}"'
+    agent = agent_factory(agent_config(tmp_path, broker.port, {"s1": scanner_device(sim)}, tls))
+    agent.start()
+    sim.start(count=30)
+    sim.wait(5)
+    time.sleep(1.5)
+    rows = queue_rows(tmp_path / "state" / "queue.db")
+    assert len(rows) == 30 and all(r["sent_ns"] is None for r in rows)
+    assert agent.proc is not None and agent.proc.poll() is None
+    assert any(e["event"] == "mqtt_connect_failed" for e in agent.events())
+    assert not any(e["event"] == "mqtt_connected" for e in agent.events())
+    agent.stop()
+
+
+def test_failover_to_second_broker(
+    tmp_path: Path, broker: Mosquitto, backend: Subscriber, scanner: Factory, agent_factory: Factory
+) -> None:
+    dead = free_port()
+    sim = scanner("scan", rate=100, seed=25)
+    cfg = agent_config(tmp_path, broker.port, {"s1": scanner_device(sim)})
+    text = cfg.read_text().replace(
+        f'brokers = [{{ host = "127.0.0.1", port = {broker.port} }}]',
+        f'brokers = [{{ host = "127.0.0.1", port = {dead} }}, '
+        f'{{ host = "127.0.0.1", port = {broker.port} }}]\nfailover_after = 1',
+    )
+    cfg.write_text(text)
+    agent = agent_factory(cfg)
+    agent.start()
+    sim.start(count=40)
+    sim.wait(5)
+    assert backend.wait_for(lambda: len(received(backend, "s1")) >= 40, 15)
+    connected = [e for e in agent.events() if e["event"] == "mqtt_connected"]
+    assert connected and connected[0]["port"] == broker.port
+    agent.stop()
+
+
+def test_last_will_offline_after_kill_9(
+    tmp_path: Path, broker: Mosquitto, backend: Subscriber, agent_factory: Factory
+) -> None:
+    cfg = agent_config(tmp_path, broker.port, {})
+    agent = agent_factory(cfg)
+    agent.start()
+    assert backend.wait_for(lambda: backend.payloads("/status")[-1:] == [b"online"], 5)
+    agent.kill(signal.SIGKILL)
+    assert backend.wait_for(lambda: backend.payloads("/status")[-1:] == [b"offline"], 10)
+
+
+def _prefill(db: Path, n: int) -> None:
+    db.parent.mkdir(parents=True, exist_ok=True)
+    ob = Outbox(db, Identity("test-agent", "T1", "L1", "boot"), 1 << 30, 3600)
+    for start in range(0, n, 5000):
+        ob.apply(
+            [
+                Capture.now("old", Decoded(Kind.BARCODE, f"OLD{i:09d}", b"x"))
+                for i in range(start, min(n, start + 5000))
+            ]
+        )
+    ob.close()
+
+
+def test_backlog_drains_in_batches_without_starving_live(
+    tmp_path: Path, broker: Mosquitto, backend: Subscriber, scanner: Factory, agent_factory: Factory
+) -> None:
+    db = tmp_path / "state" / "queue.db"
+    _prefill(db, 60_000)
+    sim = scanner("scan", rate=100, seed=26)
+    agent = agent_factory(agent_config(tmp_path, broker.port, {"s1": scanner_device(sim)}))
+    sim.start(count=0)
+    agent.start()
+    assert backend.wait_for(lambda: len(backend.readings()) >= 60_000, 60)
+    sim.stop()
+    order = [(t, r["device"]) for t, r in backend.readings()]
+    last_backlog = max(i for i, (_, dev) in enumerate(order) if dev == "old")
+    first_live = min(i for i, (_, dev) in enumerate(order) if dev == "s1")
+    assert first_live < last_backlog, "live readings waited for the whole backlog"
+    batches = backend.payloads("/batch")
+    assert len(batches) >= 60_000 // 500
+    old_seqs = [r["seq"] for _, r in backend.readings() if r["device"] == "old"]
+    assert old_seqs == sorted(old_seqs)  # the backlog stream keeps per-device order
+    assert _wait_pending_zero(db)
+    agent.stop()
+    assert_oracle(backend, db)
+
+
+def test_queue_bound_refuses_new_readings_counts_and_alarms(
+    tmp_path: Path, scanner: Factory, agent_factory: Factory
+) -> None:
+    broker = Mosquitto(tmp_path / "broker")  # configured, not started: the broker is down
+    sim = scanner("scan", rate=2000, seed=27)
+    cfg = agent_config(
+        tmp_path, broker.port, {"s1": scanner_device(sim)}, queue_extra="max_bytes = 1048576"
+    )
+    agent = agent_factory(cfg)
+    agent.start()
+    sim.start(count=4000)
+    sim.wait(20)
+    time.sleep(1)
+    db = tmp_path / "state" / "queue.db"
+    rows = queue_rows(db)
+    stored = sum(len(json.dumps(r["payload"], separators=(",", ":"))) for r in rows)
+    assert stored <= 1048576
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    dropped = dict(con.execute("SELECT name, value FROM counters").fetchall())["dropped"]
+    con.close()
+    assert dropped > 0 and len(rows) + dropped == 4000
+    seqs = sorted(r["seq"] for r in rows)
+    assert seqs == list(range(1, len(rows) + 1))  # refusals come after the queue filled
+    assert any(e["event"] == "queue_full_reading_dropped" for e in agent.events())
+    broker.start()
+    backend = Subscriber(broker.port)
+    try:
+        assert backend.wait_for(lambda: len(backend.payloads("/alarm")) >= 1, 15)
+        alarm = json.loads(backend.payloads("/alarm")[0])
+        assert alarm["alarm"] == "queue_full" and alarm["dropped_total"] > 0
+        assert backend.wait_for(lambda: len(received(backend, "s1")) >= len(rows), 20)
+    finally:
+        agent.stop()
+        backend.close()
+        broker.stop()
