@@ -1,0 +1,230 @@
+"""The Modbus scale driver: owns one pymodbus sync client and polls every unit on its link."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pymodbus.client import ModbusSerialClient, ModbusTcpClient
+from pymodbus.exceptions import ModbusException, ModbusIOException
+from pymodbus.framer import FramerType
+
+from drivers.base import Driver
+from drivers.framing import Event, Reject
+from drivers.modbus_scale.config import ModbusScaleConfig
+from drivers.modbus_scale.frames import (
+    FC,
+    crc16,
+    exception_pdu,
+    parse_frame,
+    read_pdu,
+    rtu_adu,
+    tcp_adu,
+    to_decoded,
+)
+from drivers.modbus_scale.poller import Scheduler, UnitState, settle
+from edge_agent.errors import DeviceInitError, DeviceIOError, DeviceNotFoundError, FrameError
+from edge_agent.reading import Decoded
+
+# pymodbus logs every timeout at ERROR through stdlib logging; with no handler configured that
+# lands as plain text in the daemon's JSON stderr. The driver logs the same facts structured.
+logging.getLogger("pymodbus").addHandler(logging.NullHandler())
+
+Client = ModbusSerialClient | ModbusTcpClient
+
+
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """One request on the link, for tests and diagnostics (``ModbusScaleDriver.polls``)."""
+
+    unit: int
+    start: float
+    end: float
+    outcome: str
+
+
+class ModbusScaleDriver(Driver[ModbusScaleConfig]):
+    """Weight indicators on one Modbus link: an RTU bus (several unit ids) or a TCP connection.
+
+    ``read()`` polls the units as they fall due and returns a reading per new stable weight
+    (see :mod:`drivers.modbus_scale.poller`). Link errors (``OSError``, ``SerialException``,
+    pymodbus ``ConnectionException``) close the client, drop the object and raise
+    ``DeviceIOError``; the supervisor reopens with a *new* client (RELIABILITY.md M1, M6).
+    A unit that times out is that unit's problem (M3), unless none answers for
+    ``reopen_after_ms``: then the link is reopened too.
+    """
+
+    kind: ClassVar[str] = "modbus_scale"
+    Config = ModbusScaleConfig
+    #: Polls kept in :attr:`polls`.
+    POLL_HISTORY = 4096
+
+    def __init__(self, device_id: str, cfg: ModbusScaleConfig) -> None:
+        super().__init__(device_id, cfg)
+        self._client: Client | None = None
+        self._rx = b""
+        self._sched = Scheduler(cfg)
+        self._last_answer = 0.0
+        self.clients_created = 0
+        self.polls: deque[Poll] = deque(maxlen=self.POLL_HISTORY)
+
+    @property
+    def units(self) -> dict[int, UnitState]:
+        """Per-unit state and outcome counters."""
+        return self._sched.units
+
+    def open(self) -> None:
+        """Create a new pymodbus client and connect it. Raises DeviceNotFoundError/InitError."""
+        self.close()
+        client = self._new_client()
+        if not client.connect():
+            client.close()  # type: ignore[no-untyped-call]
+            raise self._open_error()
+        self._client = client
+        self.clients_created += 1
+        now = time.monotonic()
+        self._last_answer = now
+        self._sched.restart(now)
+        self.log.info("link_opened", link=self.cfg.where, units=self.cfg.units)
+
+    def _open_error(self) -> DeviceNotFoundError | DeviceInitError:
+        cfg = self.cfg
+        if cfg.transport == "rtu" and cfg.port and cfg.port.startswith("/"):
+            if not Path(cfg.port).exists():
+                return DeviceNotFoundError(f"{cfg.port}: no such device")
+            return DeviceInitError(f"{cfg.port}: cannot open (busy or not a serial port?)")
+        return DeviceNotFoundError(f"{cfg.where}: cannot connect")
+
+    def _new_client(self) -> Client:
+        cfg, timeout = self.cfg, self.cfg.timeout_ms / 1000
+        # retries=0: our scheduler retries, counted per unit; reconnect_delay=0: no library
+        # auto-reconnect (M2) - a broken link is a new client object, made by open().
+        if cfg.transport == "tcp":
+            assert cfg.host is not None
+            return ModbusTcpClient(
+                cfg.host, port=cfg.tcp_port, timeout=timeout, retries=0, reconnect_delay=0,
+                trace_packet=self._trace,
+            )  # fmt: skip
+        assert cfg.port is not None
+        return ModbusSerialClient(
+            cfg.port, framer=FramerType.RTU, baudrate=cfg.baudrate, bytesize=cfg.bytesize,
+            parity=cfg.parity, stopbits=cfg.stopbits, timeout=timeout, retries=0,
+            reconnect_delay=0, trace_packet=self._trace,
+        )  # fmt: skip
+
+    def _trace(self, sending: bool, data: bytes) -> bytes:
+        if not sending:
+            self._rx = bytes(data)  # pymodbus passes the whole buffer received so far
+        return data
+
+    def close(self) -> None:
+        """Close and drop the client (idempotent)."""
+        client, self._client = self._client, None
+        self._pending.clear()
+        if client is not None:
+            try:
+                client.close()  # type: ignore[no-untyped-call]
+            except (OSError, ModbusException) as err:
+                self.log.debug("link_close_failed", error=str(err))
+
+    def _read_events(self, timeout: float) -> list[Event]:
+        if self._client is None:
+            msg = f"{self.cfg.where}: not open"
+            raise DeviceIOError(msg)
+        now = time.monotonic()
+        st = self._sched.next_due(now)
+        if st is None:
+            time.sleep(min(timeout, self._sched.wait_s(now)))
+            return []
+        return self._poll(self._client, st)
+
+    def _poll(self, client: Client, st: UnitState) -> list[Event]:
+        t0 = time.monotonic()
+        self._rx = b""
+        try:
+            rsp = self._request(client, st.unit)
+        except ModbusIOException as err:  # no valid answer within the timeout
+            return self._no_answer(st, t0, str(err))
+        except (ModbusException, OSError) as err:  # the link itself broke
+            self.close()
+            self._record(st, t0, "link_error")
+            msg = f"{self.cfg.where}: {err}"
+            raise DeviceIOError(msg) from err
+        self._last_answer = time.monotonic()
+        if self._sched.answered(st, self._last_answer):
+            self.log.info("unit_online", unit=st.unit)
+        return self._answer(st, t0, self._frame(rsp, st.unit))
+
+    def _request(self, client: Client, unit: int) -> Any:
+        m = self.cfg.registers
+        if m.function == "input":
+            return client.read_input_registers(m.start, count=m.count, device_id=unit)
+        return client.read_holding_registers(m.start, count=m.count, device_id=unit)
+
+    def _frame(self, rsp: Any, unit: int) -> bytes:
+        fc = FC[self.cfg.registers.function]
+        if rsp.isError():
+            pdu = exception_pdu(fc, rsp.exception_code)
+        else:
+            pdu = read_pdu(fc, rsp.registers)
+        if self.cfg.transport == "tcp":
+            return tcp_adu(rsp.transaction_id, unit, pdu)
+        return rtu_adu(unit, pdu)
+
+    def _answer(self, st: UnitState, t0: float, frame: bytes) -> list[Event]:
+        try:
+            _unit, sample = parse_frame(frame, self.cfg)
+        except FrameError as err:
+            return self._failure(st, t0, err.reason, frame)
+        outcome = settle(st, sample, self.cfg)
+        self._record(st, t0, outcome)
+        return [frame] if outcome == "reading" else []
+
+    def _no_answer(self, st: UnitState, t0: float, detail: str) -> list[Event]:
+        outcome, rx = self._classify(self._rx, st.unit), self._rx
+        if self._sched.failed(st, time.monotonic()):
+            self.log.warning("unit_offline", unit=st.unit, reason=outcome, detail=detail)
+        events = self._failure(st, t0, outcome, rx) if rx else self._record(st, t0, outcome)
+        silent_s = time.monotonic() - self._last_answer
+        if self._sched.all_offline() and silent_s * 1000 >= self.cfg.reopen_after_ms:
+            self.close()
+            msg = f"{self.cfg.where}: no unit answered for {silent_s:.1f} s"
+            raise DeviceIOError(msg)
+        return events
+
+    def _classify(self, rx: bytes, unit: int) -> str:
+        """Why bytes that arrived did not make a response: crc, wrong_unit, garbled; or timeout."""
+        if not rx:
+            return "timeout"
+        if self.cfg.transport == "rtu":
+            if len(rx) >= 5 and crc16(rx[:-2]) == int.from_bytes(rx[-2:], "little"):
+                return "wrong_unit" if rx[0] != unit else "garbled"
+            return "crc"
+        return "wrong_unit" if len(rx) >= 7 and rx[6] != unit else "garbled"
+
+    def _failure(self, st: UnitState, t0: float, reason: str, data: bytes) -> list[Event]:
+        """Count every failure per unit; hand the first of a run to the base class's rejects."""
+        first = st.last_outcome != reason
+        self._record(st, t0, reason)
+        if not first:
+            return []
+        if reason in ("crc", "wrong_unit", "garbled"):
+            return [Reject(reason, data)]  # bytes that made no response
+        return [data]  # a response: _parse raises the same FrameError, the base counts it
+
+    def _record(self, st: UnitState, t0: float, outcome: str) -> list[Event]:
+        st.stats[outcome] += 1
+        st.last_outcome = outcome
+        self.polls.append(Poll(st.unit, t0, time.monotonic(), outcome))
+        return []
+
+    def _parse(self, frame: bytes) -> Decoded:
+        _unit, sample = parse_frame(frame, self.cfg)
+        decoded = to_decoded(frame, sample, self.cfg)
+        if decoded.stable is None:  # no status bits: _read_events passes a frame once settled
+            decoded = replace(decoded, stable=True)
+        return decoded
