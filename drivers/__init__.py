@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 #: config ``type`` -> (module, class)
 DRIVERS: dict[str, tuple[str, str]] = {
+    "hid_scanner": ("drivers.hid_scanner.driver", "HidScannerDriver"),
     "modbus_scale": ("drivers.modbus_scale", "ModbusScaleDriver"),
     "serial_line_scanner": ("drivers.serial_line_scanner", "SerialLineScannerDriver"),
     "virtual": ("drivers.virtual", "VirtualDriver"),
