@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 
@@ -50,6 +51,8 @@ class Driver(abc.ABC, Generic[C]):
         self.rejects: Counter[str] = Counter()
         self.frames = 0
         self._pending: deque[Event] = deque()
+        #: Called with (device_id, reason, frame) on every reject (the daemon's live view).
+        self.on_reject: Callable[[str, str, bytes], None] | None = None
         self.log = structlog.get_logger("drivers").bind(device=device_id, driver=self.kind)
 
     @abc.abstractmethod
@@ -95,6 +98,8 @@ class Driver(abc.ABC, Generic[C]):
     def _reject(self, reason: str, data: bytes, detail: str = "") -> None:
         self.rejects[reason] += 1
         self.log.warning("frame_rejected", reason=reason, detail=detail, frame_hex=data.hex(" "))
+        if self.on_reject is not None:
+            self.on_reject(self.device_id, reason, data)
 
     @staticmethod
     def detect() -> list[DetectedDevice]:

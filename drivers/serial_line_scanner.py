@@ -164,10 +164,15 @@ class SerialLineScannerDriver(Driver[SerialLineScannerConfig]):
         cfg = self.cfg
         try:
             port = serial.serial_for_url(
-                cfg.port, do_not_open=True, baudrate=cfg.baudrate, bytesize=cfg.bytesize,
-                parity=cfg.parity, stopbits=cfg.stopbits, timeout=self.POLL_S,
+                cfg.port,
+                do_not_open=True,
+                baudrate=cfg.baudrate,
+                bytesize=cfg.bytesize,
+                parity=cfg.parity,
+                stopbits=cfg.stopbits,
+                timeout=self.POLL_S,
                 exclusive=cfg.exclusive if cfg.port.startswith("/") else None,
-            )  # fmt: skip
+            )
             # pyserial's open() flushes the kernel input buffer; on a scanner those bytes are
             # scans that arrived while we were reconnecting, so keep them.
             port._reset_input_buffer = lambda: None

@@ -114,6 +114,28 @@ class LogConfig(StrictModel):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class ControlConfig(StrictModel):
+    """The control socket used by the CLI (``status``, ``monitor``, ``probe --via-daemon``)."""
+
+    socket: Path | None = None  # None: $RUNTIME_DIRECTORY/control.sock or /run/edge-agent/...
+    group: Ident | None = None
+    enabled: bool = True
+
+    def path(self) -> Path:
+        """Where the socket is (or would be)."""
+        if self.socket is not None:
+            return self.socket
+        runtime = os.environ.get("RUNTIME_DIRECTORY", "/run/edge-agent").split(":")[0]
+        return Path(runtime) / "control.sock"
+
+
+class MetricsConfig(StrictModel):
+    """Prometheus metrics: off by default; when on, served on 127.0.0.1 only."""
+
+    enabled: bool = False
+    port: Annotated[int, Field(ge=1, le=65535)] = 9108
+
+
 class AgentConfig(StrictModel):
     """The whole file, after validation. ``devices`` holds each driver's own Config."""
 
@@ -121,6 +143,8 @@ class AgentConfig(StrictModel):
     mqtt: MqttConfig
     queue: QueueConfig = QueueConfig()
     log: LogConfig = LogConfig()
+    control: ControlConfig = ControlConfig()
+    metrics: MetricsConfig = MetricsConfig()
     devices: dict[str, DeviceConfig] = Field(default_factory=dict)
     source: Path = Path("<memory>")
 

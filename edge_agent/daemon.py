@@ -9,17 +9,23 @@ those marks; exit. Anything not PUBACKed stays pending in the queue for the next
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import threading
 import time
+from collections import deque
+from dataclasses import asdict
 from types import FrameType
+from typing import Any
 
 import structlog
 
 from drivers import driver_class
+from edge_agent import queue as queue_mod
 from edge_agent import sdnotify
 from edge_agent.config import AgentConfig
+from edge_agent.control import ControlServer, Handler
 from edge_agent.logs import register_secret
 from edge_agent.publisher import Publisher
 from edge_agent.queue import Outbox
@@ -57,6 +63,9 @@ class Daemon:
         self.publisher = Publisher(
             cfg.mqtt, self.topics, f"edge-agent-{n.agent_id}", password, q.path, self.writer
         )
+        self.started_mono = time.monotonic()
+        self.control: ControlServer | None = None
+        self._rates: deque[tuple[float, dict[str, tuple[int, int]]]] = deque(maxlen=13)
         self.workers = [
             DeviceWorker(
                 driver_class(dev.type)(dev_id, dev), self.writer.submit, self.publisher.device_state
@@ -67,18 +76,68 @@ class Daemon:
 
     def _on_commit(self, accepted: list[tuple[int, Reading]]) -> None:
         self.publisher.wake()
+        if self.control is not None and self.control.watching:
+            for _n, r in accepted:
+                self.control.publish({"event": "reading", **r.to_dict()})
         for _n, r in accepted[-3:] if len(accepted) > 3 else accepted:
             log.debug("reading_committed", device=r.device, seq=r.seq, id=r.id)
 
     def _on_alarm(self, name: str, details: dict[str, object]) -> None:
         self.publisher.alarm(name, details)
 
+    def _on_reject(self, device: str, reason: str, frame: bytes) -> None:
+        if self.control is not None and self.control.watching:
+            self.control.publish(
+                {"event": "reject", "device": device, "reason": reason, "raw": frame.hex()}
+            )
+
+    def _start_control(self) -> None:
+        cfg = self.cfg.control
+        if not cfg.enabled:
+            return
+        handlers: dict[str, Handler] = {
+            "ping": lambda _r: {"ok": True, "pid": os.getpid()},
+            "status": lambda _r: {"ok": True, "status": self.status()},
+            "device": self._device_command,
+            "purge": lambda r: {
+                "ok": True,
+                "deleted": self.writer.call(
+                    lambda ob: ob.purge_sent_before(int(r["sent_before_ns"]))
+                ),
+            },
+        }
+        server = ControlServer(cfg.path(), handlers, cfg.group)
+        try:
+            server.bind()
+        except (OSError, KeyError) as err:
+            log.error("control_socket_unavailable", path=str(cfg.path()), error=str(err))
+            return
+        server.start()
+        self.control = server
+
+    def _device_command(self, req: dict[str, Any]) -> dict[str, Any]:
+        worker = next((w for w in self.workers if w.driver.device_id == req.get("device")), None)
+        if worker is None:
+            return {"ok": False, "error": f"no device {req.get('device')!r}"}
+        action = str(req.get("action", ""))
+        method = getattr(worker.driver, action, None)
+        if action not in getattr(worker.driver, "COMMANDS", ()) or method is None:
+            valid = ", ".join(getattr(worker.driver, "COMMANDS", ())) or "none"
+            return {"ok": False, "error": f"{action!r} not supported (valid: {valid})"}
+        return {"ok": True, "result": worker.call(method)}
+
     def start(self) -> None:
         """Start every thread, then tell systemd we are ready."""
         self.writer.start()
         self.publisher.start()
         for w in self.workers:
+            w.driver.on_reject = self._on_reject
             w.start()
+        self._start_control()
+        if self.cfg.metrics.enabled:
+            from edge_agent.metrics import serve  # noqa: PLC0415 - only when enabled
+
+            self.publisher.on_ack_latency = serve(self.cfg.metrics.port, self.status)
         log.info(
             "started",
             agent=self.node.agent,
@@ -116,14 +175,87 @@ class Daemon:
         while not self.stopping.wait(min(ping or 1.0, 1.0)):
             if ping is not None and self.healthy(window=max(2 * ping, 2.5)):
                 sdnotify.notify("WATCHDOG=1")
+            self._sample_rates()
             if time.monotonic() >= next_status:
                 next_status = time.monotonic() + self.STATUS_EVERY_S
                 sdnotify.notify("STATUS=" + self.status_line())
+
+    def _sample_rates(self) -> None:
+        now = time.monotonic()
+        if self._rates and now - self._rates[-1][0] < 5.0:
+            return
+        self._rates.append(
+            (
+                now,
+                {
+                    w.driver.device_id: (w.readings, sum(w.driver.rejects.values()))
+                    for w in self.workers
+                },
+            )
+        )
+
+    def _per_minute(self, device: str) -> tuple[float, float]:
+        if len(self._rates) < 2:
+            return 0.0, 0.0
+        (t0, old), (t1, new) = self._rates[0], self._rates[-1]
+        span = max(t1 - t0, 1e-3) / 60
+        a, b = old.get(device, (0, 0)), new.get(device, (0, 0))
+        return round((b[0] - a[0]) / span, 1), round((b[1] - a[1]) / span, 1)
+
+    def status(self) -> dict[str, object]:
+        """Everything ``edge-agent status`` shows (see README "Control socket")."""
+        return {
+            "agent": self.node.agent,
+            "site": self.node.site,
+            "line": self.node.line,
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self.started_mono, 1),
+            "devices": {w.driver.device_id: self._device_status(w) for w in self.workers},
+            "queue": self._queue_status(),
+            "broker": self.publisher.status(),
+            "summary": self.status_line(),
+        }
+
+    def _device_status(self, w: DeviceWorker) -> dict[str, object]:
+        now = time.monotonic()
+        per_min = self._per_minute(w.driver.device_id)
+        last = None if w.last_reading_mono is None else round(now - w.last_reading_mono, 3)
+        return {
+            "type": w.driver.kind,
+            "port": getattr(w.driver.cfg, "port", None),
+            "state": w.state,
+            "reason": w.reason,
+            "readings": w.readings,
+            "last_reading_age_s": last,
+            "rejects": dict(w.driver.rejects),
+            "readings_per_min": per_min[0],
+            "rejects_per_min": per_min[1],
+            "reconnects": w.reconnects,
+        }
+
+    def _queue_status(self) -> dict[str, object]:
+        path = self.cfg.queue.path
+        con = queue_mod.open_reader(path)
+        try:
+            st = queue_mod.stats(con)
+        finally:
+            con.close()
+        oldest = None if st.oldest_pending_ns is None else time.time() - st.oldest_pending_ns / 1e9
+        disk = sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
+        return {
+            **asdict(st),
+            "oldest_pending_age_s": oldest,
+            "disk_bytes": disk,
+            "path": str(path),
+            "max_bytes": self.cfg.queue.max_bytes,
+        }
 
     def stop(self) -> None:
         """Flush and stop, within about 2 s."""
         sdnotify.notify("STOPPING=1")
         t0 = time.monotonic()
+        if self.control is not None:
+            self.control.close()
         for w in self.workers:
             w.stop()
         for w in self.workers:

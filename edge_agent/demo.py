@@ -36,8 +36,9 @@ class _Backend:
         self.messages = 0
         self.lock = threading.Lock()
         b = cfg.mqtt.brokers[0]
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, "edge-agent-demo-backend",
-                                  protocol=mqtt.MQTTv5)  # fmt: skip
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, "edge-agent-demo-backend", protocol=mqtt.MQTTv5
+        )
         self.client.on_message = self._on_message
         root = f"{cfg.mqtt.topic_prefix}/v1/{cfg.node.site}/{cfg.node.line}/{cfg.node.agent_id}/#"
         self.client.on_connect = lambda c, _u, _f, _rc, _p=None: c.subscribe(root, qos=1)
@@ -140,8 +141,14 @@ def run_demo(config: Path, seconds: float, rate: float, quiet: bool = False) -> 
     return 0 if len(backend.readings) >= emitted and code == 0 else 1
 
 
-def _summary(sims: list[DemoSimulator], backend: _Backend, log_path: Path, elapsed: float,
-             emitted: int, code: int) -> None:  # fmt: skip
+def _summary(
+    sims: list[DemoSimulator],
+    backend: _Backend,
+    log_path: Path,
+    elapsed: float,
+    emitted: int,
+    code: int,
+) -> None:
     rejects: Counter[str] = Counter()
     for line in log_path.read_text().splitlines():
         if '"frame_rejected"' in line:

@@ -22,6 +22,7 @@ import ssl
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 
 from edge_agent import queue as q
-from edge_agent.config import MqttConfig
+from edge_agent.config import MqttConfig, TlsConfig
 from edge_agent.reading import SCHEMA_BATCH
 from edge_agent.topics import Topics
 from edge_agent.writer import Writer
@@ -59,13 +60,18 @@ def build_client(cfg: MqttConfig, client_id: str, password: SecretStr | None) ->
         secret = password.get_secret_value() if password is not None else None
         client.username_pw_set(cfg.username, secret)
     if cfg.tls is not None:
-        ctx = ssl.create_default_context(cafile=str(cfg.tls.ca_file))
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        if cfg.tls.cert_file is not None:
-            key = str(cfg.tls.key_file) if cfg.tls.key_file else None
-            ctx.load_cert_chain(str(cfg.tls.cert_file), key)
-        client.tls_set_context(ctx)
+        client.tls_set_context(tls_context(cfg.tls))
     return client
+
+
+def tls_context(tls: TlsConfig) -> ssl.SSLContext:
+    """Verify against the private CA only, hostname checked, TLS >= 1.2, optional client cert."""
+    ctx = ssl.create_default_context(cafile=str(tls.ca_file))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.cert_file is not None:
+        key = str(tls.key_file) if tls.key_file else None
+        ctx.load_cert_chain(str(tls.cert_file), key)
+    return ctx
 
 
 def batch_payload(rows: list[q.PendingRow]) -> bytes:
@@ -125,6 +131,9 @@ class Publisher(threading.Thread):
         self.last_puback_mono: float | None = None
         self.acked_rows = 0
         self.rejects: Counter[str] = Counter()
+        self.reconnects = 0
+        #: Called with seconds from publish to PUBACK per message (metrics histogram).
+        self.on_ack_latency: Callable[[float], None] | None = None
         self.flush_s = 1.0
         self._wire_callbacks()
 
@@ -148,6 +157,18 @@ class Publisher(threading.Thread):
         self._stopping.set()
         self._events.put(("wake", None))
         self.join(timeout)
+
+    def status(self) -> dict[str, object]:
+        """Broker connection state for ``edge-agent status`` (read from other threads)."""
+        b = self.cfg.brokers[self._broker]
+        last = self.last_puback_mono
+        return {
+            "connected": self.connected, "host": b.host, "port": b.port,
+            "protocol": self.cfg.protocol, "tls": self.cfg.tls is not None,
+            "last_puback_age_s": None if last is None else round(time.monotonic() - last, 3),
+            "acked_rows": self.acked_rows, "inflight_messages": len(self._inflight),
+            "rejects": dict(self.rejects), "reconnects": self.reconnects,
+        }  # fmt: skip
 
     # ---- paho callbacks: only enqueue ----------------------------------------------------
     def _wire_callbacks(self) -> None:
@@ -230,6 +251,7 @@ class Publisher(threading.Thread):
 
     def _on_disconnect(self, rc: ReasonCode) -> None:
         if self.connected:
+            self.reconnects += 1
             log.warning("mqtt_disconnected", reason=str(rc), inflight=len(self._inflight))
         self.connected = False
         self._count_failure()
@@ -262,6 +284,8 @@ class Publisher(threading.Thread):
         self.writer.mark_sent(msg.rows)
         self.acked_rows += len(msg.rows)
         self.last_puback_mono = time.monotonic()
+        if self.on_ack_latency is not None:
+            self.on_ack_latency(self.last_puback_mono - msg.sent_mono)
 
     def _fill_window(self) -> None:
         while len(self._inflight) < self.cfg.inflight:

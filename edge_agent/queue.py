@@ -132,6 +132,14 @@ class Outbox:
         self._seq = dict(con.execute("SELECT device, seq FROM device_seq").fetchall())
         self.counters.update(dict(con.execute("SELECT name, value FROM counters").fetchall()))
 
+    @classmethod
+    def for_maintenance(cls, path: Path) -> Outbox:
+        """Open an existing queue for CLI maintenance while no daemon runs (purge)."""
+        if not path.exists():
+            msg = f"queue {path} does not exist"
+            raise QueueError(msg)
+        return cls(path, Identity("maintenance", "-", "-", "-"), 1 << 62, 0)
+
     def close(self) -> None:
         """Close the connection (idempotent)."""
         self._con.close()
@@ -254,6 +262,23 @@ class Outbox:
         self.counters["bytes"] -= int(row[1])
         return int(row[0])
 
+    def purge_sent_before(self, before_ns: int) -> int:
+        """Delete every sent row sent before ``before_ns`` (chunked). Returns rows deleted."""
+        total = 0
+        while True:
+            self._con.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = self._purge_sent(before_ns, self.PURGE_CHUNK)
+                self._save_state(set())
+                self._con.execute("COMMIT")
+            except sqlite3.Error as err:
+                self._con.execute("ROLLBACK")
+                msg = f"queue {self.path}: purge failed: {err}"
+                raise QueueError(msg) from err
+            total += deleted
+            if deleted < self.PURGE_CHUNK:
+                return total
+
     def purge_expired(self) -> int:
         """Delete sent rows older than the retention (one chunk). Returns rows deleted."""
         before = time.time_ns() - int(self.retain_sent_s * 1e9)
@@ -296,6 +321,29 @@ def fetch_rejected(con: sqlite3.Connection, limit: int) -> list[PendingRow]:
 def max_n(con: sqlite3.Connection) -> int:
     """The highest row number ever used (0 for an empty queue)."""
     return int(con.execute("SELECT coalesce(max(n), 0) FROM outbox").fetchone()[0])
+
+
+def fetch_range(
+    con: sqlite3.Connection, since_ns: int, after: int, limit: int, device: str | None = None
+) -> list[PendingRow]:
+    """Rows (sent or not) created at or after ``since_ns``, for replay; paged by ``after``."""
+    sql = "SELECT n, device, payload FROM outbox WHERE n > ? AND created_ns >= ?"
+    args: tuple[object, ...] = (after, since_ns)
+    if device is not None:
+        sql += " AND device = ?"
+        args += (device,)
+    rows = con.execute(sql + " ORDER BY n LIMIT ?", (*args, limit)).fetchall()
+    return [PendingRow(n, dev, bytes(p)) for n, dev, p in rows]
+
+
+def peek(con: sqlite3.Connection, limit: int) -> list[tuple[int, str, int, str, int, bytes]]:
+    """The next ``limit`` pending rows: (n, device, seq, id, created_ns, payload)."""
+    rows = con.execute(
+        "SELECT n, device, seq, id, created_ns, payload FROM outbox WHERE sent_ns IS NULL "
+        "ORDER BY n LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [(n, d, s, i, c, bytes(p)) for n, d, s, i, c, p in rows]
 
 
 def stats(con: sqlite3.Connection) -> QueueStats:

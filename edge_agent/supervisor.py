@@ -8,9 +8,11 @@ callback (the publisher's retained ``device/<id>/state`` topic).
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import structlog
@@ -51,6 +53,27 @@ class DeviceWorker(threading.Thread):
         self.readings = 0
         self.last_reading_mono: float | None = None
         self.reconnects = 0
+        self._calls: queue.SimpleQueue[tuple[Callable[[], object], Future[object]]] = (
+            queue.SimpleQueue()
+        )
+
+    def call(self, fn: Callable[[], object], timeout: float = 5.0) -> object:
+        """Run ``fn`` in the device thread between reads (e.g. a scale's zero); return its result.
+
+        Raises:
+            TimeoutError: the device thread did not get to it in time (e.g. reconnecting).
+        """
+        fut: Future[object] = Future()
+        self._calls.put((fn, fut))
+        return fut.result(timeout)
+
+    def _run_calls(self) -> None:
+        while not self._calls.empty():
+            fn, fut = self._calls.get_nowait()
+            try:
+                fut.set_result(fn())
+            except Exception as err:
+                fut.set_exception(err)
 
     def stop(self) -> None:
         """Ask the thread to finish its current read and close the device."""
@@ -93,6 +116,7 @@ class DeviceWorker(threading.Thread):
 
     def _read_loop(self) -> None:
         while not self._stop_evt.is_set():
+            self._run_calls()
             try:
                 decoded = self.driver.read(self.READ_TIMEOUT_S)
             except DeviceError as err:

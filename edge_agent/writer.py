@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import structlog
@@ -33,6 +34,7 @@ class _Batch:
     sent: list[int] = field(default_factory=list)
     rejected: list[tuple[int, int, str]] = field(default_factory=list)
     synced: list[threading.Event] = field(default_factory=list)
+    calls: list[tuple[Callable[[Outbox], object], Future[object]]] = field(default_factory=list)
     stop: bool = False
 
 
@@ -87,6 +89,15 @@ class Writer(threading.Thread):
         self._q.put(("sync", done))
         return done.wait(timeout)
 
+    def call(self, fn: Callable[[Outbox], object], timeout: float = 30.0) -> object:
+        """Run ``fn(outbox)`` in the writer thread after the next commit; return its result.
+
+        For maintenance that must not race the writer (``edge-agent queue purge``).
+        """
+        fut: Future[object] = Future()
+        self._q.put(("call", (fn, fut)))
+        return fut.result(timeout)
+
     def stop(self, timeout: float = 5.0) -> None:
         """Commit everything submitted so far, then end the thread."""
         self._q.put(("stop", None))
@@ -127,6 +138,8 @@ class Writer(threading.Thread):
                 batch.rejected.extend(payload)  # type: ignore[arg-type]
             elif kind == "sync":
                 batch.synced.append(payload)  # type: ignore[arg-type]
+            elif kind == "call":
+                batch.calls.append(payload)  # type: ignore[arg-type]
             else:
                 batch.stop = True
                 return
@@ -140,6 +153,11 @@ class Writer(threading.Thread):
         if ok:
             for event in b.synced:
                 event.set()
+            for fn, fut in b.calls:
+                try:
+                    fut.set_result(fn(self.outbox))
+                except Exception as err:
+                    fut.set_exception(err)
         return ok
 
     def _commit_batch(self, b: _Batch) -> bool:

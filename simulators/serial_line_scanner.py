@@ -290,10 +290,17 @@ def for_demo(device_id: str, cfg: SerialLineScannerConfig, rate: float, seed: in
     port = PtyPort(link)
     port.plug()
     sim_cfg = ScannerSimConfig(
-        framing=cfg.framing, terminator=cfg.terminator, aim=cfg.aim_ids, rate=rate,
-        seed=seed, scanner_no=seed, faults=DEMO_FAULTS, noread=(cfg.noread or ["NoRead"])[0],
-        prefix=cfg.prefix, suffix=cfg.suffix,
-    )  # fmt: skip
+        framing=cfg.framing,
+        terminator=cfg.terminator,
+        aim=cfg.aim_ids,
+        rate=rate,
+        seed=seed,
+        scanner_no=seed,
+        faults=DEMO_FAULTS,
+        noread=(cfg.noread or ["NoRead"])[0],
+        prefix=cfg.prefix,
+        suffix=cfg.suffix,
+    )
     return DemoScanner(device_id, ScannerSim(port, sim_cfg))
 
 
@@ -326,9 +333,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--truth", type=Path, help="append every emitted item to this JSONL file")
     args = p.parse_args(argv)
     cfg = ScannerSimConfig(
-        framing=args.framing, terminator=args.terminator, aim=not args.no_aim, rate=args.rate,
-        seed=args.seed, scanner_no=args.scanner_no, faults=_parse_faults(args.faults),
-    )  # fmt: skip
+        framing=args.framing,
+        terminator=args.terminator,
+        aim=not args.no_aim,
+        rate=args.rate,
+        seed=args.seed,
+        scanner_no=args.scanner_no,
+        faults=_parse_faults(args.faults),
+    )
     port = PtyPort(args.link)
     print(port.plug(), flush=True)
     if args.link:

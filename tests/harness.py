@@ -93,6 +93,7 @@ def agent_config(
     devices: dict[str, dict[str, Any]],
     extra: str = "",
     queue_extra: str = "",
+    sections: str = "",
 ) -> Path:
     """Write an agent TOML for a test run; returns its path."""
     lines = [
@@ -110,6 +111,8 @@ def agent_config(
         "[log]",
         'format = "json"',
         'level = "info"',
+        f'[control]\nsocket = "{tmp / "ctl.sock"}"',
+        sections,
     ]
     for dev_id, table in devices.items():
         lines.append(f"[devices.{dev_id}]")

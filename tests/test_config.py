@@ -133,14 +133,20 @@ def test_toml_syntax_error_names_file(tmp_path: Path) -> None:
 def test_cli_config_check_exit_codes(tmp_path: Path) -> None:
     good = subprocess.run(
         [sys.executable, "-m", "edge_agent", "config", "check", str(ROOT / "config" / "demo.toml")],
-        capture_output=True, text=True, cwd=ROOT, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
     assert good.returncode == 0, good.stderr
     bad = write(tmp_path, "[queue]\nmax_bytes = 10\n")
     res = subprocess.run(
         [sys.executable, "-m", "edge_agent", "config", "check", str(bad)],
-        capture_output=True, text=True, cwd=ROOT, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
     assert res.returncode == EX_CONFIG
     assert "[queue] max_bytes = 10: expected greater than or equal to 1048576" in res.stderr
 
@@ -151,8 +157,12 @@ def test_run_with_bad_config_exits_78_naming_the_key(tmp_path: Path) -> None:
     )
     res = subprocess.run(
         [sys.executable, "-m", "edge_agent", "run", "-c", str(bad)],
-        capture_output=True, text=True, cwd=ROOT, check=False, timeout=30,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+        timeout=30,
         env={**os.environ},
-    )  # fmt: skip
+    )
     assert res.returncode == EX_CONFIG
     assert "[devices.t1] framing = 'slip': expected 'stx_etx' or 'terminator'" in res.stderr

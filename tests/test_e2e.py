@@ -62,12 +62,23 @@ def assert_oracle(backend: Subscriber, db: Path) -> list[dict[str, Any]]:
 def test_every_reading_arrives_with_values_and_valid_schema(
     tmp_path: Path, broker: Mosquitto, backend: Subscriber, scanner: Factory, agent_factory: Factory
 ) -> None:
-    tunnel = scanner("tunnel", framing="stx_etx", rate=150, seed=3, scanner_no=1,
-                     faults={"fragment": 0.3, "coalesce": 0.2, "noread": 0.05})  # fmt: skip
+    tunnel = scanner(
+        "tunnel",
+        framing="stx_etx",
+        rate=150,
+        seed=3,
+        scanner_no=1,
+        faults={"fragment": 0.3, "coalesce": 0.2, "noread": 0.05},
+    )
     hand = scanner("hand", framing="terminator", terminator="CR", rate=100, seed=4, scanner_no=2)
-    cfg = agent_config(tmp_path, broker.port, {
-        "tunnel_1": scanner_device(tunnel), "hand_1": scanner_device(hand),
-    })  # fmt: skip
+    cfg = agent_config(
+        tmp_path,
+        broker.port,
+        {
+            "tunnel_1": scanner_device(tunnel),
+            "hand_1": scanner_device(hand),
+        },
+    )
     agent = agent_factory(cfg)
     agent.start()
     tunnel.start(count=300)
@@ -100,9 +111,13 @@ def test_every_reading_arrives_with_values_and_valid_schema(
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["graceful", "kill-9"])
 def test_broker_down_5s_mid_stream_loses_nothing(
-    tmp_path: Path, broker: Mosquitto, backend: Subscriber, scanner: Factory,
-    agent_factory: Factory, sig: int,
-) -> None:  # fmt: skip
+    tmp_path: Path,
+    broker: Mosquitto,
+    backend: Subscriber,
+    scanner: Factory,
+    agent_factory: Factory,
+    sig: int,
+) -> None:
     sim = scanner("scan", rate=60, seed=5)
     agent = agent_factory(agent_config(tmp_path, broker.port, {"scan_1": scanner_device(sim)}))
     agent.start()

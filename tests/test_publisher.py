@@ -1,4 +1,4 @@
-"""The publisher against real brokers: protocol versions, rejections, TLS, failover, LWT, backlog."""
+"""The publisher against real brokers: protocols, rejections, TLS, failover, LWT, backlog."""
 
 from __future__ import annotations
 

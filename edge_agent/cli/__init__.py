@@ -1,0 +1,49 @@
+"""The one command-line entry point: ``edge-agent <command>``.
+
+Exit codes: 0 ok, 1 failure, 2 usage, 78 configuration error (EX_CONFIG). Every command has
+``--help``; those that report take ``--json``. Commands that need the daemon's settings take
+``-c/--config`` (default ``$EDGE_AGENT_CONFIG`` or /etc/edge-agent/edge-agent.toml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from edge_agent import __version__
+from edge_agent.cli import broker_cmds, daemon_cmds, device_cmds, doctor, queue_cmds
+from edge_agent.cli.common import CommandError
+from edge_agent.errors import EX_CONFIG, ConfigError, EdgeAgentError
+from edge_agent.logs import setup as setup_logging
+
+MODULES = (daemon_cmds, queue_cmds, broker_cmds, device_cmds, doctor)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser; each command module adds its subcommands."""
+    p = argparse.ArgumentParser(prog="edge-agent", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in MODULES:
+        module.add_parsers(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    setup_logging("warning", "console")  # library/driver logs go to stderr; `run` reconfigures
+    try:
+        code: int = args.func(args)
+    except ConfigError as err:
+        print(f"edge-agent: configuration error:\n{err}", file=sys.stderr)
+        return EX_CONFIG
+    except CommandError as err:
+        print(f"edge-agent: {err}", file=sys.stderr)
+        return 1
+    except EdgeAgentError as err:
+        print(f"edge-agent: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code

@@ -1,0 +1,127 @@
+"""``run``, ``config check``, ``status``, ``monitor``, ``demo``: the daemon and its live state."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from edge_agent.cli.common import add_config, add_json, age, ask_daemon, config, output
+from edge_agent.config import load_config
+from edge_agent.errors import EX_CONFIG, ConfigError
+from edge_agent.logs import setup as setup_logging
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register the commands."""
+    run = sub.add_parser("run", help="run the daemon (what systemd starts)")
+    add_config(run)
+    run.add_argument("--log-format", choices=["auto", "json", "console"], help="override [log]")
+    run.set_defaults(func=cmd_run)
+
+    cfg = sub.add_parser("config", help="configuration tools")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    check = cfg_sub.add_parser("check", help="validate a file with the daemon's own loader")
+    check.add_argument("file")
+    add_json(check)
+    check.set_defaults(func=cmd_config_check)
+
+    status = sub.add_parser("status", help="ask the running daemon how devices, queue, broker are")
+    add_config(status)
+    add_json(status)
+    status.set_defaults(func=cmd_status)
+
+    mon = sub.add_parser("monitor", help="live full-screen view of the running daemon")
+    add_config(mon)
+    mon.add_argument("--once", action="store_true", help="render one frame and exit (scripts)")
+    mon.set_defaults(func=cmd_monitor)
+
+    demo = sub.add_parser("demo", help="run a demo line: simulated devices, broker, daemon")
+    demo.add_argument("-c", "--config", default="config/demo.toml", help="demo config")
+    demo.add_argument("--seconds", type=float, default=0, help="stop after N s (0: until ^C)")
+    demo.add_argument("--rate", type=float, default=5.0, help="readings/s per device")
+    demo.add_argument("--quiet", action="store_true", help="summary only, no line per reading")
+    demo.set_defaults(func=cmd_demo)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the daemon until SIGTERM."""
+    cfg = config(args)
+    setup_logging(cfg.log.level, args.log_format or cfg.log.format)
+    from edge_agent.daemon import run  # noqa: PLC0415 - keeps the other commands light
+
+    return run(cfg)
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    """Validate; exit 0 or 78."""
+    try:
+        cfg = load_config(args.file)
+    except ConfigError as err:
+        if args.json:
+            print(json.dumps({"file": args.file, "valid": False, "error": str(err)}))
+        else:
+            print(f"{err}", file=__import__("sys").stderr)
+        return EX_CONFIG
+    result = {"file": args.file, "valid": True, "devices": sorted(cfg.devices)}
+    output(
+        args,
+        result,
+        lambda r: f"{r['file']}: ok ({len(r['devices'])} devices: {', '.join(r['devices'])})",
+    )
+    return 0
+
+
+def render_status(st: dict[str, Any]) -> str:
+    """The human form of the daemon's status."""
+    lines = [
+        f"agent {st['agent']} ({st['site']}/{st['line']}) pid {st['pid']}, "
+        f"up {age(st['uptime_s'])}",
+        "",
+        "devices:",
+    ]
+    for dev_id, d in st["devices"].items():
+        why = f" ({d['reason']})" if d["reason"] else ""
+        rejects = ", ".join(f"{k}={v}" for k, v in d["rejects"].items()) or "none"
+        lines.append(
+            f"  {dev_id:14} {d['type']:20} {d['state']}{why}\n"
+            f"  {'':14} port {d['port']}; last reading {age(d['last_reading_age_s'])} ago; "
+            f"{d['readings']} readings ({d['readings_per_min']}/min); rejects {rejects} "
+            f"({d['rejects_per_min']}/min); reconnects {d['reconnects']}"
+        )
+    q, b = st["queue"], st["broker"]
+    lines += [
+        "",
+        f"queue: {q['pending']} pending, oldest unsent {age(q['oldest_pending_age_s'])}, "
+        f"{q['bytes']} B of readings / {q['max_bytes']} B bound, {q['disk_bytes']} B on disk; "
+        f"accepted {q['accepted']}, sent {q['sent']}, dropped {q['dropped']}, "
+        f"rejected {q['rejected']} ({q['path']})",
+        f"broker: {'connected' if b['connected'] else 'DISCONNECTED'} {b['host']}:{b['port']} "
+        f"MQTT {b['protocol']}{' TLS' if b['tls'] else ''}; last PUBACK "
+        f"{age(b['last_puback_age_s'])} ago; {b['acked_rows']} readings acked; "
+        f"{b['inflight_messages']} in flight; reconnects {b['reconnects']}; "
+        f"rejects {b['rejects'] or 'none'}",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the daemon's status."""
+    st = ask_daemon(config(args), {"cmd": "status"})["status"]
+    output(args, st, render_status)
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """The live TUI."""
+    from edge_agent.monitor import run_monitor  # noqa: PLC0415 - rich is only needed here
+
+    return run_monitor(config(args), once=args.once)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The demo line."""
+    from edge_agent.demo import run_demo  # noqa: PLC0415 - pulls in the simulators
+
+    return run_demo(Path(args.config), args.seconds, args.rate, args.quiet)

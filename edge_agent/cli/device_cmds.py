@@ -1,0 +1,264 @@
+"""``ports``, ``probe``, ``simulate``: find devices, read one live, start a simulator."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from drivers import DRIVERS, config_class, driver_class
+from edge_agent.cli.common import CommandError, add_config, add_json, config, err, output
+from edge_agent.config import AgentConfig
+from edge_agent.errors import DeviceError
+from edge_agent.reading import Decoded
+
+BY_ID = Path("/dev/serial/by-id")
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register the commands."""
+    ports = sub.add_parser("ports", help="serial ports and USB scanners, matched to the config")
+    add_config(ports)
+    add_json(ports)
+    ports.set_defaults(func=cmd_ports)
+
+    probe = sub.add_parser("probe", help="open one device and show its readings live")
+    add_config(probe)
+    add_json(probe)
+    probe.add_argument("device", nargs="?", help="device id from the config")
+    probe.add_argument("-t", "--type", choices=sorted(DRIVERS), help="driver, with --port")
+    probe.add_argument("-p", "--port", help="pyserial URL / device for --type")
+    probe.add_argument(
+        "--opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="driver setting for --type (repeatable; JSON values)",
+    )
+    probe.add_argument("--seconds", type=float, default=0, help="stop after N s (0: until ^C)")
+    probe.add_argument("--count", type=int, default=0, help="stop after N readings")
+    probe.add_argument("--trace", type=Path, help="write every frame and reject as hex here")
+    probe.add_argument(
+        "--via-daemon",
+        action="store_true",
+        help="watch the device through the running daemon instead of opening it",
+    )
+    probe.set_defaults(func=cmd_probe)
+
+    sim = sub.add_parser("simulate", help="start a device simulator (python -m simulators.NAME)")
+    sim.add_argument("name", help="simulator name, e.g. serial_line_scanner")
+    sim.add_argument("args", nargs=argparse.REMAINDER, help="its arguments (see NAME --help)")
+    sim.set_defaults(func=cmd_simulate)
+
+
+def _serial_ports() -> list[dict[str, Any]]:
+    from serial.tools import list_ports  # noqa: PLC0415
+
+    by_id: dict[str, str] = {}
+    if BY_ID.is_dir():
+        by_id = {os.path.realpath(p): str(p) for p in BY_ID.iterdir()}
+    out = []
+    for p in list_ports.comports():
+        vid_pid = f"{p.vid:04x}:{p.pid:04x}" if p.vid is not None else None
+        out.append(
+            {
+                "device": p.device,
+                "description": p.description,
+                "vid_pid": vid_pid,
+                "serial_number": p.serial_number,
+                "by_id": by_id.get(p.device),
+            }
+        )
+    return out
+
+
+def cmd_ports(args: argparse.Namespace) -> int:
+    """List what is plugged in and what the config expects."""
+    cfg = config(args)
+    serial_ports = _serial_ports()
+    detected = []
+    for kind in sorted(DRIVERS):
+        try:
+            detected += [asdict(d) for d in driver_class(kind).detect()]
+        except Exception as e:
+            err(f"{kind}: detection failed: {e}")
+    configured = []
+    for dev_id, dev in cfg.devices.items():
+        port = getattr(dev, "port", None)
+        # a path counts when it exists (ptys and udev symlinks too); URLs are not checked here
+        found = port is None or not port.startswith("/") or Path(port).exists()
+        configured.append({"device": dev_id, "type": dev.type, "port": port, "present": found})
+    result = {"serial": serial_ports, "detected": detected, "configured": configured}
+    output(args, result, _ports_human)
+    return 0 if all(c["present"] for c in configured) else 1
+
+
+def _ports_human(r: dict[str, Any]) -> str:
+    lines = ["serial ports:"] + [
+        f"  {p['device']:14} {p['vid_pid'] or '-':10} sn={p['serial_number'] or '-':12} "
+        f"{p['description']}" + (f"\n  {'':14} {p['by_id']}" if p["by_id"] else "")
+        for p in r["serial"]
+    ] or ["  none"]
+    lines += ["detected devices:"] + [
+        f"  {d['kind']:20} {d['port']}  {d['description']}" for d in r["detected"]
+    ]
+    lines.append("configured devices:")
+    for c in r["configured"]:
+        mark = "present" if c["present"] else "MISSING"
+        lines.append(f"  {c['device']:14} {c['type']:20} {c['port']}  {mark}")
+    return "\n".join(lines)
+
+
+def _probe_driver(args: argparse.Namespace, cfg: AgentConfig | None) -> Any:
+    if args.type:
+        if not args.port:
+            raise CommandError("--type needs --port")
+        table: dict[str, Any] = {"type": args.type, "port": args.port}
+        for opt in args.opt:
+            key, _, value = opt.partition("=")
+            try:
+                table[key] = json.loads(value)
+            except ValueError:
+                table[key] = value
+        return driver_class(args.type)("probe", config_class(args.type).model_validate(table))
+    if cfg is None or args.device not in cfg.devices:
+        valid = ", ".join(sorted(cfg.devices)) if cfg else ""
+        msg = f"give a configured device id ({valid}) or --type and --port"
+        raise CommandError(msg)
+    dev = cfg.devices[args.device]
+    return driver_class(dev.type)(args.device, dev)
+
+
+def _show(args: argparse.Namespace, d: Decoded, trace: Any) -> None:
+    item = {
+        "t": time.strftime("%H:%M:%S"),
+        "kind": d.kind.value,
+        "value": d.value,
+        "symbology": d.symbology,
+        "stable": d.stable,
+        "gate": d.gate,
+        "raw": d.raw.hex(" "),
+    }
+    if trace:
+        trace.write(f"{time.time():.6f} frame {d.raw.hex(' ')}\n")
+    if args.json:
+        print(json.dumps(item), flush=True)
+    else:
+        extra = "".join(
+            f" {k}={item[k]}" for k in ("symbology", "stable", "gate") if item[k] is not None
+        )
+        print(
+            f"{item['t']} {item['kind']:8} {item['value']!s}{extra}\n         raw {item['raw']}",
+            flush=True,
+        )
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    """Read one device live; refuse to steal a port the daemon holds."""
+    cfg = None if args.type else config(args)
+    if args.via_daemon:
+        if cfg is None:
+            raise CommandError("--via-daemon needs a configured device id")
+        return _probe_via_daemon(args, cfg)
+    driver = _probe_driver(args, cfg)
+    trace = args.trace.open("a", encoding="utf-8") if args.trace else None
+
+    def on_reject(_dev: str, reason: str, frame: bytes) -> None:
+        if trace:
+            trace.write(f"{time.time():.6f} reject {reason} {frame.hex(' ')}\n")
+        err(f"REJECT {reason}: {frame.hex(' ')}  (rejects so far: {dict(driver.rejects)})")
+
+    driver.on_reject = on_reject
+    try:
+        driver.open()
+    except DeviceError as e:
+        busy = any(w in str(e).lower() for w in ("lock", "busy", "resource temporarily"))
+        hint = (
+            (
+                " — the running daemon holds this port; use `edge-agent probe --via-daemon "
+                f"{args.device or ''}` or `edge-agent monitor`"
+            )
+            if busy
+            else ""
+        )
+        msg = f"cannot open {getattr(driver.cfg, 'port', '')}: {e}{hint}"
+        raise CommandError(msg) from e
+    return _probe_loop(args, driver, trace)
+
+
+def _probe_loop(args: argparse.Namespace, driver: Any, trace: Any) -> int:
+    deadline = time.monotonic() + args.seconds if args.seconds else None
+    readings = 0
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    try:
+        while (deadline is None or time.monotonic() < deadline) and (
+            not args.count or readings < args.count
+        ):
+            d = driver.read(0.2)
+            if d is not None:
+                readings += 1
+                _show(args, d, trace)
+    except KeyboardInterrupt:
+        pass
+    except DeviceError as e:
+        msg = f"device lost: {e}"
+        raise CommandError(msg) from e
+    finally:
+        driver.close()
+        if trace:
+            trace.close()
+    summary = {"readings": readings, "frames": driver.frames, "rejects": dict(driver.rejects)}
+    err(f"probe: {summary}")
+    return 0
+
+
+def _probe_via_daemon(args: argparse.Namespace, cfg: AgentConfig) -> int:
+    import socket  # noqa: PLC0415
+
+    path = cfg.control.path()
+    deadline = time.monotonic() + args.seconds if args.seconds else None
+    n = 0
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(path))
+            s.sendall(json.dumps({"cmd": "watch", "device": args.device}).encode() + b"\n")
+            f = s.makefile("rb")
+            for line in f:
+                ev = json.loads(line)
+                if ev.get("event") in ("reading", "reject"):
+                    n += ev["event"] == "reading"
+                    print(json.dumps(ev) if args.json else _watch_line(ev), flush=True)
+                if (deadline and time.monotonic() > deadline) or (args.count and n >= args.count):
+                    break
+    except OSError as e:
+        msg = f"no daemon answers on {path}: {e}"
+        raise CommandError(msg) from e
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _watch_line(ev: dict[str, Any]) -> str:
+    if ev["event"] == "reject":
+        return f"REJECT {ev['device']} {ev['reason']}: {ev['raw']}"
+    head = f"{ev['ts'][11:23]} {ev['device']} seq={ev['seq']}"
+    return f"{head} {ev['kind']} {ev['value']} raw {ev['raw']}"
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Run ``simulators.<name>.main``."""
+    try:
+        module = importlib.import_module(f"simulators.{args.name}")
+    except ModuleNotFoundError as e:
+        msg = f"no simulator {args.name!r} (see simulators/)"
+        raise CommandError(msg) from e
+    code: int = module.main(args.args)
+    sys.stdout.flush()
+    return code

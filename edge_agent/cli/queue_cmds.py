@@ -1,0 +1,185 @@
+"""``queue stats | peek N | replay --since T [--device ID] | purge --sent-before T``.
+
+Reads use their own short read-only WAL transactions, so they never stall the daemon's writer.
+``purge`` is a write: it is done by the running daemon's writer thread (asked over the control
+socket); only when no daemon answers does the CLI open the file for writing itself.
+``replay`` re-publishes retained readings (sent or not) with their original ids and seq, so the
+backend's de-duplication makes it safe: the data backup and recovery path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import threading
+import time
+from dataclasses import asdict
+from typing import Any
+
+from edge_agent import queue as q
+from edge_agent.cli.common import (
+    CommandError,
+    add_config,
+    add_json,
+    age,
+    ask_daemon,
+    config,
+    output,
+)
+from edge_agent.config import AgentConfig
+
+_REL = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_time(text: str) -> int:
+    """``2026-11-24T08:00:00Z``, ``2026-11-24 08:00`` (local) or ``90m``/``2h``/``1d`` ago -> ns."""
+    m = _REL.match(text.strip())
+    if m:
+        return time.time_ns() - int(float(m.group(1)) * _UNITS[m.group(2)] * 1e9)
+    try:
+        stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as err:
+        msg = f"cannot read time {text!r}: use ISO 8601 (2026-11-24T08:00:00Z) or 30m/2h/1d"
+        raise argparse.ArgumentTypeError(msg) from err
+    if stamp.tzinfo is None:
+        stamp = stamp.astimezone()
+    return int(stamp.timestamp() * 1e9)
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``queue`` and its subcommands."""
+    queue = sub.add_parser("queue", help="inspect the SQLite queue (safe while the daemon runs)")
+    qs = queue.add_subparsers(dest="queue_command", required=True, metavar="SUBCOMMAND")
+    stats = qs.add_parser("stats", help="depth, bytes, oldest unsent, counters")
+    peek = qs.add_parser("peek", help="the next N readings waiting to be sent")
+    peek.add_argument("n", type=int, nargs="?", default=10)
+    replay = qs.add_parser("replay", help="re-publish retained readings (same ids)")
+    replay.add_argument("--since", type=parse_time, required=True, help="ISO time or 2h/30m/1d")
+    replay.add_argument("--device", help="only this device")
+    purge = qs.add_parser("purge", help="delete sent readings sent before a time")
+    purge.add_argument("--sent-before", type=parse_time, required=True, help="ISO time or 7d")
+    for p, func in ((stats, cmd_stats), (peek, cmd_peek), (replay, cmd_replay), (purge, cmd_purge)):
+        add_config(p)
+        add_json(p)
+        p.set_defaults(func=func)
+
+
+def _reader(cfg: AgentConfig) -> Any:
+    if not cfg.queue.path.exists():
+        msg = f"queue {cfg.queue.path} does not exist (has the daemon run with this config?)"
+        raise CommandError(msg)
+    return q.open_reader(cfg.queue.path)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    """Counters and ages."""
+    cfg = config(args)
+    con = _reader(cfg)
+    try:
+        s = q.stats(con)
+    finally:
+        con.close()
+    oldest = None if s.oldest_pending_ns is None else time.time() - s.oldest_pending_ns / 1e9
+    path = cfg.queue.path
+    disk = sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
+    out = {**asdict(s), "oldest_pending_age_s": oldest, "disk_bytes": disk, "path": str(path)}
+    output(args, out, lambda o: "\n".join(f"{k:22} {v}" for k, v in o.items()))
+    return 0
+
+
+def cmd_peek(args: argparse.Namespace) -> int:
+    """The next rows to go out."""
+    con = _reader(config(args))
+    try:
+        rows = q.peek(con, args.n)
+    finally:
+        con.close()
+    now = time.time_ns()
+    items = [
+        {"n": n, "device": d, "seq": s, "id": i, "age_s": (now - c) / 1e9, **_brief(p)}
+        for n, d, s, i, c, p in rows
+    ]
+
+    def human(objs: list[dict[str, Any]]) -> str:
+        if not objs:
+            return "queue empty: nothing waiting to be sent"
+        return "\n".join(
+            f"#{o['n']:<8} {o['device']:12} seq={o['seq']:<7} {o['kind']:8} {o['value']!s:24} "
+            f"age {age(o['age_s'])}  {o['id']}"
+            for o in objs
+        )
+
+    output(args, items, human)
+    return 0
+
+
+def _brief(payload: bytes) -> dict[str, Any]:
+    r = json.loads(payload)
+    return {"kind": r.get("kind"), "value": r.get("value"), "ts": r.get("ts")}
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    """Delete sent rows older than the cut-off (through the daemon when it runs)."""
+    cfg = config(args)
+    try:
+        reply = ask_daemon(cfg, {"cmd": "purge", "sent_before_ns": args.sent_before})
+        deleted, via = int(reply["deleted"]), "daemon"
+    except CommandError:
+        outbox = q.Outbox.for_maintenance(cfg.queue.path)
+        try:
+            deleted, via = outbox.purge_sent_before(args.sent_before), "direct"
+        finally:
+            outbox.close()
+    output(
+        args,
+        {"deleted": deleted, "via": via},
+        lambda o: (
+            f"deleted {o['deleted']} sent "
+            f"readings ({'by the running daemon' if via == 'daemon' else 'daemon not running'})"
+        ),
+    )
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Re-publish retained rows with a progress bar."""
+    from rich.progress import Progress  # noqa: PLC0415
+
+    from edge_agent.cli.broker_cmds import connect_blocking  # noqa: PLC0415
+    from edge_agent.publisher import batch_payload  # noqa: PLC0415
+    from edge_agent.topics import Topics  # noqa: PLC0415
+
+    cfg = config(args)
+    con = _reader(cfg)
+    total = con.execute(
+        "SELECT count(*) FROM outbox WHERE created_ns >= ?"
+        + (" AND device = ?" if args.device else ""),
+        (args.since, args.device) if args.device else (args.since,),
+    ).fetchone()[0]
+    n = cfg.node
+    topics = Topics(cfg.mqtt.topic_prefix, n.site, n.line, n.agent_id)
+    client = connect_blocking(cfg, f"edge-agent-{n.agent_id}-replay")
+    window = threading.Semaphore(cfg.mqtt.inflight)
+    client.on_publish = lambda *_a: window.release()
+    sent, after = 0, 0
+    with Progress(disable=args.json) as bar:
+        task = bar.add_task("replaying", total=total)
+        while rows := q.fetch_range(con, args.since, after, cfg.mqtt.batch_max, args.device):
+            after = rows[-1].n
+            window.acquire()
+            payload = rows[0].payload if len(rows) == 1 else batch_payload(rows)
+            topic = topics.reading(rows[0].device) if len(rows) == 1 else topics.batch
+            client.publish(topic, payload, qos=1)
+            sent += len(rows)
+            bar.update(task, advance=len(rows))
+    for _ in range(cfg.mqtt.inflight):
+        if not window.acquire(timeout=10):
+            raise CommandError("broker did not acknowledge the last replayed messages within 10 s")
+    client.disconnect()
+    client.loop_stop()
+    con.close()
+    output(args, {"replayed": sent}, lambda o: f"replayed {o['replayed']} readings (same ids)")
+    return 0

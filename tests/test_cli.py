@@ -1,0 +1,291 @@
+"""The technician's CLI, each command a subprocess against a running daemon, broker, simulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simulators.mosquitto import Mosquitto, free_port
+from simulators.serial_line_scanner import ScannerSim
+from tests.harness import ROOT, Agent, Subscriber, agent_config
+from tests.test_e2e import received, scanner_device
+from tests.tls import make_ca, make_server_cert
+
+Factory = Callable[..., Any]
+
+
+def cli(
+    *args: str, timeout: float = 30, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+class Line:
+    """A running line: broker, backend, one scanner, the daemon (with metrics on)."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        broker: Mosquitto,
+        backend: Subscriber,
+        sim: ScannerSim,
+        agent: Agent,
+        cfg: Path,
+        metrics_port: int,
+    ) -> None:
+        self.tmp, self.broker, self.backend, self.sim = tmp, broker, backend, sim
+        self.agent, self.cfg, self.metrics_port = agent, cfg, metrics_port
+
+
+@pytest.fixture
+def line(
+    tmp_path: Path, broker: Mosquitto, backend: Subscriber, scanner: Factory, agent_factory: Factory
+) -> Iterator[Line]:
+    sim = scanner("scan", rate=20, seed=31)
+    port = free_port()
+    cfg = agent_config(
+        tmp_path,
+        broker.port,
+        {"scan_1": scanner_device(sim)},
+        sections=f"[metrics]\nenabled = true\nport = {port}",
+    )
+    agent = agent_factory(cfg)
+    agent.start()
+    sim.start(count=0)
+    assert backend.wait_for(lambda: len(received(backend, "scan_1")) >= 10, 10)
+    yield Line(tmp_path, broker, backend, sim, agent, cfg, port)
+    sim.stop()
+
+
+def test_status_human_and_json(line: Line) -> None:
+    time.sleep(1.2)
+    res = cli("status", "-c", str(line.cfg), "--json")
+    assert res.returncode == 0, res.stderr
+    st = json.loads(res.stdout)
+    dev = st["devices"]["scan_1"]
+    assert dev["state"] == "connected" and dev["readings"] >= 10
+    assert dev["last_reading_age_s"] < 2 and dev["type"] == "serial_line_scanner"
+    assert st["broker"]["connected"] and st["broker"]["last_puback_age_s"] < 2
+    assert st["queue"]["accepted"] >= 10 and st["queue"]["disk_bytes"] > 0
+    human = cli("status", "-c", str(line.cfg))
+    assert human.returncode == 0
+    assert (
+        "scan_1" in human.stdout and "connected" in human.stdout and "last PUBACK" in human.stdout
+    )
+
+
+def test_status_without_daemon_fails_clearly(tmp_path: Path) -> None:
+    cfg = agent_config(tmp_path, free_port(), {})
+    res = cli("status", "-c", str(cfg))
+    assert res.returncode == 1 and "no daemon answers on" in res.stderr
+
+
+def test_queue_stats_peek_replay_purge(line: Line) -> None:
+    stats = json.loads(cli("queue", "stats", "-c", str(line.cfg), "--json").stdout)
+    assert stats["accepted"] >= 10 and stats["pending"] >= 0
+    peek = cli("queue", "peek", "5", "-c", str(line.cfg), "--json")
+    assert peek.returncode == 0 and isinstance(json.loads(peek.stdout), list)
+    before = received(line.backend, "scan_1")
+    ids = {r["id"] for r in before}
+    rep = cli(
+        "queue", "replay", "--since", "1h", "--device", "scan_1", "-c", str(line.cfg), "--json"
+    )
+    assert rep.returncode == 0, rep.stderr
+    replayed = json.loads(rep.stdout)["replayed"]
+    assert replayed >= len(before)
+    assert line.backend.wait_for(
+        lambda: len(received(line.backend, "scan_1")) >= len(before) + len(ids), 10
+    )
+    after = received(line.backend, "scan_1")
+    assert {r["id"] for r in after} >= ids  # same ids: the backend de-duplicates
+    purge = cli("queue", "purge", "--sent-before", "0s", "-c", str(line.cfg), "--json")
+    assert purge.returncode == 0, purge.stderr
+    out = json.loads(purge.stdout)
+    assert out["via"] == "daemon" and out["deleted"] >= 10
+
+
+def test_broker_test_ok(line: Line) -> None:
+    res = cli("broker-test", "-c", str(line.cfg))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "round trip       ok" in res.stdout
+    js = json.loads(cli("broker-test", "-c", str(line.cfg), "--json").stdout)
+    assert js["ok"] and js["round_trip_ms"] > 0
+
+
+def test_broker_test_wrong_ca_names_tls_step(tmp_path: Path) -> None:
+    bdir = tmp_path / "tlsb"
+    bdir.mkdir()
+    ca, key, cert = make_ca(bdir, "ca")
+    crt, k = make_server_cert(bdir, key, cert, "127.0.0.1")
+    broker = Mosquitto(bdir, extra=f"cafile {ca}\ncertfile {crt}\nkeyfile {k}\n")
+    broker.start()
+    try:
+        good = agent_config(tmp_path, broker.port, {}, f'[mqtt.tls]\nca_file = "{ca}"')
+        ok = json.loads(cli("broker-test", "-c", str(good), "--json").stdout)
+        assert ok["ok"] and ok["tls"]["verified"] and ok["tls"]["subject"] == "commonName=broker"
+        other, _, _ = make_ca(tmp_path, "other")
+        bad = agent_config(tmp_path, broker.port, {}, f'[mqtt.tls]\nca_file = "{other}"')
+        res = cli("broker-test", "-c", str(bad))
+        assert res.returncode == 1
+        assert "certificate NOT verified" in res.stdout and "FAILED at tls" in res.stdout
+    finally:
+        broker.stop()
+
+
+def test_broker_test_acl_denied_reason_in_words(tmp_path: Path) -> None:
+    bdir = tmp_path / "aclb"
+    bdir.mkdir()
+    pw = bdir / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(pw), "agent", "pw1"], check=True)
+    (bdir / "acl").write_text("user agent\ntopic write edge/v1/T1/L1/test-agent/status\n")
+    broker = Mosquitto(
+        bdir, extra=f"password_file {pw}\nacl_file {bdir / 'acl'}\n", anonymous=False
+    )
+    broker.start()
+    try:
+        secret = tmp_path / "pw"
+        secret.write_text("pw1")
+        secret.chmod(0o600)
+        cfg = agent_config(
+            tmp_path, broker.port, {}, f'username = "agent"\npassword_file = "{secret}"'
+        )
+        res = cli("broker-test", "-c", str(cfg))
+        assert res.returncode == 1
+        assert "FAILED at publish: Not authorized (0x87)" in res.stdout, res.stdout
+    finally:
+        broker.stop()
+
+
+def test_doctor_reports_each_check(line: Line) -> None:
+    res = cli("doctor", "-c", str(line.cfg), "--json")
+    checks = {c["name"]: c for c in json.loads(res.stdout)}
+    assert checks["config"]["ok"] and checks["state dir"]["ok"]
+    assert checks["broker"]["ok"] and checks["daemon"]["ok"]
+    assert checks["port scan_1"]["ok"]
+    human = cli("doctor", "-c", str(line.cfg)).stdout
+    assert "[PASS] daemon" in human
+    line.sim.port.unplug()
+    time.sleep(0.5)
+    down = {c["name"]: c for c in json.loads(cli("doctor", "-c", str(line.cfg), "--json").stdout)}
+    assert down["port scan_1"]["ok"] is False and "fix" in down["port scan_1"]
+    line.sim.port.plug()
+
+
+def test_ports_lists_configured_devices(line: Line) -> None:
+    res = cli("ports", "-c", str(line.cfg), "--json")
+    out = json.loads(res.stdout)
+    assert out["configured"] == [
+        {
+            "device": "scan_1",
+            "type": "serial_line_scanner",
+            "port": str(line.sim.port.link),
+            "present": True,
+        }
+    ]
+    assert res.returncode == 0
+
+
+def test_probe_refuses_port_held_by_daemon_and_works_via_daemon(line: Line) -> None:
+    res = cli("probe", "-t", "serial_line_scanner", "-p", str(line.sim.port.link), "--seconds", "1")
+    assert res.returncode == 1 and "the running daemon holds this port" in res.stderr, res.stderr
+    via = cli("probe", "scan_1", "--via-daemon", "--count", "3", "-c", str(line.cfg), "--json")
+    assert via.returncode == 0, via.stderr
+    events = [json.loads(x) for x in via.stdout.splitlines()]
+    assert len([e for e in events if e["event"] == "reading"]) == 3
+    assert all(e["device"] == "scan_1" for e in events)
+
+
+def test_probe_direct_shows_readings_rejects_and_trace(tmp_path: Path, scanner: Factory) -> None:
+    sim = scanner("free", rate=20, seed=32, faults={"garble": 0.3})
+    sim.start(count=0)
+    trace = tmp_path / "trace.txt"
+    res = cli(
+        "probe",
+        "-t",
+        "serial_line_scanner",
+        "-p",
+        str(sim.port.link),
+        "--opt",
+        "aim_ids=true",
+        "--count",
+        "8",
+        "--trace",
+        str(trace),
+        "--json",
+    )
+    sim.stop()
+    assert res.returncode == 0, res.stderr
+    shown = [json.loads(x) for x in res.stdout.splitlines()]
+    assert len(shown) == 8 and all(s["kind"] == "barcode" and s["raw"] for s in shown)
+    values = {t.value for t in sim.truth if t.kind == "barcode"}
+    assert all(s["value"] in values for s in shown)
+    lines = trace.read_text().splitlines()
+    assert sum(" frame " in x for x in lines) == 8
+    garbled = sum(1 for t in sim.truth if t.kind == "garbled")
+    if garbled:
+        assert "REJECT garbled" in res.stderr
+
+
+def test_monitor_in_a_real_terminal(line: Line) -> None:
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux not installed (scripts/apt-packages.txt installs it)")
+    session = f"mon{os.getpid()}"
+    cmd = f"{sys.executable} -m edge_agent monitor -c {line.cfg}"
+    subprocess.run(
+        ["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "45", "-c", str(ROOT), cmd],
+        check=True,
+    )
+    try:
+        time.sleep(4)
+        screen = subprocess.run(
+            ["tmux", "capture-pane", "-p", "-t", session],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        newest = received(line.backend, "scan_1")[-1]
+        assert "scan_1" in screen and "connected" in screen, screen
+        # a reading emitted in the last seconds shows in the scrolling log
+        recent = [r["value"] for r in received(line.backend, "scan_1")[-40:]]
+        assert any(v in screen for v in recent), (screen, newest)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+
+
+def test_metrics_endpoint(line: Line) -> None:
+    time.sleep(0.5)
+    body = (
+        urllib.request.urlopen(f"http://127.0.0.1:{line.metrics_port}/metrics", timeout=5)
+        .read()
+        .decode()
+    )
+    assert 'edge_agent_readings_total{device="scan_1"}' in body
+    assert "edge_agent_queue_pending" in body and "edge_agent_broker_connected 1.0" in body
+    assert "edge_agent_publish_latency_seconds_bucket" in body
+    assert 'edge_agent_device_state{device="scan_1",state="connected"} 1.0' in body
+
+
+def test_simulate_and_help() -> None:
+    res = cli("simulate", "serial_line_scanner", "--help")
+    assert res.returncode == 0 and "--faults" in res.stdout
+    for command in ("status", "monitor", "queue", "broker-test", "doctor", "ports", "probe"):
+        assert cli(command, "--help").returncode == 0
+    assert cli("no-such-command").returncode == 2
