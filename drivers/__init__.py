@@ -26,7 +26,10 @@ if TYPE_CHECKING:
 DRIVERS: dict[str, tuple[str, str]] = {
     "hid_scanner": ("drivers.hid_scanner.driver", "HidScannerDriver"),
     "modbus_scale": ("drivers.modbus_scale", "ModbusScaleDriver"),
+    "mtsics_scale": ("drivers.mtsics_scale", "MtSicsScaleDriver"),
     "serial_line_scanner": ("drivers.serial_line_scanner", "SerialLineScannerDriver"),
+    "sma_scale": ("drivers.sma_scale", "SmaScaleDriver"),
+    "toledo_continuous": ("drivers.toledo_continuous", "ToledoContinuousDriver"),
     "virtual": ("drivers.virtual", "VirtualDriver"),
 }
 

@@ -1,0 +1,281 @@
+"""Mettler Toledo MT-SICS scale, polled: the driver sends ``S`` or ``SI`` and parses the reply.
+
+Wire format (PROTOCOLS.md §3.1; InstrumentKit ``mt_sics.py``; Mettler operating instructions)::
+
+    host -> scale   SI CR LF                       (or S: wait for a stable weight)
+    scale -> host   S S      1.234 kg CR LF        stable        -> a reading (grams, unit "kg")
+                    S D      1.229 kg CR LF        dynamic       -> counted in ``motion``
+                    S I | S + | S - CR LF          not executable / overload / underload -> reject
+                    ES | ET | EL CR LF             syntax / transmission / logical error -> reject
+    host -> scale   Z CR LF  -> Z A | Z I | Z + | Z -          (:meth:`MtSicsScaleDriver.zero`)
+                    T CR LF  -> T S   0.500 kg | T I | T + | T -   (:meth:`MtSicsScaleDriver.tare`)
+
+Replies are split on whitespace (the 10-character right-aligned weight field is [U]). MT-SICS has
+no checksum: only non-ASCII bytes and format errors are detectable (``check = "none"``).
+
+Publishing on settle (all scale drivers): a stable weight is returned once, when the scale has
+settled on it. Unstable (``S D``) replies are never returned: they are counted in ``motion`` and
+re-arm the driver; stable weights under ``min_weight_g`` (empty platform, zero drift, negative
+net) are counted in ``below_min`` and re-arm it; a stable weight equal to the last one returned
+is counted in ``repeats``. Weights above ``max_capacity_g``, NaN or infinite are rejected as
+``out_of_range``.
+
+Polling happens inside ``_read_events``: when no poll is outstanding and ``poll_interval_ms``
+has passed, the poll is written; a reply (or a cut-off line) answers it. No reply within
+``reply_timeout_ms`` is a ``no_reply`` reject; ``max_missed`` in a row raise DeviceIOError, so
+the supervisor reopens the port and the stall shows in the device state.
+
+Port strings are pyserial URLs (``/dev/serial/by-id/...``, ``socket://host:1701``, ``loop://``,
+``spy://...``, ``hwgrep://...``). Serial 9600 8N1 is typical [S: InstrumentKit]; all configurable.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import re
+import time
+from decimal import Decimal
+from typing import Any, ClassVar, Literal
+
+import serial
+from pydantic import Field, field_validator, model_validator
+
+from drivers.base import Driver
+from drivers.framing import Event, Reject, TerminatorFramer
+from edge_agent.config import DeviceConfig
+from edge_agent.errors import DeviceInitError, DeviceIOError, DeviceNotFoundError, FrameError
+from edge_agent.reading import Decoded, Kind
+
+#: Grams per MT-SICS unit text (exact).
+GRAMS = {"g": Decimal(1), "kg": Decimal(1000), "mg": Decimal("0.001"), "t": Decimal(10**6),
+         "lb": Decimal("453.59237"), "oz": Decimal("28.349523125")}  # fmt: skip
+#: Reply status / error id -> reject reason.
+REJECT = {"I": "not_executable", "+": "over_capacity", "-": "under_range",
+          "ES": "syntax_error", "ET": "transmission_error", "EL": "logical_error"}  # fmt: skip
+NUMBER = re.compile(r"-?\d+(\.\d+)?")
+
+
+class MtSicsScaleConfig(DeviceConfig):
+    """``type = "mtsics_scale"``."""
+
+    type: Literal["mtsics_scale"]
+    port: str = Field(min_length=1)
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    exclusive: bool = True
+    max_capacity_g: float = Field(gt=0, allow_inf_nan=False)
+    min_weight_g: float = Field(default=20.0, ge=0, allow_inf_nan=False)
+    poll_command: Literal["SI", "S"] = "SI"
+    poll_interval_ms: int = Field(default=200, ge=20, le=60_000)
+    reply_timeout_ms: int = Field(default=1000, ge=50, le=60_000)
+    max_missed: int = Field(default=5, ge=1, le=1000)
+    inter_byte_timeout_ms: int = Field(default=100, ge=1, le=10_000)
+
+    @field_validator("port")
+    @classmethod
+    def _stable_name(cls, v: str) -> str:
+        if v.rstrip("0123456789") in ("/dev/ttyUSB", "/dev/ttyACM"):
+            msg = f"a stable name: /dev/serial/by-id/... or a udev symlink (not {v})"
+            raise ValueError(msg)
+        return v
+
+    @model_validator(mode="after")
+    def _range(self) -> MtSicsScaleConfig:
+        if self.min_weight_g >= self.max_capacity_g:
+            msg = "min_weight_g must be below max_capacity_g"
+            raise ValueError(msg)
+        return self
+
+
+def to_grams(text: str, unit: str, cfg: MtSicsScaleConfig) -> float:
+    """``text`` in ``unit`` as grams, range-checked. Raises FrameError."""
+    if not NUMBER.fullmatch(text):
+        raise FrameError("malformed", f"weight {text!r}")
+    if unit not in GRAMS:
+        raise FrameError("unit", f"unknown unit {unit!r}")
+    grams = float(Decimal(text) * GRAMS[unit])
+    if not math.isfinite(grams) or abs(grams) > cfg.max_capacity_g:
+        raise FrameError("out_of_range", f"{grams} g outside ±{cfg.max_capacity_g} g")
+    return grams
+
+
+def parse_frame(frame: bytes, cfg: MtSicsScaleConfig) -> Decoded:
+    """One reply line (CR LF included) -> a weight, stable or not. Raises FrameError."""
+    if not frame.endswith(b"\r\n"):
+        raise FrameError("malformed", "no CR LF")
+    if any(b > 0x7E or (b < 0x20 and b not in (0x0D, 0x0A)) for b in frame):
+        raise FrameError("garbled", "non-ASCII or control byte")
+    tokens = frame.decode("ascii").split()
+    if not tokens:
+        raise FrameError("malformed", "empty line")
+    if tokens[0] in REJECT:
+        raise FrameError(REJECT[tokens[0]], tokens[0])
+    if tokens[0] != "S":
+        raise FrameError("unexpected", f"reply {tokens[0]!r}")
+    status = tokens[1] if len(tokens) > 1 else ""
+    if status in REJECT:
+        raise FrameError(REJECT[status], f"S {status}")
+    if status not in ("S", "D") or len(tokens) != 4:
+        raise FrameError("malformed", f"{len(tokens)} fields, status {status!r}")
+    grams = to_grams(tokens[2], tokens[3], cfg)
+    return Decoded(Kind.WEIGHT, grams, frame, unit=tokens[3], check="none", stable=status == "S")
+
+
+class MtSicsScaleDriver(Driver[MtSicsScaleConfig]):
+    """An MT-SICS balance or weighing terminal on a serial port (or serial-over-TCP).
+
+    Public counters: ``motion``, ``below_min``, ``repeats`` (see the module docstring),
+    ``polls`` (polls written). Rejects are in ``rejects`` as for every driver.
+    """
+
+    kind: ClassVar[str] = "mtsics_scale"
+    Config = MtSicsScaleConfig
+    #: Longest single wait in the port's read(), s: bounds poll jitter and stop latency.
+    POLL_S = 0.05
+    #: Reply ids that answer zero/tare commands, not polls.
+    COMMANDS = frozenset({"Z", "ZI", "T", "TI", "TA", "TAC"})
+
+    def __init__(self, device_id: str, cfg: MtSicsScaleConfig) -> None:
+        super().__init__(device_id, cfg)
+        self._port: Any = None
+        self.motion = self.below_min = self.repeats = self.polls = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._framer = TerminatorFramer(b"\r\n", 64, self.cfg.inter_byte_timeout_ms / 1000)
+        self._last: float | None = None
+        self._sent_at: float | None = None
+        self._next_poll = 0.0
+        self._missed = 0
+        self._replies: dict[str, str] = {}
+
+    def open(self) -> None:
+        """Open the port URL. Raises DeviceNotFoundError (absent) or DeviceInitError."""
+        self.close()
+        cfg = self.cfg
+        try:
+            port = serial.serial_for_url(
+                cfg.port, do_not_open=True, baudrate=cfg.baudrate, bytesize=cfg.bytesize,
+                parity=cfg.parity, stopbits=cfg.stopbits, timeout=self.POLL_S,
+                exclusive=cfg.exclusive if cfg.port.startswith("/") else None,
+            )  # fmt: skip
+            port.open()
+        except (serial.SerialException, OSError, ValueError) as err:
+            code, text = getattr(err, "errno", None), f"{cfg.port}: {err}"
+            if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO) or "No such file" in text:
+                raise DeviceNotFoundError(text) from err
+            raise DeviceInitError(text) from err
+        self._port = port
+        self._reset()
+        self.log.info("port_opened", port=cfg.port)
+
+    def close(self) -> None:
+        """Close the port (idempotent)."""
+        port, self._port = self._port, None
+        self._pending.clear()
+        if port is not None:
+            try:
+                port.close()
+            except (serial.SerialException, OSError) as err:
+                self.log.debug("port_close_failed", error=str(err))
+
+    def _lost(self, *what: object) -> DeviceIOError:
+        return DeviceIOError(f"{self.cfg.port}: " + " ".join(map(str, what)))
+
+    def _io(self, data: bytes | None = None) -> bytes:
+        """Write ``data``, or read what is there (waiting up to POLL_S). Raises DeviceIOError."""
+        if self._port is None:
+            raise self._lost("not open")
+        try:
+            if data is not None:
+                self._port.write(data)
+                return b""
+            return bytes(self._port.read(max(1, self._port.in_waiting)))
+        except (serial.SerialException, OSError) as err:
+            raise self._lost(err) from err
+
+    def _poll(self, now: float) -> None:
+        cfg = self.cfg
+        if self._sent_at is not None and now - self._sent_at > cfg.reply_timeout_ms / 1000:
+            self._sent_at, self._missed = None, self._missed + 1
+            self._reject("no_reply", cfg.poll_command.encode(), f"{self._missed} in a row")
+            if self._missed >= cfg.max_missed:
+                raise self._lost("no reply to", self._missed, "polls")
+        if self._sent_at is None and now >= self._next_poll:
+            self._io(cfg.poll_command.encode() + b"\r\n")
+            self._sent_at, self._next_poll = now, now + cfg.poll_interval_ms / 1000
+            self.polls += 1
+
+    def _read_events(self, timeout: float) -> list[Event]:
+        del timeout  # the port's own timeout (POLL_S) bounds the wait; termios calls are costly
+        self._poll(time.monotonic())
+        data = self._io()
+        now = time.monotonic()
+        events = self._framer.feed(data, now) if data else self._framer.expire(now)
+        return [ev for ev in events if self._screen(ev)]
+
+    def _screen(self, ev: Event) -> bool:
+        """Whether ``ev`` goes on to ``_parse``: command replies, motion, repeats don't."""
+        if isinstance(ev, Reject):
+            if ev.reason != "noise":
+                self._sent_at, self._missed = None, 0  # a cut-off reply is still a reply
+            return True
+        text = ev.decode("ascii", "replace")
+        if text.split(maxsplit=1)[:1] and text.split()[0] in self.COMMANDS:
+            self._replies[text.split()[0]] = text.strip()
+            return False
+        self._sent_at, self._missed = None, 0
+        try:
+            d = parse_frame(ev, self.cfg)
+        except FrameError:
+            return True  # _parse raises it again and the base class counts it
+        return self._settle(d)
+
+    def _settle(self, d: Decoded) -> bool:
+        grams = d.value if isinstance(d.value, float) else 0.0
+        if not d.stable:
+            self.motion += 1
+            self._last = None
+        elif grams < self.cfg.min_weight_g:
+            self.below_min += 1
+            self._last = None
+        elif grams == self._last:
+            self.repeats += 1
+        else:
+            self._last = grams
+            return True
+        return False
+
+    def _parse(self, frame: bytes) -> Decoded:
+        return parse_frame(frame, self.cfg)
+
+    def zero(self, timeout: float = 5.0) -> str:
+        """Zero the scale (``Z``). Call from the reading thread (``DeviceWorker.call``).
+
+        Returns:
+            The reply status: "A" done, "I" not executable (moving), "+"/"-" outside the zero
+            range. Weights read meanwhile are kept for ``read()``.
+
+        Raises:
+            DeviceIOError: the link broke, or no ``Z`` reply within ``timeout`` s.
+        """
+        return self._command("Z", timeout)
+
+    def tare(self, timeout: float = 5.0) -> str:
+        """Tare (``T``); same rules as :meth:`zero`. Returns "S" (done), "I", "+" or "-"."""
+        return self._command("T", timeout)
+
+    def _command(self, cmd: str, timeout: float) -> str:
+        self._replies.pop(cmd, None)
+        self._io(cmd.encode() + b"\r\n")
+        deadline = time.monotonic() + timeout
+        while cmd not in self._replies:
+            if time.monotonic() > deadline:
+                raise self._lost("no reply to", cmd, "within", timeout, "s")
+            self._pending.extend(self._read_events(deadline - time.monotonic()))
+        reply = self._replies.pop(cmd)
+        self.log.info("scale_command", command=cmd, reply=reply)
+        return [*reply.split(), "?"][1]

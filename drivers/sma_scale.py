@@ -1,0 +1,267 @@
+"""SMA scale protocol (SMA SCP-0499, levels 1 and 2), polled or continuous.
+
+Wire format (PROTOCOLS.md §3.3; SMA standard transcript, Sartorius PR 5220 p.130, Fairbanks
+PR 5410 p.120, Cardinal 190, BTEK T419S p.61, Minebea PR 5310 p.145)::
+
+    host -> scale   LF W CR              (poll_command W / H / Q; continuous: R or S once)
+    scale -> host   LF s r n m f wwwwwwwwww uuu CR          20 bytes
+                    0A 20 31 47 20 20 "     1.234" "kg " 0D   = stable 1.234 kg gross
+                    LF ? CR                                   unknown command -> reject
+
+* ``s`` status: ``Z`` centre of zero, space = none (a weight); ``O`` over capacity, ``U`` under
+  zero, ``E`` zero error, ``T`` tare error, ``e`` not displayed -> counted rejects.
+* ``r`` range digit; ``n`` mode ``G``/``N`` gross/net, ``g``/``n`` high resolution (``T``, a tare
+  display, is rejected as ``not_weight``); ``m`` ``M`` = motion; ``f`` reserved.
+* weight: 10 characters, right-aligned, dashes on errors (``no_weight``); unit: 3 characters
+  (``lb ``, ``kg ``, ``g  ``, ``oz ``). No checksum: only non-ASCII bytes and format errors are
+  detectable.
+
+``mode = "poll"`` sends ``poll_command`` every ``poll_interval_ms`` inside ``_read_events``, one
+outstanding at a time; no reply in ``reply_timeout_ms`` is a ``no_reply`` reject, ``max_missed``
+in a row raise DeviceIOError. ``mode = "continuous"`` writes ``continuous_command`` on open
+(``""``: the scale streams by itself [U]) and raises DeviceIOError after ``stall_timeout_ms``
+of silence. Publishing on settle (motion, ``below_min``, ``repeats``) is as documented in
+``drivers/mtsics_scale.py``. Port strings are pyserial URLs; 8N1 9600 Bd is common [U].
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import re
+import time
+from decimal import Decimal
+from typing import Any, ClassVar, Literal
+
+import serial
+from pydantic import Field, field_validator, model_validator
+
+from drivers.base import Driver
+from drivers.framing import KEEP, Event, Framer, Reject
+from edge_agent.config import DeviceConfig
+from edge_agent.errors import DeviceInitError, DeviceIOError, DeviceNotFoundError, FrameError
+from edge_agent.reading import Decoded, Kind
+
+LF, CR = 0x0A, 0x0D
+GRAMS = {"g": Decimal(1), "kg": Decimal(1000), "lb": Decimal("453.59237"),
+         "oz": Decimal("28.349523125"), "t": Decimal(10**6)}  # fmt: skip
+STATUS = {"O": "over_capacity", "U": "under_range", "E": "zero_error", "T": "tare_error",
+          "e": "not_displayed"}  # fmt: skip
+NUMBER = re.compile(r"-?\d+(\.\d+)?")
+
+
+class SmaScaleConfig(DeviceConfig):
+    """``type = "sma_scale"``."""
+
+    type: Literal["sma_scale"]
+    port: str = Field(min_length=1)
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    exclusive: bool = True
+    max_capacity_g: float = Field(gt=0, allow_inf_nan=False)
+    min_weight_g: float = Field(default=20.0, ge=0, allow_inf_nan=False)
+    mode: Literal["poll", "continuous"] = "poll"
+    poll_command: Literal["W", "H", "Q"] = "W"
+    continuous_command: Literal["R", "S", ""] = "R"
+    poll_interval_ms: int = Field(default=200, ge=20, le=60_000)
+    reply_timeout_ms: int = Field(default=1000, ge=50, le=60_000)
+    max_missed: int = Field(default=5, ge=1, le=1000)
+    stall_timeout_ms: int = Field(default=2000, ge=0, le=600_000)
+    inter_byte_timeout_ms: int = Field(default=100, ge=1, le=10_000)
+
+    @field_validator("port")
+    @classmethod
+    def _stable_name(cls, v: str) -> str:
+        if v.rstrip("0123456789") in ("/dev/ttyUSB", "/dev/ttyACM"):
+            msg = f"a stable name: /dev/serial/by-id/... or a udev symlink (not {v})"
+            raise ValueError(msg)
+        return v
+
+    @model_validator(mode="after")
+    def _range(self) -> SmaScaleConfig:
+        if self.min_weight_g >= self.max_capacity_g:
+            msg = "min_weight_g must be below max_capacity_g"
+            raise ValueError(msg)
+        return self
+
+
+class LfCrFramer(Framer):
+    """``LF payload CR``; the emitted frame includes LF and CR."""
+
+    def _byte(self, b: int, out: list[Event]) -> None:
+        if b == LF:
+            if self._in_frame and not self._skipping:
+                out.append(Reject("partial", bytes(self._buf[:KEEP])))
+            self._flush_noise(out)
+            self._reset()
+            self._in_frame = True
+            self._buf.append(b)
+        elif not self._in_frame:
+            self._noise.append(b)
+        elif b == CR:
+            if not self._skipping:
+                self._buf.append(b)
+                out.append(bytes(self._buf))
+            self._reset()
+        else:
+            self._grow(b, out)
+
+
+def parse_frame(frame: bytes, cfg: SmaScaleConfig) -> Decoded:
+    """One ``LF ... CR`` frame -> a weight, stable or not. Raises FrameError."""
+    if frame == b"\n?\r":
+        raise FrameError("unknown_command", "the scale answered ?")
+    if any(b < 0x20 or b > 0x7E for b in frame[1:-1]):
+        raise FrameError("garbled", "non-ASCII or control byte")
+    if len(frame) != 20 or frame[0] != LF or frame[-1] != CR:
+        raise FrameError("malformed", f"{len(frame)} bytes, expected 20")
+    text = frame[1:-1].decode("ascii")
+    s, r, n, m, weight, unit = text[0], text[1], text[2], text[3], text[5:15], text[15:].strip()
+    if s in STATUS:
+        raise FrameError(STATUS[s], f"status {s!r}")
+    if n == "T":
+        raise FrameError("not_weight", "tare weight display")
+    if s not in " Z" or not r.isdigit() or n not in "GNgn" or m not in " M":
+        raise FrameError("malformed", f"status fields {text[:5]!r}")
+    if set(weight.strip()) == {"-"}:
+        raise FrameError("no_weight", "dashes")
+    if not NUMBER.fullmatch(weight.strip()):
+        raise FrameError("malformed", f"weight {weight!r}")
+    if unit not in GRAMS:
+        raise FrameError("unit", f"unknown unit {unit!r}")
+    grams = float(Decimal(weight.strip()) * GRAMS[unit])
+    if not math.isfinite(grams) or abs(grams) > cfg.max_capacity_g:
+        raise FrameError("out_of_range", f"{grams} g outside ±{cfg.max_capacity_g} g")
+    return Decoded(Kind.WEIGHT, grams, frame, unit=unit, check="none", stable=m == " ")
+
+
+class SmaScaleDriver(Driver[SmaScaleConfig]):
+    """A scale speaking the SMA protocol on a serial port.
+
+    Public counters: ``motion``, ``below_min``, ``repeats``, ``polls``.
+    """
+
+    kind: ClassVar[str] = "sma_scale"
+    Config = SmaScaleConfig
+    #: Longest single wait in the port's read(), s: bounds poll jitter and stop latency.
+    POLL_S = 0.05
+
+    def __init__(self, device_id: str, cfg: SmaScaleConfig) -> None:
+        super().__init__(device_id, cfg)
+        self._port: Any = None
+        self.motion = self.below_min = self.repeats = self.polls = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._framer = LfCrFramer(32, self.cfg.inter_byte_timeout_ms / 1000)
+        self._last: float | None = None
+        self._sent_at: float | None = None
+        self._next_poll = 0.0
+        self._missed = 0
+        self._heard = time.monotonic()
+
+    def open(self) -> None:
+        """Open the port URL (and start the stream). Raises DeviceNotFoundError/InitError."""
+        self.close()
+        cfg = self.cfg
+        try:
+            port = serial.serial_for_url(
+                cfg.port, do_not_open=True, baudrate=cfg.baudrate, bytesize=cfg.bytesize,
+                parity=cfg.parity, stopbits=cfg.stopbits, timeout=self.POLL_S,
+                exclusive=cfg.exclusive if cfg.port.startswith("/") else None,
+            )  # fmt: skip
+            port.open()
+            if cfg.mode == "continuous" and cfg.continuous_command:
+                port.write(b"\n" + cfg.continuous_command.encode() + b"\r")
+        except (serial.SerialException, OSError, ValueError) as err:
+            code, text = getattr(err, "errno", None), f"{cfg.port}: {err}"
+            if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO) or "No such file" in text:
+                raise DeviceNotFoundError(text) from err
+            raise DeviceInitError(text) from err
+        self._port = port
+        self._reset()
+        self.log.info("port_opened", port=cfg.port, mode=cfg.mode)
+
+    def close(self) -> None:
+        """Close the port (idempotent)."""
+        port, self._port = self._port, None
+        self._pending.clear()
+        if port is not None:
+            try:
+                port.close()
+            except (serial.SerialException, OSError) as err:
+                self.log.debug("port_close_failed", error=str(err))
+
+    def _lost(self, *what: object) -> DeviceIOError:
+        return DeviceIOError(f"{self.cfg.port}: " + " ".join(map(str, what)))
+
+    def _io(self, data: bytes | None = None) -> bytes:
+        """Write ``data``, or read what is there (waiting up to POLL_S). Raises DeviceIOError."""
+        if self._port is None:
+            raise self._lost("not open")
+        try:
+            if data is not None:
+                self._port.write(data)
+                return b""
+            return bytes(self._port.read(max(1, self._port.in_waiting)))
+        except (serial.SerialException, OSError) as err:
+            raise self._lost(err) from err
+
+    def _poll(self, now: float) -> None:
+        cfg, cmd = self.cfg, b"\n" + self.cfg.poll_command.encode() + b"\r"
+        if self._sent_at is not None and now - self._sent_at > cfg.reply_timeout_ms / 1000:
+            self._sent_at, self._missed = None, self._missed + 1
+            self._reject("no_reply", cmd, f"{self._missed} in a row")
+            if self._missed >= cfg.max_missed:
+                raise self._lost("no reply to", self._missed, "polls")
+        if self._sent_at is None and now >= self._next_poll:
+            self._io(cmd)
+            self._sent_at, self._next_poll = now, now + cfg.poll_interval_ms / 1000
+            self.polls += 1
+
+    def _read_events(self, timeout: float) -> list[Event]:
+        del timeout  # the port's own timeout (POLL_S) bounds the wait; termios calls are costly
+        if self.cfg.mode == "poll":
+            self._poll(time.monotonic())
+        data = self._io()
+        now = time.monotonic()
+        if data:
+            self._heard = now
+        elif self._stalled(now):
+            raise self._lost("no data for", round(now - self._heard, 1), "s")
+        events = self._framer.feed(data, now) if data else self._framer.expire(now)
+        return [ev for ev in events if self._screen(ev)]
+
+    def _stalled(self, now: float) -> bool:
+        stall = self.cfg.stall_timeout_ms / 1000 if self.cfg.mode == "continuous" else 0
+        return bool(stall) and now - self._heard > stall
+
+    def _screen(self, ev: Event) -> bool:
+        """Whether ``ev`` goes on to ``_parse``: motion, small weights and repeats don't."""
+        if isinstance(ev, Reject) and ev.reason == "noise":
+            return True
+        self._sent_at, self._missed = None, 0  # a reply, even a cut-off one, answers the poll
+        if isinstance(ev, Reject):
+            return True
+        try:
+            d = parse_frame(ev, self.cfg)
+        except FrameError:
+            return True  # _parse raises it again and the base class counts it
+        grams = d.value if isinstance(d.value, float) else 0.0
+        if not d.stable:
+            self.motion += 1
+            self._last = None
+        elif grams < self.cfg.min_weight_g:
+            self.below_min += 1
+            self._last = None
+        elif grams == self._last:
+            self.repeats += 1
+        else:
+            self._last = grams
+            return True
+        return False
+
+    def _parse(self, frame: bytes) -> Decoded:
+        return parse_frame(frame, self.cfg)

@@ -1,0 +1,248 @@
+"""Toledo continuous output: the indicator broadcasts fixed-length frames; no polling.
+
+Wire format (PROTOCOLS.md §3.2; Mettler WILDCAT technical manual p.6-4/6-5, Rockwell 57C428
+Appendix D, Fairbanks FB3000 p.55, Cardinal 225 p.118)::
+
+    STX  SWA SWB SWC  W W W W W W  [T T T T T T]  CR  [CHK]       18 bytes (17 / 12 / 11)
+    02   2D  30  20   30 30 31 32 33 34  30 30 30 30 30 30  0D  2A   = stable 1.234 kg gross
+
+* SWA bits 0-2: decimal position (0 ``XXXX00`` ... 2 ``XXXXXX`` ... 5 ``XXX.XXX`` ... 7).
+* SWB bit 0 net, 1 negative, 2 over capacity (-> ``over_capacity`` reject), 3 motion, 4 kg (else
+  lb), 6 power-up not zeroed (-> ``not_zeroed`` reject). Bit 5 is not relied on (WILDCAT says 1,
+  Fairbanks 0). SWC bit 0: grams.
+* Weight and tare: 6 ASCII digits, no sign, no point. ``CHK``: two's complement of the 7-bit sum
+  of every byte before it, STX and CR included (``check = "checksum"``; ``checksum = false`` for
+  17-byte indicators). ``tare_field = false``: the short variant without tare [U, Cardinal].
+* Bit 7 is parity (7E1 typical); every byte is masked to 7 bits, so 7E1 and 8N1 ports both work.
+
+Frames are cut by length, not by delimiters, because the checksum byte may equal STX or CR: an
+STX before the CR position, or anything but CR at it, ends the frame as ``partial``.
+
+Publishing on settle, as in ``drivers/mtsics_scale.py``: motion frames are counted in
+``motion``, stable weights under ``min_weight_g`` in ``below_min``, repeats of the last
+returned weight in ``repeats`` (at 5-20 Hz most frames are repeats); only the first stable
+frame of a new weight is returned. An indicator that stops streaming for ``stall_timeout_ms``
+raises DeviceIOError (cable pulled or indicator hung: the supervisor reopens it).
+
+Port strings are pyserial URLs (``/dev/serial/by-id/...``, ``socket://host:port``, ``loop://``,
+``spy://...``). Serial settings are [U]: 4800 Bd or faster per WILDCAT; check the indicator.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import time
+from decimal import Decimal
+from typing import Any, ClassVar, Literal
+
+import serial
+from pydantic import Field, field_validator, model_validator
+
+from drivers.base import Driver
+from drivers.framing import KEEP, Event, Framer, Reject
+from edge_agent.config import DeviceConfig
+from edge_agent.errors import DeviceInitError, DeviceIOError, DeviceNotFoundError, FrameError
+from edge_agent.reading import Decoded, Kind
+
+STX, CR = 0x02, 0x0D
+GRAMS = {"g": Decimal(1), "kg": Decimal(1000), "lb": Decimal("453.59237")}
+#: Strip the parity bit (7E1 data read on an 8N1 port).
+MASK7 = bytes(b & 0x7F for b in range(256))
+
+
+class ToledoContinuousConfig(DeviceConfig):
+    """``type = "toledo_continuous"``."""
+
+    type: Literal["toledo_continuous"]
+    port: str = Field(min_length=1)
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    bytesize: Literal[7, 8] = 7
+    parity: Literal["N", "E", "O"] = "E"
+    stopbits: Literal[1, 2] = 1
+    exclusive: bool = True
+    checksum: bool = True
+    tare_field: bool = True
+    max_capacity_g: float = Field(gt=0, allow_inf_nan=False)
+    min_weight_g: float = Field(default=20.0, ge=0, allow_inf_nan=False)
+    inter_byte_timeout_ms: int = Field(default=100, ge=1, le=10_000)
+    stall_timeout_ms: int = Field(default=2000, ge=0, le=600_000)
+
+    @field_validator("port")
+    @classmethod
+    def _stable_name(cls, v: str) -> str:
+        if v.rstrip("0123456789") in ("/dev/ttyUSB", "/dev/ttyACM"):
+            msg = f"a stable name: /dev/serial/by-id/... or a udev symlink (not {v})"
+            raise ValueError(msg)
+        return v
+
+    @model_validator(mode="after")
+    def _range(self) -> ToledoContinuousConfig:
+        if self.min_weight_g >= self.max_capacity_g:
+            msg = "min_weight_g must be below max_capacity_g"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def frame_length(self) -> int:
+        """Bytes per frame: STX, 3 status words, 6 weight, [6 tare], CR, [checksum]."""
+        return 11 + 6 * self.tare_field + self.checksum
+
+
+def checksum(data: bytes) -> int:
+    """Two's complement of the 7-bit sum of ``data``."""
+    return -sum(data) & 0x7F
+
+
+class ToledoFramer(Framer):
+    """Fixed-length ``STX ... CR [CHK]`` frames (7-bit bytes)."""
+
+    def __init__(self, cfg: ToledoContinuousConfig) -> None:
+        super().__init__(cfg.frame_length, cfg.inter_byte_timeout_ms / 1000)
+        self.cr_at = 10 + 6 * cfg.tare_field
+
+    def _start(self, b: int, out: list[Event]) -> None:
+        if b == STX:
+            self._flush_noise(out)
+            self._in_frame = True
+            self._buf.append(b)
+        else:
+            self._noise.append(b)
+
+    def _byte(self, b: int, out: list[Event]) -> None:
+        if not self._in_frame:
+            self._start(b, out)
+            return
+        pos = len(self._buf)
+        if (pos < self.cr_at and b == STX) or (pos == self.cr_at and b != CR):
+            out.append(Reject("partial", bytes(self._buf[:KEEP])))
+            self._reset()
+            self._start(b, out)
+            return
+        self._buf.append(b)
+        if len(self._buf) == self.max_len:
+            out.append(bytes(self._buf))
+            self._reset()
+
+
+def parse_frame(frame: bytes, cfg: ToledoContinuousConfig) -> Decoded:
+    """One frame (7-bit bytes) -> a weight, stable or not. Raises FrameError."""
+    cr_at = 10 + 6 * cfg.tare_field
+    if len(frame) != cfg.frame_length or frame[0] != STX or frame[cr_at] != CR:
+        raise FrameError("malformed", f"{len(frame)} bytes, expected {cfg.frame_length}")
+    if cfg.checksum and frame[-1] != checksum(frame[:-1]):
+        raise FrameError("checksum", f"got {frame[-1]:02x}, computed {checksum(frame[:-1]):02x}")
+    swa, swb, swc = frame[1:4]
+    digits = frame[4:cr_at]
+    if not digits.isdigit():
+        raise FrameError("malformed", "weight or tare not 6 digits")
+    if swb & 0x04:
+        raise FrameError("over_capacity", "SWB bit 2")
+    if swb & 0x40:
+        raise FrameError("not_zeroed", "SWB bit 6: power-up, not zeroed")
+    unit = "g" if swc & 0x01 else "kg" if swb & 0x10 else "lb"
+    value = Decimal(int(digits[:6])).scaleb(2 - (swa & 0x07))
+    grams = float((-value if swb & 0x02 else value) * GRAMS[unit])
+    if not math.isfinite(grams) or abs(grams) > cfg.max_capacity_g:
+        raise FrameError("out_of_range", f"{grams} g outside ±{cfg.max_capacity_g} g")
+    check = "checksum" if cfg.checksum else "none"
+    return Decoded(Kind.WEIGHT, grams, frame, unit=unit, check=check, stable=not swb & 0x08)
+
+
+class ToledoContinuousDriver(Driver[ToledoContinuousConfig]):
+    """A weight indicator in Toledo continuous-output mode on a serial port.
+
+    Public counters: ``motion``, ``below_min``, ``repeats`` (see the module docstring).
+    """
+
+    kind: ClassVar[str] = "toledo_continuous"
+    Config = ToledoContinuousConfig
+    #: Longest single wait in the port's read(), s: bounds stop latency.
+    POLL_S = 0.1
+
+    def __init__(self, device_id: str, cfg: ToledoContinuousConfig) -> None:
+        super().__init__(device_id, cfg)
+        self._port: Any = None
+        self.motion = self.below_min = self.repeats = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._framer = ToledoFramer(self.cfg)
+        self._last: float | None = None
+        self._heard = time.monotonic()
+
+    def open(self) -> None:
+        """Open the port URL. Raises DeviceNotFoundError (absent) or DeviceInitError."""
+        self.close()
+        cfg = self.cfg
+        try:
+            port = serial.serial_for_url(
+                cfg.port, do_not_open=True, baudrate=cfg.baudrate, bytesize=cfg.bytesize,
+                parity=cfg.parity, stopbits=cfg.stopbits, timeout=self.POLL_S,
+                exclusive=cfg.exclusive if cfg.port.startswith("/") else None,
+            )  # fmt: skip
+            port.open()
+        except (serial.SerialException, OSError, ValueError) as err:
+            code, text = getattr(err, "errno", None), f"{cfg.port}: {err}"
+            if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO) or "No such file" in text:
+                raise DeviceNotFoundError(text) from err
+            raise DeviceInitError(text) from err
+        self._port = port
+        self._reset()
+        self.log.info("port_opened", port=cfg.port)
+
+    def close(self) -> None:
+        """Close the port (idempotent)."""
+        port, self._port = self._port, None
+        self._pending.clear()
+        if port is not None:
+            try:
+                port.close()
+            except (serial.SerialException, OSError) as err:
+                self.log.debug("port_close_failed", error=str(err))
+
+    def _lost(self, *what: object) -> DeviceIOError:
+        return DeviceIOError(f"{self.cfg.port}: " + " ".join(map(str, what)))
+
+    def _read_events(self, timeout: float) -> list[Event]:
+        del timeout  # the port's own timeout (POLL_S) bounds the wait; termios calls are costly
+        port = self._port
+        if port is None:
+            raise self._lost("not open")
+        try:
+            data = bytes(port.read(max(1, port.in_waiting)))
+        except (serial.SerialException, OSError) as err:
+            raise self._lost(err) from err
+        now = time.monotonic()
+        if data:
+            self._heard = now
+            events = self._framer.feed(data.translate(MASK7), now)
+        else:
+            stall = self.cfg.stall_timeout_ms / 1000
+            if stall and now - self._heard > stall:
+                raise self._lost("no data for", round(now - self._heard, 1), "s")
+            events = self._framer.expire(now)
+        return [ev for ev in events if isinstance(ev, Reject) or self._screen(ev)]
+
+    def _screen(self, frame: bytes) -> bool:
+        """Whether ``frame`` goes on to ``_parse``: motion, small weights and repeats don't."""
+        try:
+            d = parse_frame(frame, self.cfg)
+        except FrameError:
+            return True  # _parse raises it again and the base class counts it
+        grams = d.value if isinstance(d.value, float) else 0.0
+        if not d.stable:
+            self.motion += 1
+            self._last = None
+        elif grams < self.cfg.min_weight_g:
+            self.below_min += 1
+            self._last = None
+        elif grams == self._last:
+            self.repeats += 1
+        else:
+            self._last = grams
+            return True
+        return False
+
+    def _parse(self, frame: bytes) -> Decoded:
+        return parse_frame(frame, self.cfg)

@@ -1,0 +1,147 @@
+"""Simulator of a Mettler Toledo MT-SICS balance/terminal on a real pty (PROTOCOLS.md §3.1).
+
+Answers the commands ``drivers/mtsics_scale.py`` sends, from the shared weight model::
+
+    SI    -> S S <w> <u> (stable) | S D <w> <u> (moving) | S + | S -
+    S     -> S S <w> <u> once stable; S I after ``s_timeout_s`` of motion
+    SIR   -> S S/S D lines at ``rate`` until another command or @
+    Z     -> Z A | Z I | Z + | Z -        T -> T S <tare> <u> | T I      TA, TAC, @, I4
+    other -> ES
+
+The weight field is right-aligned, 10 characters [U]. Faults (``--faults name=p,...``): the
+shared ones (see ``simulators/_scale_model.py``) plus ``busy`` (``S I`` to a poll) and
+``error`` (``ET`` to a poll). Run by hand::
+
+    python -m simulators.mtsics_scale --link /tmp/scale-1 --faults noise=0.05,garble=0.02
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from drivers.mtsics_scale import MtSicsScaleConfig
+from simulators._scale_model import (
+    DEMO_FAULTS,
+    FAULTS,
+    DemoScale,
+    Display,
+    Sample,
+    ScaleSim,
+    ScaleSimConfig,
+    cli_config,
+    cli_parser,
+    cli_run,
+    demo_port,
+)
+from simulators.pty_port import PtyPort
+
+
+@dataclass
+class MtSicsSimConfig(ScaleSimConfig):
+    """MT-SICS specifics: how long ``S`` waits for stability before ``S I``."""
+
+    s_timeout_s: float = 3.0
+
+
+class MtSicsSim(ScaleSim):
+    """An MT-SICS device: a reply per command line, or a stream after ``SIR``."""
+
+    FAULTS = (*FAULTS, "busy", "error")
+    PARTIAL_GAP_S = 0.3  # a line has no start byte: only silence ends a cut-off one
+    cfg: MtSicsSimConfig
+
+    def __init__(self, port: PtyPort, cfg: MtSicsSimConfig, truth_file: Path | None = None) -> None:
+        super().__init__(port, cfg, truth_file)
+        self._wait_stable: float | None = None
+
+    def line(self, text: str) -> bytes:
+        """One reply line."""
+        return text.encode("ascii") + b"\r\n"
+
+    def weight(self, head: str, counts: int) -> str:
+        """``S S      1.234 kg``-style text: 10-character value field, unit."""
+        return f"{head} {self.cfg.display.text(counts):>10} {self.cfg.display.unit}"
+
+    def encode(self, s: Sample) -> tuple[bytes, str]:
+        """A sample as an ``SI`` reply."""
+        if s.over:
+            return self.line("S +"), "over_capacity"
+        if s.under:
+            return self.line("S -"), "under_range"
+        kind = "weight" if s.stable else "motion"
+        return self.line(self.weight("S S" if s.stable else "S D", s.counts)), kind
+
+    def _poll_reply(self, now: float) -> None:
+        if self._hit("busy"):
+            self.emit(self.line("S I"), "not_executable", None)
+        elif self._hit("error"):
+            self.emit(self.line("ET"), "transmission_error", None)
+        else:
+            self.send_sample(now)
+
+    def on_command(self, cmd: bytes, now: float) -> None:
+        """Answer one command line."""
+        text = cmd.decode("ascii", "replace").strip()
+        self.streaming, self._wait_stable = text == "SIR", None
+        self._next_frame = now + 1 / self.cfg.rate
+        if text in ("SI", "SIR"):
+            self._poll_reply(now)
+        elif text == "S":
+            self._wait_stable = now + self.cfg.s_timeout_s
+            self.tick(now)
+        elif text in ("Z", "ZI"):
+            self.emit(self.line(f"Z {self.model.zero()}"), "command", None)
+        elif text in ("T", "TI"):
+            status, tare = self.model.tare()
+            reply = self.weight("T S", tare) if status == "S" else "T I"
+            self.emit(self.line(reply), "command", None)
+        else:
+            self.emit(self.line(self._other(text)), "command", None)
+
+    def _other(self, text: str) -> str:
+        if text == "TAC":
+            self.model.clear_tare()
+            return "TAC A"
+        if text == "TA":
+            return self.weight("TA A", self.model.tare_counts)
+        if text in ("@", "I4"):
+            return 'I4 A "0123456789"'
+        return "ES"
+
+    def tick(self, now: float) -> None:
+        """Stream for SIR; answer a pending ``S`` once stable (or ``S I`` after the timeout)."""
+        super().tick(now)
+        if self._wait_stable is None:
+            return
+        s = self.model.sample(now)
+        if s.stable or s.over or s.under:
+            self._wait_stable = None
+            self.emit(*self.encode(s), s)
+        elif now > self._wait_stable:
+            self._wait_stable = None
+            self.emit(self.line("S I"), "not_executable", None)
+
+
+def for_demo(device_id: str, cfg: MtSicsScaleConfig, rate: float, seed: int) -> DemoScale:
+    """A simulated MT-SICS scale behind ``cfg.port`` (a symlink path), polled by the agent."""
+    display = Display("kg", 3, 5, cfg.max_capacity_g)
+    sim_cfg = MtSicsSimConfig(display=display, rate=max(5.0, min(rate, 20.0)), seed=seed,
+                              faults=dict(DEMO_FAULTS))  # fmt: skip
+    return DemoScale(f"MT-SICS scale {device_id}", MtSicsSim(demo_port(cfg.port), sim_cfg))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a simulated MT-SICS scale on a new pty until interrupted."""
+    p = cli_parser("mtsics_scale", __doc__)
+    p.add_argument("--s-timeout", type=float, default=3.0, help="S waits this long for stable")
+    args: argparse.Namespace = p.parse_args(argv)
+    cfg = cli_config(args, MtSicsSimConfig, s_timeout_s=args.s_timeout)
+    assert isinstance(cfg, MtSicsSimConfig)
+    return cli_run(MtSicsSim(PtyPort(args.link), cfg, args.truth), args.seconds)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
