@@ -25,8 +25,8 @@ By hand::
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,10 +70,16 @@ class DemoHidScanner:
         self.sim.start()
 
     def stop(self) -> None:
-        """Stop scanning and unplug (the device directory is removed)."""
+        """Stop scanning; wait (up to 3 s) until the daemon has taken every report sent.
+
+        The device stays plugged: unplugging now would make the daemon log a reconnect while
+        the demo is still counting what arrived.
+        """
         self.sim.stop()
-        self.device.unplug()
-        shutil.rmtree(self.device.dir, ignore_errors=True)
+        reports = self.device.dir / "reports"
+        deadline = time.monotonic() + 3
+        while any(p.suffix == ".bin" for p in reports.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def expected(self) -> int:
         """Codes delivered that the agent must publish (rejects are not readings)."""

@@ -27,10 +27,10 @@ import errno
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace as Desc  # a descriptor: pyusb reads fields as attributes
-from typing import Any
+from typing import Any, Protocol
 
 import usb.backend
 import usb.core
@@ -63,14 +63,17 @@ class SimDevice:
     serial: str | None
     mode: str = "keyboard"
     busy_claims: int = 0
+    denied: bool = False  # opening fails with errno 13 (no udev rule)
     product: str = "Simulated HID scanner"
     generation: int = 1
     plugged: bool = True
     kernel_bound: bool = True
     configuration: int = 1
     claimed_by: object = None
-    #: detach_kernel_driver calls, and feature reports received (SET_REPORT), for assertions.
+    #: detach_kernel_driver calls, reads that timed out (errno 110) and feature reports
+    #: received (SET_REPORT): what tests assert on.
     detach_calls: int = 0
+    idle_timeouts: int = 0
     feature_reports: list[bytes] = field(default_factory=list)
     reports: deque[bytes] = field(default_factory=deque)
     cond: threading.Condition = field(default_factory=threading.Condition)
@@ -107,6 +110,16 @@ class SimDevice:
             self.cond.notify_all()
 
 
+class Sync(Protocol):
+    """Refreshes a SimBackend's devices (see :mod:`simulators.hid_scanner.spool`)."""
+
+    def __call__(self, *, force: bool = False) -> None: ...
+
+
+def _no_sync(*, force: bool = False) -> None:
+    del force
+
+
 @dataclass(frozen=True)
 class _Ref:
     device: SimDevice
@@ -123,22 +136,21 @@ class SimBackend(usb.backend.IBackend):  # type: ignore[misc]
 
     Args:
         devices: the devices on the bus.
-        sync: refreshes the devices from elsewhere (the spool directory, in another process).
+        sync: refreshes the devices from elsewhere (the spool directory, in another process);
+            ``force=False`` lets it skip a refresh made a few milliseconds ago.
     """
 
-    def __init__(
-        self, devices: Iterable[SimDevice] = (), sync: Callable[[], None] | None = None
-    ) -> None:
+    def __init__(self, devices: Iterable[SimDevice] = (), sync: Sync | None = None) -> None:
         super().__init__()
         self.devices = list(devices)
-        self._sync = sync or (lambda: None)
+        self._sync: Sync = sync or _no_sync
         #: open_device minus close_device calls: handles pyusb still holds (leak check).
         self.open_handles = 0
         self._lock = threading.Lock()
 
     # ---- enumeration and descriptors -------------------------------------------------
     def enumerate_devices(self) -> list[_Ref]:
-        self._sync()
+        self._sync(force=True)
         return [_Ref(d, d.generation) for d in self.devices if d.plugged]
 
     def get_parent(self, dev: _Ref) -> None:
@@ -188,7 +200,8 @@ class SimBackend(usb.backend.IBackend):  # type: ignore[misc]
     # ---- handles and interfaces ------------------------------------------------------
     def open_device(self, dev: _Ref) -> _Handle:
         handle = _Handle(dev)
-        _alive(handle)
+        if _alive(handle).denied:
+            raise usb_error(errno.EACCES)
         with self._lock:
             self.open_handles += 1
         return handle
@@ -253,6 +266,7 @@ class SimBackend(usb.backend.IBackend):  # type: ignore[misc]
                     return _copy(d.reports.popleft(), buff)
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    d.idle_timeouts += 1
                     raise usb.core.USBTimeoutError("Operation timed out", -7, errno.ETIMEDOUT)
                 d.cond.wait(min(left, 0.01))
 

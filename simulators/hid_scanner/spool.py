@@ -108,10 +108,10 @@ class _Mirror:
         self._lock = threading.Lock()
         self._last = 0.0
 
-    def sync(self) -> None:
+    def sync(self, *, force: bool = False) -> None:
         with self._lock:
             now = time.monotonic()
-            if now - self._last < MIN_SYNC_S:
+            if not force and now - self._last < MIN_SYNC_S:
                 return
             self._last = now
             subdirs = sorted(self.root.iterdir()) if self.root.is_dir() else []
