@@ -24,8 +24,9 @@ import structlog
 from drivers import driver_class
 from edge_agent import queue as queue_mod
 from edge_agent import sdnotify
-from edge_agent.config import AgentConfig
+from edge_agent.config import AgentConfig, DeviceConfig, load_config
 from edge_agent.control import ControlServer, Handler
+from edge_agent.errors import ConfigError
 from edge_agent.logs import register_secret
 from edge_agent.publisher import Publisher
 from edge_agent.queue import Outbox
@@ -66,13 +67,18 @@ class Daemon:
         self.started_mono = time.monotonic()
         self.control: ControlServer | None = None
         self._rates: deque[tuple[float, dict[str, tuple[int, int]]]] = deque(maxlen=13)
+        self.reload_requested = threading.Event()
         self.workers = [
-            DeviceWorker(
-                driver_class(dev.type)(dev_id, dev), self.writer.submit, self.publisher.device_state
-            )
-            for dev_id, dev in cfg.devices.items()
-            if dev.enabled
+            self._worker(dev_id, dev) for dev_id, dev in cfg.devices.items() if dev.enabled
         ]
+
+    def _worker(self, dev_id: str, dev: DeviceConfig) -> DeviceWorker:
+        driver = driver_class(dev.type)(dev_id, dev)
+        driver.on_reject = self._on_reject
+        return DeviceWorker(driver, self.writer.submit, self._device_state)
+
+    def _device_state(self, device: str, state: str, reason: str) -> None:
+        self.publisher.device_state(device, state, reason)
 
     def _on_commit(self, accepted: list[tuple[int, Reading]]) -> None:
         self.publisher.wake()
@@ -131,7 +137,6 @@ class Daemon:
         self.writer.start()
         self.publisher.start()
         for w in self.workers:
-            w.driver.on_reject = self._on_reject
             w.start()
         self._start_control()
         if self.cfg.metrics.enabled:
@@ -173,6 +178,9 @@ class Daemon:
         ping = sdnotify.watchdog_interval()
         next_status = time.monotonic() + self.STATUS_EVERY_S
         while not self.stopping.wait(min(ping or 1.0, 1.0)):
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self.reload()
             if ping is not None and self.healthy(window=max(2 * ping, 2.5)):
                 sdnotify.notify("WATCHDOG=1")
             self._sample_rates()
@@ -266,6 +274,48 @@ class Daemon:
         self.outbox.close()
         log.info("stopped", seconds=round(time.monotonic() - t0, 3), **self.outbox.counters)
 
+    def reload(self) -> None:
+        """SIGHUP: re-read the config; add, remove and restart changed devices in place.
+
+        The queue, the writer and the publisher keep running, so nothing queued is touched.
+        Changes outside ``[devices]`` (broker, queue, identity) need a restart and are only
+        reported; a config that does not validate is rejected and the running one kept.
+        """
+        sdnotify.notify("RELOADING=1")
+        try:
+            new = load_config(self.cfg.source)
+        except ConfigError as err:
+            log.error("reload_rejected", error=str(err))
+            sdnotify.notify("READY=1")
+            return
+        old_devices = self.cfg.devices
+        changed = [
+            k
+            for k in ("node", "mqtt", "queue", "control", "metrics")
+            if getattr(new, k) != getattr(self.cfg, k)
+        ]
+        if changed:
+            log.warning("reload_needs_restart", sections=changed)
+        running = {w.driver.device_id: w for w in self.workers}
+        wanted = {d: c for d, c in new.devices.items() if c.enabled}
+        for dev_id, w in running.items():
+            if wanted.get(dev_id) != old_devices.get(dev_id):
+                w.stop()
+                w.join(2.0)
+                self.workers.remove(w)
+        for dev_id, dev in wanted.items():
+            if dev_id not in running or dev != old_devices.get(dev_id):
+                w = self._worker(dev_id, dev)
+                self.workers.append(w)
+                w.start()
+        self.cfg = self.cfg.model_copy(update={"devices": new.devices})
+        log.info("reloaded", devices=sorted(wanted), needs_restart=changed)
+        sdnotify.notify("READY=1\nSTATUS=" + self.status_line())
+
+    def request_reload(self, _signum: int, _frame: FrameType | None) -> None:
+        """Signal handler: SIGHUP (the work is done by the main loop, not in the handler)."""
+        self.reload_requested.set()
+
     def request_stop(self, signum: int, _frame: FrameType | None) -> None:
         """Signal handler: SIGTERM / SIGINT."""
         log.info("stop_requested", signal=signal.Signals(signum).name)
@@ -277,6 +327,7 @@ def run(cfg: AgentConfig) -> int:
     daemon = Daemon(cfg)
     signal.signal(signal.SIGTERM, daemon.request_stop)
     signal.signal(signal.SIGINT, daemon.request_stop)
+    signal.signal(signal.SIGHUP, daemon.request_reload)
     daemon.start()
     try:
         daemon.serve()

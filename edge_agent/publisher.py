@@ -125,6 +125,7 @@ class Publisher(threading.Thread):
         self._live_cursor = 0
         self._backlog_cursor = 0
         self._backlog_upto = 0
+        self._prio_cursor = 0
         self._next_reject_retry = 0.0
         self.connected = False
         self.last_progress = time.monotonic()
@@ -146,6 +147,10 @@ class Publisher(threading.Thread):
         """Publish an alarm event (best effort; kept in RAM while disconnected)."""
         body = {"schema": "edge-agent/alarm/v1", "alarm": name, "ts": time.time(), **details}
         self._events.put(("publish", (self.topics.alarm, json.dumps(body).encode(), False)))
+
+    def retained(self, topic: str, payload: bytes) -> None:
+        """Publish a retained side message (KPI snapshots); kept in RAM while disconnected."""
+        self._events.put(("publish", (topic, payload, True)))
 
     def device_state(self, device: str, state: str, reason: str = "") -> None:
         """Publish the retained state of a device."""
@@ -244,6 +249,7 @@ class Publisher(threading.Thread):
         self.writer.sync()  # marks for rows already PUBACKed are committed before we re-read
         self._backlog_upto = q.max_n(self._reader)
         self._backlog_cursor = 0
+        self._prio_cursor = 0
         self._live_cursor = self._backlog_upto
         for device, body in self._device_states.items():
             self.client.publish(self.topics.device_state(device), body, qos=1, retain=True)
@@ -289,34 +295,47 @@ class Publisher(threading.Thread):
 
     def _fill_window(self) -> None:
         while len(self._inflight) < self.cfg.inflight:
-            if not (self._take("live") or self._take("backlog")):
+            if not (self._take("priority") or self._take("live") or self._take("backlog")):
                 return
 
     def _take(self, stream: str) -> bool:
         """Send the next rows of ``stream``; False when it has nothing more."""
-        if stream == "live":
+        if stream == "priority":
+            after, upto = self._prio_cursor, None
+        elif stream == "live":
             after, upto = self._live_cursor, None
         elif self._backlog_cursor < self._backlog_upto:
             after, upto = self._backlog_cursor, self._backlog_upto
         else:
             return False
-        rows = q.fetch_pending(self._reader, after, self.cfg.batch_max, upto)
+        prio = stream == "priority"
+        limit = 1 if prio else self.cfg.batch_max
+        rows = q.fetch_pending(self._reader, after, limit, upto, priority=prio)
         if not rows:
             if stream == "backlog":
                 self._backlog_cursor = self._backlog_upto
             return False
-        if stream == "live":
+        if prio:
+            self._prio_cursor = rows[-1].n
+        elif stream == "live":
             self._live_cursor = rows[-1].n
         else:
             self._backlog_cursor = rows[-1].n
         rows = [r for r in rows if r.n not in self._flying]
-        if rows:
-            self._send(rows, stream)
+        # readings share batch messages; station events go one per message on their own topic
+        while rows:
+            if rows[0].kind != "reading":
+                self._send(rows[:1], stream)
+                rows = rows[1:]
+                continue
+            run = next((i for i, r in enumerate(rows) if r.kind != "reading"), len(rows))
+            self._send(rows[:run], stream)
+            rows = rows[run:]
         return True
 
     def _send(self, rows: list[q.PendingRow], stream: str) -> None:
         if len(rows) == 1:
-            topic, payload = self.topics.reading(rows[0].device), rows[0].payload
+            topic, payload = self.topics.for_row(rows[0].kind, rows[0].device), rows[0].payload
         else:
             topic, payload = self.topics.batch, batch_payload(rows)
         info = self.client.publish(topic, payload, qos=1)
@@ -333,6 +352,7 @@ class Publisher(threading.Thread):
         """Forget the cursors so every pending row not in flight is fetched again."""
         self._backlog_upto = q.max_n(self._reader)
         self._backlog_cursor = 0
+        self._prio_cursor = 0
         self._live_cursor = self._backlog_upto
 
     def _expire_inflight(self) -> None:

@@ -18,6 +18,7 @@ read connections with :func:`open_reader` (WAL readers never block the writer).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.errors import QueueError
-from edge_agent.reading import Capture, Identity, Reading, uuid7
+from edge_agent.reading import Capture, Identity, Reading, iso_utc, uuid7
 
 SCHEMA_VERSION = "1"
 
@@ -41,9 +42,11 @@ CREATE TABLE IF NOT EXISTS outbox(
     sent_ns INTEGER,
     reject_rc INTEGER,
     reject_reason TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    kind TEXT NOT NULL DEFAULT 'reading'
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(n) WHERE sent_ns IS NULL;
+CREATE INDEX IF NOT EXISTS outbox_priority ON outbox(n) WHERE sent_ns IS NULL AND prio > 0;
 CREATE INDEX IF NOT EXISTS outbox_sent ON outbox(sent_ns) WHERE sent_ns IS NOT NULL;
 CREATE TABLE IF NOT EXISTS device_seq(device TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -55,11 +58,29 @@ COUNTERS = ("bytes", "pending", "accepted", "sent", "dropped", "rejected")
 
 @dataclass(frozen=True, slots=True)
 class PendingRow:
-    """A row handed to the publisher."""
+    """A row handed to the publisher. ``device`` is the station id for station events."""
 
     n: int
     device: str
     payload: bytes
+    kind: str = "reading"
+
+
+@dataclass(frozen=True, slots=True)
+class OutEvent:
+    """A station event to commit: the writer adds id, seq, identity and time (schema <kind>.v1).
+
+    Args:
+        kind: ``parcel`` or ``exception`` (the topic and schema name).
+        source: the station id (seq is counted per kind and station).
+        body: the event's own fields.
+        prio: 0 normal; > 0 goes out ahead of any backlog (exceptions).
+    """
+
+    kind: str
+    source: str
+    body: dict[str, object]
+    prio: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +132,8 @@ class Outbox:
         self.retain_sent_s = retain_sent_s
         self._con = _connect(path)
         self._seq: dict[str, int] = {}
+        #: Devices whose readings are kept (for replay) but not published (station publish_raw).
+        self.quiet_devices: set[str] = set()
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._setup()
 
@@ -122,6 +145,9 @@ class Outbox:
             sync = con.execute("PRAGMA synchronous").fetchone()[0]
             check = con.execute("PRAGMA quick_check").fetchone()[0]
             con.executescript(_DDL)
+            columns = {row[1] for row in con.execute("PRAGMA table_info(outbox)")}
+            if "kind" not in columns:  # queue files from before station events
+                con.execute("ALTER TABLE outbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'reading'")
         except sqlite3.Error as err:
             msg = f"queue {self.path}: cannot initialise: {err}"
             raise QueueError(msg) from err
@@ -153,7 +179,7 @@ class Outbox:
         captures: Sequence[Capture],
         sent: Iterable[int] = (),
         rejected: Iterable[tuple[int, int, str]] = (),
-        prio: int = 0,
+        events: Sequence[OutEvent] = (),
     ) -> tuple[list[tuple[int, Reading]], list[Reading]]:
         """One transaction: insert captures, mark sent/rejected rows. Returns (accepted, dropped).
 
@@ -166,8 +192,9 @@ class Outbox:
             con.execute("BEGIN IMMEDIATE")
             self._mark_sent(list(sent))
             self._mark_rejected(list(rejected))
-            accepted, dropped = self._insert(captures, prio)
-            self._save_state({c.device for c in captures})
+            accepted, dropped = self._insert(captures)
+            self._insert_events(events)
+            self._save_state({c.device for c in captures} | {_seq_key(e) for e in events})
             con.execute("COMMIT")
         except sqlite3.Error as err:
             self._seq, self.counters = seq_before, counters_before
@@ -178,7 +205,7 @@ class Outbox:
         return accepted, dropped
 
     def _insert(
-        self, captures: Sequence[Capture], prio: int
+        self, captures: Sequence[Capture]
     ) -> tuple[list[tuple[int, Reading]], list[Reading]]:
         accepted: list[tuple[int, Reading]] = []
         dropped: list[Reading] = []
@@ -191,23 +218,56 @@ class Outbox:
             if not self._make_room(len(payload)):
                 dropped.append(reading)
                 continue
-            rows.append((reading.id, cap.device, seq, prio, cap.wall_ns, payload))
+            sent = cap.wall_ns if cap.device in self.quiet_devices else None
+            rows.append((reading.id, cap.device, seq, cap.wall_ns, payload, sent))
             accepted.append((0, reading))
             self.counters["bytes"] += len(payload)
         self.counters["dropped"] += len(dropped)
         if not rows:
             return accepted, dropped
         self._con.executemany(
-            "INSERT INTO outbox(id, device, seq, prio, created_ns, payload) VALUES(?,?,?,?,?,?)",
+            "INSERT INTO outbox(id, device, seq, created_ns, payload, sent_ns) VALUES(?,?,?,?,?,?)",
             rows,
         )
         # AUTOINCREMENT: row numbers never go back, so one executemany gets consecutive ones
         last = self._con.execute("SELECT last_insert_rowid()").fetchone()[0]
         first = last - len(rows) + 1
         accepted = [(first + i, r) for i, (_, r) in enumerate(accepted)]
-        self.counters["pending"] += len(rows)
+        quiet = sum(r[5] is not None for r in rows)
+        self.counters["pending"] += len(rows) - quiet
         self.counters["accepted"] += len(rows)
         return accepted, dropped
+
+    def _insert_events(self, events: Sequence[OutEvent]) -> None:
+        """Station events are never refused at the bound: they are few and say what was lost."""
+        rows = []
+        for ev in events:
+            key = _seq_key(ev)
+            seq = self._seq.get(key, 0) + 1
+            self._seq[key] = seq
+            now = time.time_ns()
+            body = {
+                "schema": f"edge-agent/{ev.kind}/v1",
+                "id": uuid7(),
+                "seq": seq,
+                "agent": self.node.agent,
+                "site": self.node.site,
+                "line": self.node.line,
+                "station": ev.source,
+                "ts": iso_utc(now),
+                **ev.body,
+            }
+            payload = json.dumps(body, separators=(",", ":")).encode()
+            rows.append((body["id"], ev.source, seq, ev.prio, now, payload, ev.kind))
+            self.counters["bytes"] += len(payload)
+        if rows:
+            self._con.executemany(
+                "INSERT INTO outbox(id, device, seq, prio, created_ns, payload, kind) "
+                "VALUES(?,?,?,?,?,?,?)",
+                rows,
+            )
+            self.counters["pending"] += len(rows)
+            self.counters["accepted"] += len(rows)
 
     def _make_room(self, need: int) -> bool:
         if self.counters["bytes"] + need <= self.max_bytes:
@@ -296,26 +356,40 @@ class Outbox:
 
 
 def fetch_pending(
-    con: sqlite3.Connection, after: int, limit: int, upto: int | None = None
+    con: sqlite3.Connection,
+    after: int,
+    limit: int,
+    upto: int | None = None,
+    *,
+    priority: bool = False,
 ) -> list[PendingRow]:
-    """Pending, not-rejected rows with ``after < n [<= upto]``, in insertion order."""
-    sql = "SELECT n, device, payload FROM outbox WHERE sent_ns IS NULL AND n > ?"
+    """Pending, not-rejected rows with ``after < n [<= upto]``, in insertion order.
+
+    ``priority`` selects the rows with ``prio > 0`` (exceptions), else the ``prio = 0`` ones:
+    the two sets are disjoint, so the publisher's cursors never hand out a row twice.
+    """
+    sql = "SELECT n, device, payload, kind FROM outbox WHERE sent_ns IS NULL AND n > ?"
+    sql += " AND prio > 0" if priority else " AND prio = 0"
     args: tuple[int, ...] = (after,)
     if upto is not None:
         sql += " AND n <= ?"
         args += (upto,)
     rows = con.execute(sql + " AND reject_rc IS NULL ORDER BY n LIMIT ?", (*args, limit)).fetchall()
-    return [PendingRow(n, dev, bytes(p)) for n, dev, p in rows]
+    return [PendingRow(n, dev, bytes(p), kind) for n, dev, p, kind in rows]
 
 
 def fetch_rejected(con: sqlite3.Connection, limit: int) -> list[PendingRow]:
     """Rows the broker rejected, for the once-a-minute retry."""
     rows = con.execute(
-        "SELECT n, device, payload FROM outbox WHERE sent_ns IS NULL AND reject_rc IS NOT NULL "
-        "ORDER BY n LIMIT ?",
+        "SELECT n, device, payload, kind FROM outbox WHERE sent_ns IS NULL "
+        "AND reject_rc IS NOT NULL ORDER BY n LIMIT ?",
         (limit,),
     ).fetchall()
-    return [PendingRow(n, dev, bytes(p)) for n, dev, p in rows]
+    return [PendingRow(n, dev, bytes(p), kind) for n, dev, p, kind in rows]
+
+
+def _seq_key(ev: OutEvent) -> str:
+    return f"{ev.kind}:{ev.source}"
 
 
 def max_n(con: sqlite3.Connection) -> int:
@@ -327,13 +401,13 @@ def fetch_range(
     con: sqlite3.Connection, since_ns: int, after: int, limit: int, device: str | None = None
 ) -> list[PendingRow]:
     """Rows (sent or not) created at or after ``since_ns``, for replay; paged by ``after``."""
-    sql = "SELECT n, device, payload FROM outbox WHERE n > ? AND created_ns >= ?"
+    sql = "SELECT n, device, payload, kind FROM outbox WHERE n > ? AND created_ns >= ?"
     args: tuple[object, ...] = (after, since_ns)
     if device is not None:
         sql += " AND device = ?"
         args += (device,)
     rows = con.execute(sql + " ORDER BY n LIMIT ?", (*args, limit)).fetchall()
-    return [PendingRow(n, dev, bytes(p)) for n, dev, p in rows]
+    return [PendingRow(n, dev, bytes(p), kind) for n, dev, p, kind in rows]
 
 
 def peek(con: sqlite3.Connection, limit: int) -> list[tuple[int, str, int, str, int, bytes]]:

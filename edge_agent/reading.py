@@ -105,7 +105,7 @@ class Reading:
             "seq": self.seq,
             "kind": d.kind.value,
             "value": d.value,
-            "ts": _iso(self.capture.wall_ns),
+            "ts": iso_utc(self.capture.wall_ns),
             "mono_ns": self.capture.mono_ns,
             "boot_id": self.node.boot_id,
             "raw": d.raw.hex(),
@@ -121,7 +121,8 @@ class Reading:
         return json.dumps(self.to_dict(), separators=(",", ":")).encode()
 
 
-def _iso(wall_ns: int) -> str:
+def iso_utc(wall_ns: int) -> str:
+    """``2026-11-24T12:00:00.123456Z`` for a wall-clock time in ns."""
     stamp = dt.datetime.fromtimestamp(wall_ns // 1_000_000_000, tz=dt.UTC)
     return stamp.strftime("%Y-%m-%dT%H:%M:%S") + f".{(wall_ns // 1000) % 1_000_000:06d}Z"
 

@@ -7,6 +7,10 @@
     {prefix}/v1/{site}/{line}/{agent}/status             "online" / "offline", retained, LWT  QoS 1
     {prefix}/v1/{site}/{line}/{agent}/alarm              alarm events (schema alarm.v1)       QoS 1
     {prefix}/v1/{site}/{line}/{agent}/device/{device}/state   device state, retained          QoS 1
+    {prefix}/v1/{site}/{line}/{agent}/parcel/{station}        parcel events (parcel.v1)        QoS 1
+    {prefix}/v1/{site}/{line}/{agent}/exception/{station}     exceptions (exception.v1), sent
+                                                              ahead of any backlog             QoS 1
+    {prefix}/v1/{site}/{line}/{agent}/kpi/{station}           KPI snapshot (kpi.v1), retained  QoS 1
 
 A backend subscribes to ``{prefix}/v1/+/+/+/reading/+`` and ``{prefix}/v1/+/+/+/batch`` and
 drops duplicates by the reading ``id``.
@@ -49,6 +53,16 @@ class Topics:
     def alarm(self) -> str:
         """Alarm events."""
         return f"{self.base}/alarm"
+
+    def for_row(self, kind: str, source: str) -> str:
+        """Topic of a queued row: a reading of a device, or a station's parcel/exception event."""
+        if kind == "reading":
+            return self.reading(source)
+        return f"{self.base}/{kind}/{source}"
+
+    def kpi(self, station: str) -> str:
+        """Retained KPI snapshot of ``station``."""
+        return f"{self.base}/kpi/{station}"
 
     def device_state(self, device: str) -> str:
         """Retained state of ``device``."""

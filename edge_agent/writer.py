@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from edge_agent.errors import QueueError
-from edge_agent.queue import Outbox
+from edge_agent.queue import OutEvent, Outbox
 from edge_agent.reading import Capture, Reading
 
 log = structlog.get_logger(__name__)
@@ -31,6 +31,7 @@ Alarm = Callable[[str, dict[str, object]], None]
 @dataclass
 class _Batch:
     captures: list[Capture] = field(default_factory=list)
+    events: list[OutEvent] = field(default_factory=list)
     sent: list[int] = field(default_factory=list)
     rejected: list[tuple[int, int, str]] = field(default_factory=list)
     synced: list[threading.Event] = field(default_factory=list)
@@ -74,6 +75,10 @@ class Writer(threading.Thread):
             return False
         self._q.put(("cap", capture))
         return True
+
+    def submit_event(self, event: OutEvent) -> None:
+        """Queue a station event (parcel, exception) for the next commit."""
+        self._q.put(("evt", event))
 
     def mark_sent(self, rows: list[int]) -> None:
         """Rows PUBACKed with success: take them out of the pending set."""
@@ -132,6 +137,8 @@ class Writer(threading.Thread):
             kind, payload = item
             if kind == "cap":
                 batch.captures.append(payload)  # type: ignore[arg-type]
+            elif kind == "evt":
+                batch.events.append(payload)  # type: ignore[arg-type]
             elif kind == "sent":
                 batch.sent.extend(payload)  # type: ignore[arg-type]
             elif kind == "rej":
@@ -161,10 +168,10 @@ class Writer(threading.Thread):
         return ok
 
     def _commit_batch(self, b: _Batch) -> bool:
-        if not (b.captures or b.sent or b.rejected):
+        if not (b.captures or b.sent or b.rejected or b.events):
             return True
         try:
-            accepted, dropped = self.outbox.apply(b.captures, b.sent, b.rejected)
+            accepted, dropped = self.outbox.apply(b.captures, b.sent, b.rejected, b.events)
         except QueueError as err:
             if self.failing != str(err):
                 log.error("queue_commit_failed", error=str(err), waiting=len(b.captures))
@@ -176,7 +183,7 @@ class Writer(threading.Thread):
             self.failing = None
         if dropped:
             self._alarm_dropped(dropped)
-        if accepted:
+        if accepted or b.events:
             self._on_commit(accepted)
         return True
 
