@@ -1,4 +1,4 @@
-"""SIGHUP: devices added/removed/changed in place; queued readings untouched; bad config kept out."""
+"""SIGHUP: devices added/removed/changed in place; queued readings untouched; bad config refused."""
 
 from __future__ import annotations
 
