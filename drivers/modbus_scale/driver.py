@@ -186,8 +186,10 @@ class ModbusScaleDriver(Driver[ModbusScaleConfig]):
 
     def _no_answer(self, st: UnitState, t0: float, detail: str) -> list[Event]:
         outcome, rx = self._classify(self._rx, st.unit), self._rx
-        if self._sched.failed(st, time.monotonic()):
-            self.log.warning("unit_offline", unit=st.unit, reason=outcome, detail=detail)
+        if rx:
+            self._sched.garbled(st, time.monotonic())
+        elif self._sched.failed(st, time.monotonic()):
+            self.log.warning("unit_offline", unit=st.unit, detail=detail)
         events = self._failure(st, t0, outcome, rx) if rx else self._record(st, t0, outcome)
         silent_s = time.monotonic() - self._last_answer
         if self._sched.all_offline() and silent_s * 1000 >= self.cfg.reopen_after_ms:

@@ -3,9 +3,11 @@
 Scheduling (RELIABILITY.md M3, T12): one thread owns the link and picks the unit whose poll is
 most overdue. A failed attempt is retried at once, but *after* every other unit already due,
 so a dead slave never takes two timeouts in a row from the others. After ``1 + retries``
-failed attempts in a row a unit goes offline and is probed once every ``offline_probe_ms``
-without retries. A healthy unit therefore waits at most one request timeout per probe of a
-dead one (it misses at most one poll), and a dead unit is back on the first probe it answers.
+attempts in a row without any answer a unit goes offline and is probed once every
+``offline_probe_ms`` without retries; a unit that answers garbage (CRC, wrong unit id) is
+alive and stays on its cadence. A healthy unit therefore waits at most one request timeout
+per probe of a dead one (it misses at most one poll), and a dead unit is back on the first
+probe it answers.
 
 Emission: a unit's weight becomes a reading when it is *stable* (status bits, or else the same
 value for ``settle_polls`` polls), above ``min_weight_g`` and different (by more than
@@ -30,6 +32,7 @@ class UnitState:
     unit: int
     due: float = 0.0
     fails: int = 0
+    garbled: int = 0
     online: bool = True
     last_outcome: str = ""
     published_g: float | None = None
@@ -67,12 +70,25 @@ class Scheduler:
     def answered(self, st: UnitState, now: float) -> bool:
         """Record an answer; returns True if the unit just came back online."""
         back = not st.online
-        st.online, st.fails = True, 0
+        st.online, st.fails, st.garbled = True, 0, 0
         st.due = max(st.due + self.poll_s, now) if not back else now + self.poll_s
         return back
 
+    def garbled(self, st: UnitState, now: float) -> None:
+        """Record an answer that made no response (CRC, wrong unit): the unit is alive.
+
+        Retried at once (after the others) up to ``retries`` times in a row, then it keeps its
+        normal cadence: a noisy line costs the others no more than a quiet one.
+        """
+        st.garbled += 1
+        if st.garbled < self.attempts:
+            st.due = now
+        else:
+            st.garbled = 0
+            st.due = max(st.due + self.poll_s, now)
+
     def failed(self, st: UnitState, now: float) -> bool:
-        """Record a failed attempt; returns True if the unit just went offline."""
+        """Record an attempt with no answer at all; returns True if the unit just went offline."""
         st.fails += 1
         if not st.online:
             st.due = now + self.probe_s

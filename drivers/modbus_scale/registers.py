@@ -83,6 +83,8 @@ def decode_block(words: Sequence[int], m: RegisterMap) -> Sample:
     raw = words_to_value(words[off : off + m.words], m)
     if not math.isfinite(raw):
         raise FrameError("not_finite", f"weight register holds {raw}")
+    if m.weight_type == "float32":
+        raw = float(f"{raw:.6g}")  # FLT_DIG = 6: further digits are binary-conversion noise
     decimals = m.decimals
     if m.decimals_register is not None:
         decimals = words[m.decimals_register - m.start]
