@@ -3,8 +3,9 @@
 Parts (PROTOCOLS.md §2.1-2.3, §6 "Handheld HID-KBD / HID-POS"; STYLE.md L8):
 
 * :mod:`.reports`: the exact reports a scanner sends for a code (keyboard wedge or HID POS);
-* :mod:`.backend`: ``SimBackend``, a ``usb.backend.IBackend`` with ``SimDevice`` scanners that
-  enumerate with real descriptors, start bound to usbhid, and raise errno 16/19/110 like libusb;
+* :mod:`.device`: ``SimDevice``, one scanner: state, real descriptors, libusb's errors;
+* :mod:`.backend`: ``SimBackend``, a ``usb.backend.IBackend`` whose devices enumerate, start
+  bound to usbhid, and raise errno 16/19/110 the way pyusb's libusb1 backend does;
 * :mod:`.scanner`: ``HidScannerSim``, codes -> reports with seedable faults and a truth log;
 * :mod:`.spool`: the cross-process hook. The daemon runs as its own process in the end-to-end
   tests and the demo, so it cannot be handed a backend object. Started with
@@ -30,7 +31,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from simulators.hid_scanner.backend import SimBackend, SimDevice
+from simulators.hid_scanner.backend import SimBackend
+from simulators.hid_scanner.device import SimDevice
 from simulators.hid_scanner.scanner import HidScannerSim, HidSimConfig, Truth
 from simulators.hid_scanner.spool import SpoolDevice, spool_backend
 

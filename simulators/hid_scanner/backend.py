@@ -2,14 +2,8 @@
 
 ``usb.core.find(backend=SimBackend(...))`` sees each :class:`SimDevice` with real descriptors,
 the way pyusb's own ``tests/test_find.py`` fakes a bus; every call above the backend (find,
-Device, claim, read, dispose_resources) is the real pyusb stack. Descriptors::
-
-    device          bcdUSB 2.00, class 0 (per interface), VID:PID, strings 1/2/3 (iSerialNumber 3)
-    configuration   bConfigurationValue 1, bus powered, 100 mA, one interface
-    interface 0     class 3 (HID); keyboard: subclass 1 boot, protocol 1 keyboard;
-                    pos: subclass 0, protocol 0 (usage page 0x8C is in the report descriptor)
-                    + HID class descriptor 0x21 naming the report descriptor (0x22)
-    endpoint 0x81   interrupt IN, wMaxPacketSize 8 (keyboard) or 64 (pos), bInterval 10 / 1
+Device, claim, read, dispose_resources) is the real pyusb stack. Descriptors: see
+:mod:`simulators.hid_scanner.device`.
 
 Behaviour of a real device under Linux usbfs, as pyusb raises it (``../shared/RELIABILITY.md``
 U1-U4): the ``usbhid`` kernel driver is bound after every (re-)enumeration, so claiming before
@@ -26,88 +20,17 @@ import array
 import errno
 import threading
 import time
-from collections import deque
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from types import SimpleNamespace as Desc  # a descriptor: pyusb reads fields as attributes
-from typing import Any, Protocol
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import usb.backend
 import usb.core
 
-from simulators.hid_scanner.reports import BOOT_KEYBOARD_DESCRIPTOR, POS_DESCRIPTOR
+from simulators.hid_scanner.device import SimDevice, usb_error
 
-#: libusb error codes as pyusb's libusb1 backend reports them: (code, errno, text).
-ERRORS = {
-    errno.EACCES: (-3, "Access denied (insufficient permissions)"),
-    errno.ENODEV: (-4, "No such device (it may have been disconnected)"),
-    errno.ENOENT: (-5, "Entity not found"),
-    errno.EBUSY: (-6, "Resource busy"),
-    errno.EOVERFLOW: (-8, "Overflow"),
-    errno.EPIPE: (-9, "Pipe error"),
-}
-
-
-def usb_error(code: int) -> Any:
-    """The ``usb.core.USBError`` pyusb's libusb1 backend raises for ``code``."""
-    libusb, text = ERRORS[code]
-    return usb.core.USBError(text, libusb, code)
-
-
-@dataclass
-class SimDevice:
-    """One simulated scanner on the virtual bus; the test side calls send/unplug/replug."""
-
-    vid: int
-    pid: int
-    serial: str | None
-    mode: str = "keyboard"
-    busy_claims: int = 0
-    denied: bool = False  # opening fails with errno 13 (no udev rule)
-    product: str = "Simulated HID scanner"
-    generation: int = 1
-    plugged: bool = True
-    kernel_bound: bool = True
-    configuration: int = 1
-    claimed_by: object = None
-    #: detach_kernel_driver calls, reads that timed out (errno 110) and feature reports
-    #: received (SET_REPORT): what tests assert on.
-    detach_calls: int = 0
-    idle_timeouts: int = 0
-    feature_reports: list[bytes] = field(default_factory=list)
-    reports: deque[bytes] = field(default_factory=deque)
-    cond: threading.Condition = field(default_factory=threading.Condition)
-
-    @property
-    def report_size(self) -> int:
-        """wMaxPacketSize of the interrupt IN endpoint."""
-        return 64 if self.mode == "pos" else 8
-
-    def send(self, reports: Sequence[bytes]) -> bool:
-        """Queue reports for the host to read; False (nothing queued) while unplugged."""
-        with self.cond:
-            if not self.plugged:
-                return False
-            self.reports.extend(reports)
-            self.cond.notify_all()
-            return True
-
-    def unplug(self) -> None:
-        """Pull the cable: pending reports are lost, open handles die with errno 19."""
-        with self.cond:
-            self.plugged = False
-            self.reports.clear()
-            self.claimed_by = None
-            self.cond.notify_all()
-
-    def replug(self, generation: int | None = None) -> None:
-        """Plug back in: re-enumerated at a new address, usbhid bound again."""
-        with self.cond:
-            self.generation = generation if generation is not None else self.generation + 1
-            self.plugged, self.kernel_bound, self.configuration = True, True, 1
-            self.claimed_by = None
-            self.reports.clear()
-            self.cond.notify_all()
+if TYPE_CHECKING:
+    from types import SimpleNamespace as Desc
 
 
 class Sync(Protocol):
@@ -157,45 +80,22 @@ class SimBackend(usb.backend.IBackend):  # type: ignore[misc]
         return None
 
     def get_device_descriptor(self, dev: _Ref) -> Desc:
-        d = dev.device
-        return Desc(
-            bLength=18, bDescriptorType=1, bcdUSB=0x0200, bDeviceClass=0, bDeviceSubClass=0,
-            bDeviceProtocol=0, bMaxPacketSize0=64, idVendor=d.vid, idProduct=d.pid,
-            bcdDevice=0x0100, iManufacturer=1, iProduct=2, iSerialNumber=3 if d.serial else 0,
-            bNumConfigurations=1, bus=1, address=(10 + dev.generation) % 128 or 1,
-            port_number=1, port_numbers=(1,), speed=2,
-        )  # fmt: skip
+        return dev.device.device_descriptor(dev.generation)
 
     def get_configuration_descriptor(self, dev: _Ref, config: int) -> Desc:
         if config != 0:
             raise IndexError(config)
-        return Desc(
-            bLength=9, bDescriptorType=2, wTotalLength=34, bNumInterfaces=1,
-            bConfigurationValue=1, iConfiguration=0, bmAttributes=0x80, bMaxPower=50,
-            extra_descriptors=[],
-        )  # fmt: skip
+        return dev.device.config_descriptor()
 
     def get_interface_descriptor(self, dev: _Ref, intf: int, alt: int, config: int) -> Desc:
         if (intf, alt, config) != (0, 0, 0):
             raise IndexError((intf, alt, config))
-        keyboard = dev.device.mode == "keyboard"
-        n = len(_report_descriptor(dev.device))
-        hid = [9, 0x21, 0x11, 0x01, 0, 1, 0x22, n & 0xFF, n >> 8]
-        return Desc(
-            bLength=9, bDescriptorType=4, bInterfaceNumber=0, bAlternateSetting=0,
-            bNumEndpoints=1, bInterfaceClass=3, bInterfaceSubClass=int(keyboard),
-            bInterfaceProtocol=int(keyboard), iInterface=0, extra_descriptors=hid,
-        )  # fmt: skip
+        return dev.device.interface_descriptor()
 
     def get_endpoint_descriptor(self, dev: _Ref, ep: int, intf: int, alt: int, cfg: int) -> Desc:
         if (ep, intf, alt, cfg) != (0, 0, 0, 0):
             raise IndexError((ep, intf, alt, cfg))
-        d = dev.device
-        return Desc(
-            bLength=7, bDescriptorType=5, bEndpointAddress=0x81, bmAttributes=0x03,
-            wMaxPacketSize=d.report_size, bInterval=10 if d.mode == "keyboard" else 1,
-            bRefresh=0, bSynchAddress=0, extra_descriptors=[],
-        )  # fmt: skip
+        return dev.device.endpoint_descriptor()
 
     # ---- handles and interfaces ------------------------------------------------------
     def open_device(self, dev: _Ref) -> _Handle:
@@ -276,7 +176,7 @@ class SimBackend(usb.backend.IBackend):  # type: ignore[misc]
     ) -> int:  # fmt: skip
         d = _alive(dev_handle)
         if bmRequestType in (0x80, 0x81) and bRequest == 0x06:
-            desc = _descriptor(d, wValue >> 8, wValue & 0xFF, bmRequestType)
+            desc = d.get_descriptor(wValue >> 8, wValue & 0xFF, bmRequestType)
             return _copy(desc[: len(data)], data)  # a device sends at most wLength bytes
         if bmRequestType == 0x21 and bRequest == 0x09:  # HID SET_REPORT
             d.feature_reports.append(bytes(data))
@@ -298,20 +198,3 @@ def _copy(src: bytes, buff: array.array[int]) -> int:
         raise usb_error(errno.EOVERFLOW)
     buff[: len(src)] = array.array("B", src)
     return len(src)
-
-
-def _report_descriptor(d: SimDevice) -> bytes:
-    return POS_DESCRIPTOR if d.mode == "pos" else BOOT_KEYBOARD_DESCRIPTOR
-
-
-def _descriptor(d: SimDevice, kind: int, index: int, request_type: int) -> bytes:
-    if kind == 0x22 and request_type == 0x81:
-        return _report_descriptor(d)
-    if kind == 0x03:
-        if index == 0:
-            return bytes([4, 3, 0x09, 0x04])  # LANGID en-US
-        text = {1: "edge-agent sim", 2: d.product, 3: d.serial or ""}.get(index)
-        if text is not None:
-            raw = text.encode("utf-16-le")
-            return bytes([2 + len(raw), 3]) + raw
-    raise usb_error(errno.EPIPE)

@@ -26,7 +26,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from simulators.hid_scanner.backend import SimBackend, SimDevice
+from simulators.hid_scanner.backend import SimBackend
+from simulators.hid_scanner.device import SimDevice
 
 #: Shortest interval between two mirrors of the directory, seconds (bounds the polling cost).
 MIN_SYNC_S = 0.005
