@@ -20,7 +20,7 @@ In-process tests skip the spool: ``HidScannerDriver(id, cfg, backend=SimBackend(
 By hand::
 
     python -m simulators.hid_scanner dump --mode keyboard SF1            # reports as hex
-    python -m simulators.hid_scanner run --spool /tmp/hid --vid 0x0c2e --pid 0x0b61 --rate 2
+    python -m simulators.hid_scanner run --spool /tmp/hid --vid 0x0c2e --pid 0x0b8f --rate 2
 """
 
 from __future__ import annotations

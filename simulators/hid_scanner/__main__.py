@@ -4,8 +4,8 @@
 
     python -m simulators.hid_scanner dump --mode keyboard SF1
     python -m simulators.hid_scanner dump --mode pos --aim ']C1' '00069012340000000016'
-    python -m simulators.hid_scanner run --spool /tmp/hid-sim --vid 0x0c2e --pid 0x0b61 \\
-        --mode pos --rate 2 --faults bad_length=0.1
+    python -m simulators.hid_scanner run --spool /tmp/hid-sim --vid 0x0c2e --pid 0x0b8f \\
+        --serial SIM-POS-0001 --mode pos --rate 2 --faults bad_length=0.1
     EDGE_AGENT_USB_BACKEND=sim:/tmp/hid-sim edge-agent run -c config/devices/hid_scanner.toml
 
 ``<GS>`` in a code stands for the GS separator 0x1D.
@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--spool", type=Path, required=True, help="the daemon's sim:<dir>")
     r.add_argument("--name", default="scanner-1", help="device directory name")
     r.add_argument("--vid", type=lambda s: int(s, 0), default=0x0C2E)
-    r.add_argument("--pid", type=lambda s: int(s, 0), default=0x0B61)
-    r.add_argument("--serial", default="SIM0001")
+    r.add_argument("--pid", type=lambda s: int(s, 0), default=0x0B8F)
+    r.add_argument("--serial", default="SIM-KBD-0001", help="as in config/devices/hid_scanner.toml")
     r.add_argument("--rate", type=float, default=2.0, help="codes per second")
     r.add_argument("--count", type=int, default=0, help="stop after N codes (0: never)")
     r.add_argument("--seed", type=int, default=1)

@@ -217,6 +217,17 @@ def test_env_hook_is_a_closed_vocabulary(monkeypatch: pytest.MonkeyPatch) -> Non
     assert HidScannerDriver("h", cfg())._spec == ""  # production default: pyusb's
 
 
+def test_detect_lists_hid_interfaces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGE_AGENT_USB_BACKEND", f"sim:{tmp_path}")
+    SpoolDevice(tmp_path, "a", vid=VID, pid=PID, serial="A", mode="keyboard")
+    SpoolDevice(tmp_path, "b", vid=VID, pid=PID + 1, serial="B", mode="pos")
+    found = sorted((d.port, d.description) for d in HidScannerDriver.detect())
+    assert found == [
+        ("usb:0c2e:0b61:0", "HID boot keyboard, bus 1"),
+        ("usb:0c2e:0b62:0", "HID other, bus 1"),
+    ]
+
+
 def test_registry_and_example_config() -> None:
     assert driver_class("hid_scanner") is HidScannerDriver
     assert config_class("hid_scanner") is HidScannerConfig
