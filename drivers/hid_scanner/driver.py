@@ -70,7 +70,7 @@ class HidScannerDriver(Driver[HidScannerConfig]):
         """Find, detach usbhid, claim. Raises DeviceNotFoundError or DeviceInitError."""
         self.close()
         where = self.cfg.where
-        backend = self._backend or usbio.resolve_backend(self._spec)
+        backend = self._backend if self._backend is not None else usbio.resolve_backend(self._spec)
         with usbio.usb_errors(where, opening=True):
             dev = usbio.find_device(self.cfg, backend)
         if dev is None:
