@@ -34,29 +34,13 @@ import serial
 from pydantic import Field, field_validator
 from serial.tools import list_ports
 
+from drivers.aim import AIM_GS1, AIM_SYMBOLOGY
 from drivers.base import DetectedDevice, Driver
 from drivers.framing import Event, Framer, StxEtxFramer, TerminatorFramer
 from edge_agent.config import DeviceConfig
 from edge_agent.errors import DeviceInitError, DeviceIOError, DeviceNotFoundError, FrameError
 from edge_agent.reading import Decoded, Kind
 
-#: AIM code character -> symbology name (ISO/IEC 15424; PROTOCOLS.md §2.5).
-AIM_SYMBOLOGY = {
-    "A": "code39",
-    "C": "code128",
-    "E": "ean-upc",
-    "F": "codabar",
-    "G": "code93",
-    "I": "itf",
-    "L": "pdf417",
-    "Q": "qr",
-    "X": "other",
-    "d": "datamatrix",
-    "e": "gs1-databar",
-    "z": "aztec",
-}
-#: AIM ids whose data follow GS1 rules (FNC1 in first position).
-AIM_GS1 = {"]C1": "gs1-128", "]d2": "gs1-datamatrix", "]Q3": "gs1-qr", "]e0": "gs1-databar"}
 TERMINATORS = {"CR": b"\r", "LF": b"\n", "CRLF": b"\r\n"}
 GS = "\x1d"
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import string
 
+from drivers.aim import AIM_GS1, AIM_SYMBOLOGY
 from drivers.framing import Event
 from drivers.hid_scanner.config import TERMINATOR_KEYS, HidScannerConfig
 from drivers.hid_scanner.framer import (
@@ -41,7 +42,6 @@ from drivers.hid_scanner.framer import (
     ROLLOVER,
     pressed_keys,
 )
-from drivers.serial_line_scanner import AIM_GS1, AIM_SYMBOLOGY
 from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded, Kind
 
