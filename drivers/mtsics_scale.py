@@ -34,6 +34,7 @@ from __future__ import annotations
 import errno
 import math
 import re
+import termios
 import time
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
@@ -163,7 +164,7 @@ class MtSicsScaleDriver(Driver[MtSicsScaleConfig]):
                 exclusive=cfg.exclusive if cfg.port.startswith("/") else None,
             )  # fmt: skip
             port.open()
-        except (serial.SerialException, OSError, ValueError) as err:
+        except (serial.SerialException, OSError, ValueError, termios.error) as err:
             code, text = getattr(err, "errno", None), f"{cfg.port}: {err}"
             if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO) or "No such file" in text:
                 raise DeviceNotFoundError(text) from err

@@ -29,6 +29,7 @@ from __future__ import annotations
 import errno
 import math
 import re
+import termios
 import time
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
@@ -175,7 +176,7 @@ class SmaScaleDriver(Driver[SmaScaleConfig]):
             port.open()
             if cfg.mode == "continuous" and cfg.continuous_command:
                 port.write(b"\n" + cfg.continuous_command.encode() + b"\r")
-        except (serial.SerialException, OSError, ValueError) as err:
+        except (serial.SerialException, OSError, ValueError, termios.error) as err:
             code, text = getattr(err, "errno", None), f"{cfg.port}: {err}"
             if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO) or "No such file" in text:
                 raise DeviceNotFoundError(text) from err

@@ -13,7 +13,9 @@ Appendix D, Fairbanks FB3000 p.55, Cardinal 225 p.118)::
 * Weight and tare: 6 ASCII digits, no sign, no point. ``CHK``: two's complement of the 7-bit sum
   of every byte before it, STX and CR included (``check = "checksum"``; ``checksum = false`` for
   17-byte indicators). ``tare_field = false``: the short variant without tare [U, Cardinal].
-* Bit 7 is parity (7E1 typical); every byte is masked to 7 bits, so 7E1 and 8N1 ports both work.
+* Bit 7 is parity (7E1 typical). A 7E1 character and an 8N1 character are both 10 bits, so the
+  port is read 8N1 by default and every byte is masked to 7 bits (§3.2: "With 8N1, mask with
+  0x7F"); ``bytesize = 7, parity = "E"`` also works. The checksum catches what parity would.
 
 Frames are cut by length, not by delimiters, because the checksum byte may equal STX or CR: an
 STX before the CR position, or anything but CR at it, ends the frame as ``partial``.
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import errno
 import math
+import termios
 import time
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
@@ -57,8 +60,8 @@ class ToledoContinuousConfig(DeviceConfig):
     type: Literal["toledo_continuous"]
     port: str = Field(min_length=1)
     baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
-    bytesize: Literal[7, 8] = 7
-    parity: Literal["N", "E", "O"] = "E"
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
     exclusive: bool = True
     checksum: bool = True
@@ -182,7 +185,7 @@ class ToledoContinuousDriver(Driver[ToledoContinuousConfig]):
                 exclusive=cfg.exclusive if cfg.port.startswith("/") else None,
             )  # fmt: skip
             port.open()
-        except (serial.SerialException, OSError, ValueError) as err:
+        except (serial.SerialException, OSError, ValueError, termios.error) as err:
             code, text = getattr(err, "errno", None), f"{cfg.port}: {err}"
             if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO) or "No such file" in text:
                 raise DeviceNotFoundError(text) from err

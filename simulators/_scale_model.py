@@ -271,6 +271,7 @@ class ScaleSim:
         self._held: list[tuple[bytes, Truth]] = []
         self._settled: set[int] = set()
         self._forced: set[str] = set()
+        self._cut = False
         self._stall_until = self._next_frame = 0.0
         self._stop, self._paused = threading.Event(), threading.Event()
         self._lock = threading.RLock()
@@ -324,7 +325,7 @@ class ScaleSim:
             if self._hit("stall"):
                 self._stall_until = time.monotonic() + self.cfg.stall_s
                 return self._record(self._truth("stall", s), False)
-            if self._hit("noise"):
+            if self._hit("noise") and not self._cut:  # after a cut-off frame it joins its tail
                 self.flush()
                 self._record(self._truth("noise", None), self._send(self._noise()))
             if self._hit("garble"):
@@ -333,7 +334,9 @@ class ScaleSim:
                 self.flush()
                 ok = self._send(frame[: self.rng.randrange(2, len(frame) - 1)])
                 time.sleep(self.PARTIAL_GAP_S)
+                self._cut = True
                 return self._record(self._truth("partial", s), ok)
+            self._cut = False
             t = self._truth(kind, s)
             if self.streaming and self._hit("coalesce") and len(self._held) < 4:
                 self._held.append((frame, t))
