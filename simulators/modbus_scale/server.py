@@ -50,6 +50,7 @@ class ScaleServer:
         cfg = sim.cfg
         self.rtu_framed = cfg.transport in ("rtu", "rtu-tcp")
         self.sent: deque[bytes] = deque(maxlen=10_000)
+        self.received: deque[bytes] = deque(maxlen=10_000)
         self._loop = LoopThread(f"modbus-sim-{cfg.transport}")
         self._server: ModbusSerialServer | ModbusTcpServer | None = None
         self.device_pty: PtyPort | None = None
@@ -132,7 +133,10 @@ class ScaleServer:
         return None
 
     def _trace(self, sending: bool, data: bytes) -> bytes:
-        if not sending or len(data) < 4:
+        if not sending:
+            self.received.append(bytes(data))  # the receive buffer so far (pymodbus passes it)
+            return data
+        if len(data) < 4:
             return data
         unit = data[0] if self.rtu_framed else data[6]
         if unit not in self.sim.units:
