@@ -1,0 +1,171 @@
+"""The ``[stations.<id>]`` section: which devices see the same parcel and how to tie them."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from edge_agent.config import Ident, StrictModel
+from edge_agent.errors import ConfigError
+from edge_agent.waybill import WaybillConfig, WaybillTable
+
+Pct = Annotated[float, Field(ge=0, le=100)]
+
+#: KPI names a threshold can watch (all rates in percent of parcels).
+THRESHOLD_KPIS = (
+    "scan_error_pct",
+    "reconciliation_pct",
+    "noread_pct",
+    "invalid_pct",
+    "multiread_pct",
+    "duplicate_pct",
+)
+
+
+class KpiThresholds(StrictModel):
+    """Upper limits in percent of parcels; ``None`` switches a check off.
+
+    Args:
+        scan_error_pct: parcels without a waybill (noread, invalid only, multiread) plus
+            duplicate scans, per 100 parcels. Courier manuals ask for < 0.2 %.
+        reconciliation_pct: parcels that cannot be reconciled (no waybill chosen, or no
+            stable weight where one is required), per 100 parcels. Manuals ask for < 0.5 %.
+        noread_pct, invalid_pct, multiread_pct, duplicate_pct: optional finer checks.
+        min_parcels: parcels needed in the KPI window before any threshold is compared
+            (a rate over 3 parcels says nothing).
+    """
+
+    scan_error_pct: Pct | None = 0.2
+    reconciliation_pct: Pct | None = 0.5
+    noread_pct: Pct | None = None
+    invalid_pct: Pct | None = None
+    multiread_pct: Pct | None = None
+    duplicate_pct: Pct | None = None
+    min_parcels: Annotated[int, Field(ge=1, le=1_000_000)] = 100
+
+    def limits(self) -> dict[str, float]:
+        """The thresholds that are switched on, by KPI name."""
+        return {k: v for k in THRESHOLD_KPIS if (v := getattr(self, k)) is not None}
+
+
+class StationConfig(StrictModel):
+    """One sorting station: the tunnel scanners, handhelds and scale that see the same parcel.
+
+    Args:
+        devices: device ids (from ``[devices]``) of this station.
+        correlation: "gate": readings carrying a gate/trigger index (shared by the station's
+            scanners) belong to the parcel of that gate; readings without one attach by time.
+            "window": a reading of a ``trigger_devices`` device opens a parcel window of
+            ``window_ms``; every reading inside it belongs to that parcel.
+        trigger_devices: window mode only: devices whose readings open a window (a photo-eye,
+            the master tunnel head). Empty: every non-weight device of the station.
+        window_ms: window length after the opening reading, in ms.
+        close_delay_ms: how long after a window's end the station still waits before
+            publishing the parcel, so readings still in the pipeline (other device threads,
+            the queue) are not orphaned, in ms.
+        dedup_window_ms: the same code read again at this station within this many ms of its
+            last read counts once: in its own passage it is a repeat; in any other passage it
+            is a ``duplicate`` exception and is never attached to another parcel.
+        gate_memory_ms: gate mode: how long a closed gate is remembered, in ms; a reading of a
+            remembered gate is a late result (``orphan``, reason "late"); after that, the gate
+            number is treated as new (counter wrap or scanner restart).
+        publish_raw: whether the raw readings are still published (the daemon honours it).
+        weight_devices: devices whose weight readings are this station's weight. Empty: any
+            station device reporting weights.
+        require_weight: whether a parcel without a stable weight is an exception (``no_weight``).
+        min_weight_g: stable weights below this are ``underweight`` (grams); None: no check.
+        max_weight_g: stable weights above this are ``overweight`` (grams); None: no check.
+        empty_max_g: weights at or below this are the empty platform and ignored (grams).
+        optional_devices: station devices whose outage is not a ``device_offline`` exception.
+        carriers: carriers accepted at this station (ids of the waybill table); None: all.
+        kpi_interval_s: seconds between two ``kpi`` snapshots.
+        kpi_window_s: length of the rolling KPI window, in seconds.
+        thresholds: KPI limits; crossing one raises a ``kpi_threshold`` exception.
+    """
+
+    devices: Annotated[list[Ident], Field(min_length=1, max_length=64)]
+    correlation: Literal["gate", "window"]
+    trigger_devices: list[Ident] = Field(default_factory=list)
+    window_ms: Annotated[int, Field(ge=1, le=60_000)]
+    close_delay_ms: Annotated[int, Field(ge=0, le=10_000)] = 100
+    dedup_window_ms: Annotated[int, Field(ge=0, le=86_400_000)]
+    gate_memory_ms: Annotated[int, Field(ge=0, le=3_600_000)] = 10_000
+    publish_raw: bool = True
+    weight_devices: list[Ident] = Field(default_factory=list)
+    require_weight: bool = True
+    min_weight_g: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    max_weight_g: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    empty_max_g: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    optional_devices: list[Ident] = Field(default_factory=list)
+    carriers: list[Ident] | None = None
+    kpi_interval_s: Annotated[float, Field(ge=1, le=86_400)] = 60.0
+    kpi_window_s: Annotated[float, Field(ge=1, le=7 * 86_400)] = 3600.0
+    thresholds: KpiThresholds = KpiThresholds()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StationConfig:
+        _no_repeats("devices", self.devices)
+        for name in ("trigger_devices", "weight_devices", "optional_devices"):
+            listed: list[str] = getattr(self, name)
+            _no_repeats(name, listed)
+            stray = [d for d in listed if d not in self.devices]
+            if stray:
+                msg = f"{name}: {stray} not in this station's devices {self.devices}"
+                raise ValueError(msg)
+        if self.correlation == "gate" and self.trigger_devices:
+            msg = "trigger_devices applies to correlation = 'window' only"
+            raise ValueError(msg)
+        lo, hi = self.min_weight_g, self.max_weight_g
+        if lo is not None and hi is not None and lo >= hi:
+            msg = f"min_weight_g ({lo}) must be below max_weight_g ({hi})"
+            raise ValueError(msg)
+        if self.kpi_window_s < self.kpi_interval_s:
+            msg = "kpi_window_s must be at least kpi_interval_s"
+            raise ValueError(msg)
+        return self
+
+    def triggers(self) -> frozenset[str]:
+        """Devices whose readings may open a window (window mode)."""
+        if self.trigger_devices:
+            return frozenset(self.trigger_devices)
+        return frozenset(self.devices) - frozenset(self.weight_devices)
+
+
+def _no_repeats(name: str, items: list[str]) -> None:
+    seen = {d for d in items if items.count(d) > 1}
+    if seen:
+        msg = f"{name}: {sorted(seen)} listed more than once"
+        raise ValueError(msg)
+
+
+def validate_stations(
+    stations: Mapping[str, StationConfig],
+    devices: Collection[str],
+    waybills: WaybillConfig,
+    file: Path,
+) -> None:
+    """Cross-section checks the models cannot do alone; raises ConfigError naming the key.
+
+    Every station device must exist in ``[devices]``, a device belongs to at most one
+    station, and ``carriers`` must name carriers of the waybill table.
+    """
+    owner: dict[str, str] = {}
+    known = WaybillTable.from_config(waybills).carriers
+    for sid, st in stations.items():
+        where = f"{file}: [stations.{sid}]"
+        missing = [d for d in st.devices if d not in devices]
+        if missing:
+            msg = f"{where} devices: {missing} not defined in [devices]"
+            raise ConfigError(msg)
+        for d in st.devices:
+            if d in owner:
+                msg = f"{where} devices: '{d}' already belongs to station '{owner[d]}'"
+                raise ConfigError(msg)
+            owner[d] = sid
+        bad = sorted(set(st.carriers or ()) - known)
+        if bad:
+            msg = f"{where} carriers: unknown {bad} (valid: {', '.join(sorted(known))})"
+            raise ConfigError(msg)
