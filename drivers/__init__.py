@@ -24,10 +24,13 @@ if TYPE_CHECKING:
 
 #: config ``type`` -> (module, class)
 DRIVERS: dict[str, tuple[str, str]] = {
+    "cognex_dataman": ("drivers.cognex_dataman", "CognexDatamanDriver"),
+    "datalogic": ("drivers.datalogic", "DatalogicDriver"),
     "hid_scanner": ("drivers.hid_scanner.driver", "HidScannerDriver"),
     "modbus_scale": ("drivers.modbus_scale", "ModbusScaleDriver"),
     "mtsics_scale": ("drivers.mtsics_scale", "MtSicsScaleDriver"),
     "serial_line_scanner": ("drivers.serial_line_scanner", "SerialLineScannerDriver"),
+    "sick_clv": ("drivers.sick_clv", "SickClvDriver"),
     "sma_scale": ("drivers.sma_scale", "SmaScaleDriver"),
     "toledo_continuous": ("drivers.toledo_continuous", "ToledoContinuousDriver"),
     "virtual": ("drivers.virtual", "VirtualDriver"),
