@@ -37,7 +37,8 @@
 # --wheels DIR installs offline from a wheelhouse made on a connected machine with
 #   python3 -m pip wheel -w DIR /path/to/checkout
 # --python PY chooses the interpreter for the venv (default python3, >= 3.11).
-set -euo pipefail
+set -Eeuo pipefail
+trap 'echo "install.sh: error: \"$BASH_COMMAND\" failed (line $LINENO)" >&2' ERR
 umask 022  # the venv and unit must be readable by the service user and by systemd
 
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -57,7 +58,7 @@ SYSUSERS=/etc/sysusers.d/edge-agent.conf
 
 say() { echo "install.sh: $*"; }
 die() { echo "install.sh: error: $*" >&2; exit 1; }
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,/^set -E/{/^set -E/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -113,18 +114,38 @@ ensure_dir() {
 # id_of NAME passwd|group: numeric id from the (possibly staged) account database.
 id_of() { awk -F: -v n="$1" '$1 == n { print $3; exit }' "$R/etc/$2"; }
 
-# Hash of what `pip install` takes from the checkout: pyproject.toml and the packages.
+# Hash of what `pip install` takes from the checkout: pyproject.toml and the top-level
+# packages it names (tool.setuptools packages, or packages.find include/exclude).
 source_hash() {
-  (
-    cd "$SRC"
-    local pkgs=()
-    for init in */__init__.py; do
-      case $init in tests/*) continue ;; esac
-      pkgs+=("${init%/__init__.py}")
-    done
-    find pyproject.toml "${pkgs[@]}" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 |
-      LC_ALL=C sort -z | xargs -0 sha256sum
-  ) | sha256sum | cut -d' ' -f1
+  "$PYTHON" - "$SRC" <<'PY'
+import fnmatch, hashlib, sys, tomllib
+from pathlib import Path
+
+src = Path(sys.argv[1])
+tool = tomllib.loads((src / "pyproject.toml").read_text()).get("tool", {}).get("setuptools", {})
+pk = tool.get("packages")
+find = pk.get("find", {}) if isinstance(pk, dict) else {}
+include = pk if isinstance(pk, list) else find.get("include", ["*"])
+exclude = find.get("exclude", [])
+
+def named(name, patterns):
+    return any(fnmatch.fnmatchcase(name, p.split(".")[0]) for p in patterns)
+
+tops = sorted(
+    i.parent.name for i in src.glob("*/__init__.py")
+    if i.parent.name != "tests" and named(i.parent.name, include) and not named(i.parent.name, exclude)
+)
+digest = hashlib.sha256()
+for path in [src / "pyproject.toml"] + sorted(f for t in tops for f in (src / t).rglob("*")):
+    if "__pycache__" in path.parts or path.suffix == ".pyc" or not path.is_file():
+        continue
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        continue
+    digest.update(str(path.relative_to(src)).encode() + b"\0" + data)
+print(digest.hexdigest())
+PY
 }
 
 create_accounts() {
@@ -153,13 +174,13 @@ create_accounts() {
 
 install_venv() {
   local want have=""
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+    die "$PYTHON is older than 3.11 (use --python)"
   want=$(source_hash)
   [ -f "$R$PREFIX/.source-hash" ] && have=$(cat "$R$PREFIX/.source-hash")
   if [ "$want" = "$have" ] && "$R$VENV/bin/edge-agent" --version >/dev/null 2>&1; then
     return 0
   fi
-  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
-    die "$PYTHON is older than 3.11 (use --python)"
   if ! "$R$VENV/bin/python" -c '' 2>/dev/null; then
     # Missing, or its interpreter is gone (e.g. after a Python upgrade): (re)create it.
     mkdir -p "$R$PREFIX"
@@ -168,7 +189,9 @@ install_venv() {
   fi
   local pip=("$R$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input)
   if [ -n "$WHEELS" ]; then
-    "${pip[@]}" --no-index --find-links "$WHEELS" edge-agent
+    [ -d "$WHEELS" ] || die "--wheels $WHEELS: no such directory"
+    # The same version number may carry new code: reinstall, or pip calls it satisfied.
+    "${pip[@]}" --no-index --find-links "$WHEELS" --force-reinstall edge-agent
   else
     "${pip[@]}" "$SRC"
   fi
