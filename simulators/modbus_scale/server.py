@@ -128,7 +128,7 @@ class ScaleServer:
             m, stable=state.stable, overload=state.overload, zero=state.zero,
             under_zero=state.grams < 0,
         )  # fmt: skip
-        words = encode_block(state.grams, m, status=status, decimals=m.decimals)
+        words = encode_block(state.grams, m, status=status, decimals=self.sim.decimals)
         registers[m.start - start : m.start - start + m.count] = words
         return None
 

@@ -103,6 +103,8 @@ class ScaleSim:
         m = cfg.registers
         other = "little" if m.word_order == "big" else "big"
         self.served_map = m.model_copy(update={"word_order": other}) if cfg.swap_words else m
+        #: Decimal count served (in the decimal-point register when the map has one).
+        self.decimals = (m.decimals or 3) if m.decimals_register is not None else m.decimals
         now = time.monotonic()
         self.models = {u: self._model(u, now) for u in cfg.units}
         self.server = ScaleServer(self)

@@ -444,3 +444,25 @@ def test_mbpoll_reads_what_the_simulator_serves(transport: str, make_sim: MakeSi
     sim2.place(3, 1234.0)
     flt = mbpoll(sim2, "-a", "3", "-r", "4", "-c", "1", "-t", "4:float")  # default order CDAB
     assert values(flt.stdout) and abs(float(values(flt.stdout)[0]) - 1.234) < 1e-6, flt
+
+
+def test_example_config_loads_and_each_device_gets_a_demo_simulator(tmp_path: Path) -> None:
+    from edge_agent.config import load_config
+    from simulators.modbus_scale import for_demo
+
+    cfg = load_config(Path(__file__).parents[2] / "config" / "devices" / "modbus_scale.toml")
+    for seed, (dev_id, table) in enumerate(cfg.devices.items(), start=1):
+        assert isinstance(table, ModbusScaleConfig)
+        dev = table
+        if table.port and table.port.startswith("/"):  # a pty: keep it inside tmp_path
+            dev = table.model_copy(update={"port": str(tmp_path / dev_id)})
+        demo = for_demo(dev_id, dev, 1.0, seed)
+        try:
+            drv = ModbusScaleDriver(dev_id, dev.model_copy(update={"parity": "N"}))
+            drv.open()
+            assert run_for(drv, 0.3) == []  # empty platforms until start()
+            drv.close()
+            assert (dev.port or f"{dev.host}:{dev.tcp_port}") in demo.describe()
+        finally:
+            demo.stop()
+        assert demo.expected() == 0
