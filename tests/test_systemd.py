@@ -873,17 +873,34 @@ def test_rules_model(
 
 
 # ---- install.sh --root ------------------------------------------------------------------------
+def installed_packages() -> list[Path]:
+    """Top-level packages pyproject.toml hands to setuptools (as install.sh's hash reads it)."""
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text()).get("tool", {})
+    pk = tool.get("setuptools", {}).get("packages")
+    find = pk.get("find", {}) if isinstance(pk, dict) else {}
+    include = pk if isinstance(pk, list) else find.get("include", ["*"])
+    exclude = find.get("exclude", [])
+
+    def named(name: str, patterns: list[str]) -> bool:
+        return any(fnmatch.fnmatchcase(name, p.split(".")[0]) for p in patterns)
+
+    return [
+        init.parent
+        for init in sorted(ROOT.glob("*/__init__.py"))
+        if init.parent.name != "tests"
+        and named(init.parent.name, include)
+        and not named(init.parent.name, exclude)
+    ]
+
+
 def snapshot_checkout(dest: Path) -> Path:
     """A copy of what install.sh takes from the checkout (others keep editing the tree)."""
     skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", ".*")
     dest.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, dest / name)
-    for d in ("config", "systemd"):
-        shutil.copytree(ROOT / d, dest / d, ignore=skip)
-    for init in ROOT.glob("*/__init__.py"):
-        if init.parent.name != "tests":
-            shutil.copytree(init.parent, dest / init.parent.name, ignore=skip)
+    for d in (ROOT / "config", ROOT / "systemd", *installed_packages()):
+        shutil.copytree(d, dest / d.name, ignore=skip)
     return dest
 
 
