@@ -10,8 +10,9 @@ How telegrams are handled:
   about parcels. Link health is shown instead by ``heartbeat_timeout_s``: silence raises
   DeviceIOError, so the device state goes to ``reconnecting`` and the link is reopened. Set
   ``heartbeat_publish = true`` to publish ``heartbeat`` readings anyway.
-* **answer** (``sAN``/``sFA``/...): counted in :attr:`answers` by type and method. A refused
-  gate (``sAN mTCgateon 0``) or an error answer (``sFA``) is logged as a warning.
+* **answer** (``sAN``/``sFA``/...): counted in :attr:`answers` by type and method (``sFA`` by
+  type only; its error code is logged). A refused gate (``sAN mTCgateon 0``) or an error
+  answer (``sFA``) is logged as a warning.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class SickClvDriver(TunnelDriver[SickClvConfig]):
         return self._fan_out(frame)
 
     def _answer(self, tokens: tuple[str, ...], frame: bytes) -> None:
-        self.answers[" ".join(tokens[:2])] += 1
+        self.answers[tokens[0] if tokens[0] == "sFA" else " ".join(tokens[:2])] += 1
         refused = tokens[0] == "sAN" and len(tokens) > 2 and tokens[-1] == "0"
         if tokens[0] == "sFA" or refused:
             self.log.warning("cola_error", answer=" ".join(tokens), frame_hex=frame.hex(" "))

@@ -178,11 +178,20 @@ class TunnelDriver(Driver[TC]):
         """Close the port (idempotent). A telegram cut by the close is dropped with the framer."""
         port, self._port = self._port, None
         self._pending.clear()
-        if port is not None:
-            try:
+        if port is None:
+            return
+        try:
+            sock = getattr(port, "_socket", None)
+            if sock is None:
                 port.close()
-            except (serial.SerialException, OSError) as err:
-                self.log.debug("port_close_failed", error=str(err))
+                return
+            # pyserial 3.5 socket:// close() skips socket.close() when shutdown() fails (a link
+            # the peer reset), leaking the fd, then sleeps 0.3 s (pyserial/pyserial#555).
+            sock.close()
+            port._socket = None
+            port.is_open = False
+        except (serial.SerialException, OSError) as err:
+            self.log.debug("port_close_failed", error=str(err))
 
     def write(self, data: bytes) -> None:
         """Send a command to the device. Raises DeviceIOError."""
@@ -258,7 +267,7 @@ class TunnelDriver(Driver[TC]):
         return bytes(port.read(waiting)) if waiting else b""
 
     def _parse(self, frame: bytes) -> Decoded:
-        readings = self.decode(frame)
+        readings = self.decode(bytes(frame))  # raw stays plain bytes, not the Slot
         position = frame.position if isinstance(frame, Slot) else 0
         if position >= len(readings):
             raise FrameError("empty", "telegram holds no reading")
