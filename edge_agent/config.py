@@ -146,6 +146,10 @@ class AgentConfig(StrictModel):
     control: ControlConfig = ControlConfig()
     metrics: MetricsConfig = MetricsConfig()
     devices: dict[str, DeviceConfig] = Field(default_factory=dict)
+    #: ``[stations.<id>]``: edge_agent.station.StationConfig per station (validated lazily).
+    stations: dict[str, Any] = Field(default_factory=dict)
+    #: ``[waybills]``: edge_agent.waybill.WaybillConfig (None: the built-in carrier table).
+    waybills: Any = None
     source: Path = Path("<memory>")
 
     def password(self) -> SecretStr | None:
@@ -175,6 +179,8 @@ def parse_config(raw: Mapping[str, Any], file: Path) -> AgentConfig:
     _refuse_inline_secrets(raw, file)
     data = dict(raw)
     devices_raw = data.pop("devices", {})
+    stations_raw = data.pop("stations", {})
+    waybills_raw = data.pop("waybills", {})
     if not isinstance(devices_raw, dict):
         msg = f"{file}: [devices] expected a table of device tables"
         raise ConfigError(msg)
@@ -183,7 +189,8 @@ def parse_config(raw: Mapping[str, Any], file: Path) -> AgentConfig:
     except ValidationError as err:
         raise ConfigError(_format(err, file, (), AgentConfig)) from err
     devices = {dev_id: _device(dev_id, table, file) for dev_id, table in devices_raw.items()}
-    cfg = base.model_copy(update={"devices": devices})
+    stations, waybills = _stations(stations_raw, waybills_raw, devices, file)
+    cfg = base.model_copy(update={"devices": devices, "stations": stations, "waybills": waybills})
     read_password(cfg.mqtt, file)  # fail at load time, not at first connect
     return cfg
 
@@ -203,6 +210,32 @@ def _device(dev_id: str, table: Any, file: Path) -> DeviceConfig:
         return cls.model_validate(table)
     except ValidationError as err:
         raise ConfigError(_format(err, file, ("devices", dev_id), cls)) from err
+
+
+def _stations(
+    raw: Any, waybills_raw: Any, devices: Mapping[str, DeviceConfig], file: Path
+) -> tuple[dict[str, Any], Any]:
+    from edge_agent.station import StationConfig, validate_stations  # noqa: PLC0415 - cycle
+    from edge_agent.waybill import WaybillConfig  # noqa: PLC0415
+
+    if not isinstance(raw, dict) or not isinstance(waybills_raw, dict):
+        msg = f"{file}: [stations] and [waybills] must be tables"
+        raise ConfigError(msg)
+    try:
+        waybills = WaybillConfig.model_validate(waybills_raw)
+    except ValidationError as err:
+        raise ConfigError(_format(err, file, ("waybills",), WaybillConfig)) from err
+    stations = {}
+    for sid, table in raw.items():
+        if not re.fullmatch(ID_PATTERN, sid):
+            msg = f"{file}: [stations.{sid}] station id must match {ID_PATTERN}"
+            raise ConfigError(msg)
+        try:
+            stations[sid] = StationConfig.model_validate(table)
+        except ValidationError as err:
+            raise ConfigError(_format(err, file, ("stations", sid), StationConfig)) from err
+    validate_stations(stations, list(devices), waybills, file)
+    return stations, waybills
 
 
 def _refuse_inline_secrets(raw: Mapping[str, Any], file: Path) -> None:

@@ -338,7 +338,8 @@ class Publisher(threading.Thread):
             topic, payload = self.topics.for_row(rows[0].kind, rows[0].device), rows[0].payload
         else:
             topic, payload = self.topics.batch, batch_payload(rows)
-        info = self.client.publish(topic, payload, qos=1)
+        retain = rows[0].kind == "kpi"  # the latest KPI snapshot stays on the broker
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
         # rc NO_CONN still queues the message in paho (P11): it is sent after reconnect.
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             log.error("mqtt_publish_call_failed", rc=info.rc, error=mqtt.error_string(info.rc))

@@ -220,5 +220,5 @@ def schema_validator() -> Any:
     registry = Registry().with_resources(resources)
     return {
         name: Draft202012Validator(json.loads((SCHEMAS / name).read_text()), registry=registry)
-        for name in ("reading.v1.json", "batch.v1.json", "alarm.v1.json")
+        for name in (p.name for p in SCHEMAS.glob("*.json"))
     }
