@@ -1,4 +1,4 @@
-"""Stations through the real daemon: ptys -> agent -> queue -> broker; exceptions ahead of backlog."""
+"""Stations through the real daemon: ptys -> agent -> broker; exceptions ahead of backlog."""
 
 from __future__ import annotations
 
