@@ -200,6 +200,15 @@ install_venv() {
   echo "$R$VENV" >>"$CHANGES"
 }
 
+# The service runs the venv as edge-agent: its interpreter must not live under /root (pyenv).
+check_venv_runs_as_service_user() {
+  [ "$STAGED" = 0 ] && command -v runuser >/dev/null || return 0
+  runuser -u edge-agent -- "$VENV/bin/edge-agent" --version >/dev/null 2>&1 && return 0
+  die "user edge-agent cannot run $VENV/bin/edge-agent: its Python ($(readlink -f \
+"$VENV/bin/python")) is not readable by that user (under /root?). Remove $VENV and rerun with
+--python /usr/bin/python3."
+}
+
 # install_once SRC DEST MODE GID: site files are created from a template once, then left alone.
 install_once() {
   local src=$1 dest=$2 mode=$3 gid=$4
@@ -249,6 +258,7 @@ do_install() {
   create_accounts
   ensure_dir "$R$STATE" 0700 "$EA_UID" "$EA_GID"
   install_venv
+  check_venv_runs_as_service_user
   install_file "$SRC/systemd/README.md" "$R$PREFIX/README.md" 0644
   install_file "$SRC/systemd/edge-agent.service" "$R$UNIT" 0644
   install_file "$SRC/systemd/99-edge-agent.rules" "$R$RULES" 0644
