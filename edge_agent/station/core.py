@@ -81,8 +81,9 @@ class Station:
         """Finish passages whose window is over and emit a KPI snapshot when one is due."""
         with self._lock:
             out = self._advance(now_mono_ns)
-            if self.kpi.due(now_mono_ns):
-                out += self._snapshot(now_mono_ns)
+            now = max(now_mono_ns, self._clock or 0)  # a reading fed since `now` was read
+            if self.kpi.due(now):
+                out += self._snapshot(now)
             return out
 
     def device_state(self, device: str, state: str, now_mono_ns: int) -> list[StationEvent]:
