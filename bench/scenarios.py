@@ -1,0 +1,410 @@
+"""The measurements. Each function runs one repeat of one scenario and returns a flat dict.
+
+The same protocol runs for edge-agent and for the baseline agent, so every figure has a
+same-run counterpart:
+
+* :func:`drain`: a pre-filled queue, 8 idle scanners connected, the agent starts; time from
+  READY until every reading is PUBACKed (the agent's own queue says so) *and* the subscriber
+  has received it (readings inside batches counted).
+* :func:`saturation`: scanners written as fast as the agent reads them; committed, PUBACKed
+  and received readings per second over a window after a warm-up; then SIGTERM under load.
+* :func:`line_session`: 8 scanners; idle CPU with no traffic; latency at 500 readings/s from
+  the frame's last byte written to the pty to the subscriber's receipt; CPU per reading at
+  1,000 readings/s; SIGTERM at line rate.
+* :func:`paho_raw` and :func:`mosquitto_pub`: the client libraries alone, for reference.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.agents import ROOT, AgentProc, EdgeAgent, NaiveAgent
+from bench.common import Broker, CpuMark, Receiver, RssSampler, percentile, status_kb
+from bench.lines import Line, Pacer, Pump
+from bench.prefill import copy_db
+
+
+@dataclass
+class Settings:
+    """Sizes and durations of one invocation (see ``bench/cli.py`` for the defaults)."""
+
+    quick: bool
+    repeats: int
+    sizes: list[int]
+    baseline_sizes: list[int]
+    devices: int
+    live_devices: int
+    warm_s: float
+    live_s: float
+    idle_s: float
+    latency_s: float
+    latency_rate: float
+    cost_s: float
+    cost_rate: float
+    paho_n: int
+    paho_batch_n: int
+    paho_batch: int
+    mosquitto_pub_n: int
+    max_bytes: int
+
+
+@dataclass
+class Ctx:
+    """What every scenario needs."""
+
+    settings: Settings
+    workdir: Path
+    broker: Broker
+    say: Callable[[str], None]
+
+
+def make_agent(kind: str, ctx: Ctx, rundir: Path, line: Line) -> AgentProc:
+    """``edge`` or ``baseline``."""
+    if kind == "edge":
+        return EdgeAgent(rundir, ctx.broker.port, line, ctx.settings.max_bytes)
+    return NaiveAgent(rundir, ctx.broker.port, line)
+
+
+def _wait_until(pred: Callable[[], bool], timeout: float, agent: AgentProc | None) -> float | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return time.monotonic()
+        if agent is not None and agent.proc is not None and agent.proc.poll() is not None:
+            return None
+        time.sleep(0.005)
+    return None
+
+
+def _wait_received(rx: Receiver, n: int, timeout: float, agent: AgentProc) -> float | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        t = rx.wait_count(n, 0.5)
+        if t is not None:
+            return t
+        if agent.proc is not None and agent.proc.poll() is not None:
+            return None
+    return None
+
+
+# ---- drain -----------------------------------------------------------------------------------
+def drain(ctx: Ctx, kind: str, snapshot: Path, n: int, rep: int) -> dict[str, Any]:
+    """One backlog drain of ``n`` pre-filled readings."""
+    rundir = ctx.workdir / f"{kind}-drain-{n}-{rep}"
+    line = Line(rundir / "dev", ctx.settings.devices)
+    agent = make_agent(kind, ctx, rundir, line)
+    if isinstance(agent, NaiveAgent):
+        shutil.copytree(snapshot, agent.queue_dir)
+    else:
+        copy_db(snapshot, agent.db_path())
+    rx = Receiver(ctx.broker.port)
+    out: dict[str, Any] = {"n": n, "kind": kind, "complete": False}
+    try:
+        rx.wait_subscribed()
+        agent.start()
+        out["ready_s"] = agent.wait_ready()
+        assert agent.t_ready is not None
+        m0 = CpuMark.take(agent.pid)
+        rss = RssSampler(agent.pid, 0.05)
+        rss.start()
+        timeout = max(60.0, n / 200)
+        t_rx = _wait_received(rx, n, timeout, agent)
+        t_sent = _wait_until(lambda: agent.counts()[1] >= n, 30.0, agent) if t_rx else None
+        m1 = CpuMark.take(agent.pid)
+        out["peak_rss_mb"] = status_kb(agent.pid, "VmHWM") / 1024
+        out["sampled_peak_rss_mb"] = rss.stop() / 1024
+        out["rss_samples_mb"] = [
+            (round(t - agent.t_ready, 3), round(kb / 1024, 1)) for t, kb in rss.samples[::4]
+        ]
+        out["received"] = rx.count
+        out["duplicates"] = max(0, rx.count - n)
+        out["sent"] = agent.counts()[1]
+        if t_rx is not None and t_sent is not None:
+            t_done = max(t_rx, t_sent)
+            out["complete"] = True
+            out["drain_s"] = t_done - agent.t_ready
+            out["rate"] = n / out["drain_s"]
+            out["first_reading_s"] = (rx.first_t or t_done) - agent.t_ready
+            out["received_at_s"] = t_rx - agent.t_ready
+            out["acked_at_s"] = t_sent - agent.t_ready
+        cpu = m0.until(m1)
+        out.update({f"cpu_{k}": v for k, v in cpu.items()})
+        out["cpu_us_per_reading"] = 1e6 * cpu["cpu_s"] / n
+        out["cpu_precise_us_per_reading"] = 1e6 * cpu["cpu_precise_s"] / n
+        out["exit_s"] = agent.terminate()
+    finally:
+        agent.close()
+        rx.close()
+        line.close()
+        shutil.rmtree(rundir, ignore_errors=True)
+    return out
+
+
+# ---- live ingest at saturation ---------------------------------------------------------------
+def saturation(ctx: Ctx, kind: str, rep: int) -> dict[str, Any]:
+    """Scanners writing as fast as the agent accepts; sustained rates; SIGTERM under load."""
+    s = ctx.settings
+    rundir = ctx.workdir / f"{kind}-live-{rep}"
+    line = Line(rundir / "dev", s.live_devices)
+    agent = make_agent(kind, ctx, rundir, line)
+    rx = Receiver(ctx.broker.port)
+    out: dict[str, Any] = {"kind": kind, "devices": s.live_devices}
+    pump = Pump(line)
+    try:
+        rx.wait_subscribed()
+        agent.start()
+        out["ready_s"] = agent.wait_ready()
+        agent.wait_running()
+        pump.start()
+        time.sleep(s.warm_s)
+        m0, c0, r0, f0 = CpuMark.take(agent.pid), agent.counts(), rx.count, pump.frames
+        time.sleep(s.live_s)
+        m1, c1, r1, f1 = CpuMark.take(agent.pid), agent.counts(), rx.count, pump.frames
+        wall = m1.t - m0.t
+        cpu = m0.until(m1)
+        committed, received = (c1[0] - c0[0]) / wall, (r1 - r0) / wall
+        out.update(
+            {
+                "window_s": wall,
+                "written_per_s": (f1 - f0) / wall,
+                "committed_per_s": committed,
+                "received_per_s": received,
+                "marked_sent_per_s": (c1[1] - c0[1]) / wall,
+                "cpu_pct_of_core": cpu["cpu_pct_of_core"],
+                "cpu_us_per_reading": (
+                    1e6 * cpu["cpu_s"] / (min(committed, received) * wall)
+                    if min(committed, received) > 0
+                    else None
+                ),
+            }
+        )
+        # The headline: committed (synchronous=FULL) and PUBACKed. The agent publishes only
+        # committed rows and the broker acknowledges what it delivers, so a reading received
+        # by the subscriber was both; "marked_sent" is the agent's own record of the PUBACK,
+        # which can lag behind.
+        out["rate"] = min(committed, received)
+        out["sigterm_exit_s"] = agent.terminate()
+        pump.stop()
+        written = pump.frames
+        unread = line.unread_frames()
+        time.sleep(0.1)  # the queue file settles after the exit
+        committed_total, marked_total = agent.counts()
+        events = agent.events()
+        rejects = sum(e.get("event") == "frame_rejected" for e in events)
+        out["after_stop"] = {
+            **agent.stop_report(),
+            "frames_written": written,
+            "frames_read_by_agent": written - unread,
+            "committed": committed_total,
+            "read_not_committed": written - unread - committed_total,
+            "frame_rejects": rejects,
+            "publish_call_failed": sum(
+                e.get("event") == "mqtt_publish_call_failed" for e in events
+            ),
+            "alarms_received": rx.alarms,
+            "marked_sent": marked_total,
+            "received": rx.count,
+        }
+    finally:
+        pump.stop()
+        agent.close()
+        rx.close()
+        line.close()
+        shutil.rmtree(rundir, ignore_errors=True)
+    return out
+
+
+# ---- line rate: idle, latency, cost, SIGTERM -------------------------------------------------
+def _latencies(rx: Receiver, pacer: Pacer) -> dict[str, Any]:
+    sent = {(dev, code): t for dev, code, t in pacer.sent}
+    lat: list[float] = []
+    for raw in rx.lines:
+        stamp, _, payload = raw.partition(b" ")
+        try:
+            recv_ns = int(stamp.replace(b".", b""))
+            doc = json.loads(payload)
+        except ValueError:
+            continue
+        for r in doc.get("readings", [doc]):
+            t = sent.pop((r.get("device"), r.get("value")), None)
+            if t is not None:
+                lat.append((recv_ns - t) / 1e6)
+    lat.sort()
+    return {
+        "samples": len(lat),
+        "unmatched": len(sent),
+        "offered_rate": pacer.rate,
+        "achieved_rate": pacer.achieved_rate,
+        "p50_ms": percentile(lat, 50),
+        "p90_ms": percentile(lat, 90),
+        "p99_ms": percentile(lat, 99),
+        "p999_ms": percentile(lat, 99.9),
+        "max_ms": lat[-1] if lat else None,
+        "histogram_ms": [percentile(lat, p) for p in range(0, 101, 5)],
+    }
+
+
+def line_session(ctx: Ctx, kind: str, rep: int) -> dict[str, Any]:
+    """8 scanners: start->READY, idle CPU, latency at 500/s, CPU/reading at 1,000/s, SIGTERM."""
+    s = ctx.settings
+    rundir = ctx.workdir / f"{kind}-line-{rep}"
+    line = Line(rundir / "dev", s.devices)
+    agent = make_agent(kind, ctx, rundir, line)
+    rx = Receiver(ctx.broker.port, stamps=True)
+    out: dict[str, Any] = {"kind": kind, "devices": s.devices}
+    pacer: Pacer | None = None
+    try:
+        rx.wait_subscribed()
+        agent.start()
+        out["ready_s"] = agent.wait_ready()
+        agent.wait_running()
+        # idle: connected, no traffic
+        time.sleep(min(1.0, s.idle_s))
+        m0 = CpuMark.take(agent.pid)
+        time.sleep(s.idle_s)
+        out["idle"] = m0.until(CpuMark.take(agent.pid))
+        out["idle_rss_mb"] = status_kb(agent.pid, "VmRSS") / 1024
+        # latency at line rate
+        written_before: list[list[Any]] = []
+        rx.reset()
+        pacer = Pacer(line, s.latency_rate, s.latency_s)
+        m0 = CpuMark.take(agent.pid)
+        pacer.run()
+        _wait_received(rx, len(pacer.sent), 10.0, agent)
+        out["latency"] = _latencies(rx, pacer)
+        written_before.append(pacer.sent)
+        out["latency"]["cpu_us_per_reading"] = (
+            1e6 * (CpuMark.take(agent.pid).cpu - m0.cpu) / max(1, len(pacer.sent))
+        )
+        # cost at 1,000 readings/s
+        rx.reset()
+        pacer = Pacer(line, s.cost_rate, s.cost_s)
+        m0, c0 = CpuMark.take(agent.pid), agent.counts()
+        pacer.run()
+        got = _wait_received(rx, len(pacer.sent), 5.0 + s.cost_s, agent)
+        m1, c1 = CpuMark.take(agent.pid), agent.counts()
+        cpu = m0.until(m1)
+        n = len(pacer.sent)
+        written_before.append(pacer.sent)
+        out["cost"] = {
+            "offered_rate": s.cost_rate,
+            "achieved_rate": pacer.achieved_rate,
+            "readings": n,
+            "kept_up": got is not None,
+            "puback_in_window": c1[1] - c0[1],
+            **{f"cpu_{k}": v for k, v in cpu.items()},
+            "cpu_us_per_reading": 1e6 * cpu["cpu_s"] / n if n else None,
+            "cpu_precise_us_per_reading": 1e6 * cpu["cpu_precise_s"] / n if n else None,
+            "rss_mb": status_kb(agent.pid, "VmRSS") / 1024,
+        }
+        # SIGTERM with readings in flight at line rate
+        rx.reset()
+        pacer = Pacer(line, s.cost_rate, None)
+        pacer.start()
+        time.sleep(min(0.5, s.cost_s))
+        out["sigterm_exit_s"] = agent.terminate()
+        pacer.stop()
+        unread = line.unread_frames()
+        time.sleep(0.1)  # the queue file settles after the exit
+        committed, acked = agent.counts()
+        total_written = sum(len(p) for p in written_before) + len(pacer.sent)
+        out["after_stop"] = {
+            **agent.stop_report(),
+            "frames_written": total_written,
+            "frames_read_by_agent": total_written - unread,
+            "committed": committed,
+            "read_not_committed": total_written - unread - committed,
+            "marked_sent": acked,
+            "received_after_sigterm_window": rx.count,
+        }
+    finally:
+        if pacer is not None:
+            pacer.stop()
+        agent.close()
+        rx.close()
+        line.close()
+        shutil.rmtree(rundir, ignore_errors=True)
+    return out
+
+
+# ---- the libraries alone ---------------------------------------------------------------------
+def paho_raw(ctx: Ctx, n: int, per_msg: int) -> dict[str, Any]:
+    """paho-mqtt publishing ``n`` readings at QoS 1, ``per_msg`` per message."""
+    rx = Receiver(ctx.broker.port)
+    try:
+        rx.wait_subscribed()
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.naive",
+            "paho",
+            "--port",
+            str(ctx.broker.port),
+            "--n",
+            str(n),
+            "--per-msg",
+            str(per_msg),
+        ]
+        res = subprocess.run(cmd, capture_output=True, check=True, cwd=ROOT, timeout=600)
+        doc = json.loads(res.stdout)
+        t_rx = rx.wait_count(n, 30.0)
+    finally:
+        rx.close()
+    ok = bool(doc["ok"]) and t_rx is not None
+    wall = max(doc["t_acked"], t_rx or 0.0) - doc["t0"]
+    return {
+        "readings": n,
+        "per_msg": per_msg,
+        "messages": doc["messages"],
+        "complete": ok,
+        "seconds": wall,
+        "rate": n / wall if ok else None,
+        "msgs_per_s": doc["messages"] / wall if ok else None,
+        "puback_only_rate": n / (doc["t_acked"] - doc["t0"]),
+    }
+
+
+def mosquitto_pub(ctx: Ctx, lines_file: Path, n: int) -> dict[str, Any]:
+    """``mosquitto_pub -l -q 1``: one message per line of ``lines_file``."""
+    exe = shutil.which("mosquitto_pub")
+    if exe is None:
+        return {"complete": False, "error": "mosquitto_pub not installed"}
+    rx = Receiver(ctx.broker.port)
+    try:
+        rx.wait_subscribed()
+        cmd = [
+            exe,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(ctx.broker.port),
+            "-q",
+            "1",
+            "-l",
+            "-t",
+            "edge/v1/BENCH/L1/mosquitto_pub/reading/m1",
+        ]
+        with lines_file.open("rb") as fh:
+            t0 = time.monotonic()
+            subprocess.run(cmd, stdin=fh, check=True, timeout=600)
+            t_exit = time.monotonic()
+        t_rx = rx.wait_count(n, 30.0)
+    finally:
+        rx.close()
+    ok = t_rx is not None
+    wall = max(t_exit, t_rx or 0.0) - t0
+    return {
+        "messages": n,
+        "complete": ok,
+        "seconds": wall,
+        "rate": n / wall if ok else None,
+        "exit_only_rate": n / (t_exit - t0),
+    }
