@@ -67,8 +67,9 @@ class Display:
 
     @property
     def max_counts(self) -> int:
-        """Max (capacity) in counts."""
-        return self.counts(self.capacity_g)
+        """Max (capacity) in counts, rounded down to the division."""
+        per_count = float(GRAMS_PER_UNIT[self.unit].scaleb(-self.decimals))
+        return math.floor(self.capacity_g / per_count / self.step) * self.step
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ class WeightModel:
             self.parcels += 1
             self._parcel = self.parcels
             grams = math.exp(self.rng.uniform(math.log(50), math.log(30000)))
-            to = self.d.counts(min(grams, self.d.capacity_g))
+            to = min(self.d.counts(grams), self.d.max_counts)
             if self.rng.random() < self.faults.get("overload", 0):
                 to = self.d.max_counts + self.rng.randrange(10, 200) * self.d.step
             self._go("load", to, now, self._span(t.motion_s))
@@ -359,6 +360,8 @@ class ScaleSim:
     def _truth(self, kind: str, s: Sample | None) -> Truth:
         counted = s is not None and kind in ("weight", "motion")
         grams = self.cfg.display.grams(s.counts) if counted and s else None
+        if grams is not None and abs(grams) > self.cfg.display.capacity_g:
+            kind, grams, counted = "out_of_range", None, False  # a driver's Max check rejects it
         unit = self.cfg.display.unit if counted else None
         parcel = s.parcel if s else 0
         return Truth(len(self.truth), kind, parcel, grams, unit, False, False, time.time())
