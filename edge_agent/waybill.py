@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from edge_agent.config import Ident, StrictModel
 
@@ -138,19 +138,24 @@ class WaybillConfig(StrictModel):
 
     defaults: bool = True
     disable: list[Ident] = Field(default_factory=list)
-    rules: list[WaybillRule] = Field(default_factory=list)
+    rules: list[WaybillRule] = Field(default_factory=list, validate_default=True)
 
-    @model_validator(mode="after")
-    def _known_disabled(self) -> WaybillConfig:
-        unknown = sorted(set(self.disable) - DEFAULT_CARRIERS)
+    @field_validator("disable")
+    @classmethod
+    def _built_in(cls, v: list[str]) -> list[str]:
+        unknown = sorted(set(v) - DEFAULT_CARRIERS)
         if unknown:
-            valid = ", ".join(sorted(DEFAULT_CARRIERS))
-            msg = f"disable: unknown carriers {unknown} (valid: {valid})"
+            msg = f"built-in carriers ({', '.join(sorted(DEFAULT_CARRIERS))}); not: {unknown}"
             raise ValueError(msg)
-        if not self.defaults and not self.rules:
-            msg = "defaults = false needs at least one [[waybills.rules]] entry"
+        return v
+
+    @field_validator("rules")
+    @classmethod
+    def _some_rule(cls, v: list[WaybillRule], info: ValidationInfo) -> list[WaybillRule]:
+        if not v and info.data.get("defaults") is False:
+            msg = "at least one rule when defaults = false"
             raise ValueError(msg)
-        return self
+        return v
 
     def effective_rules(self) -> tuple[WaybillRule, ...]:
         """Site rules followed by the enabled default rules."""

@@ -413,6 +413,18 @@ def test_weight_rules(
         assert f.exceptions()[0]["waybill"] == SF1
 
 
+def test_weight_is_required_by_default_only_where_a_scale_is_listed() -> None:
+    base = {
+        "devices": ["t1", "sc"],
+        "correlation": "window",
+        "window_ms": 300,
+        "dedup_window_ms": 0,
+    }
+    assert StationConfig.model_validate({**base, "weight_devices": ["sc"]}).weight_required
+    assert not StationConfig.model_validate(base).weight_required
+    assert StationConfig.model_validate({**base, "require_weight": True}).weight_required
+
+
 def test_weights_of_other_devices_are_not_the_stations_weight() -> None:
     f = Feeder(require_weight=True)
     f.read("tunnel_1", "barcode", 0, SF1)
@@ -602,13 +614,13 @@ def test_readings_of_other_devices_and_heartbeats_open_nothing() -> None:
 @pytest.mark.parametrize(
     ("change", "needle"),
     [
-        ({"trigger_devices": ["nope"]}, "not in this station's devices"),
-        ({"correlation": "gate", "trigger_devices": ["tunnel_1"]}, "window' only"),
-        ({"min_weight_g": 500, "max_weight_g": 100}, "must be below"),
-        ({"devices": ["a", "a"]}, "listed more than once"),
+        ({"trigger_devices": ["nope"]}, "devices of this station (tunnel_1, scale); not: ['nope']"),
+        ({"correlation": "gate", "trigger_devices": ["tunnel_1"]}, "apply to 'window'"),
+        ({"min_weight_g": 500, "max_weight_g": 100}, "more than min_weight_g (500.0)"),
+        ({"devices": ["a", "a"]}, "each device once; repeated: ['a']"),
         ({"windo_ms": 5}, "Extra inputs"),
         ({"window_ms": 0}, "greater than or equal to 1"),
-        ({"kpi_interval_s": 60, "kpi_window_s": 30}, "at least kpi_interval_s"),
+        ({"kpi_interval_s": 60, "kpi_window_s": 30}, "at least kpi_interval_s (60.0)"),
         ({"thresholds": {"scan_error_pct": 101}}, "less than or equal to 100"),
         ({"correlation": "nearest"}, "'gate' or 'window'"),
     ],

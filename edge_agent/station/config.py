@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from edge_agent.config import Ident, StrictModel
 from edge_agent.errors import ConfigError
@@ -75,7 +75,8 @@ class StationConfig(StrictModel):
         publish_raw: whether the raw readings are still published (the daemon honours it).
         weight_devices: devices whose weight readings are this station's weight. Empty: any
             station device reporting weights.
-        require_weight: whether a parcel without a stable weight is an exception (``no_weight``).
+        require_weight: whether a parcel without a stable weight is an exception
+            (``no_weight``); unset: required when ``weight_devices`` are listed.
         min_weight_g: stable weights below this are ``underweight`` (grams); None: no check.
         max_weight_g: stable weights above this are ``overweight`` (grams); None: no check.
         empty_max_g: weights at or below this are the empty platform and ignored (grams).
@@ -95,7 +96,7 @@ class StationConfig(StrictModel):
     gate_memory_ms: Annotated[int, Field(ge=0, le=3_600_000)] = 10_000
     publish_raw: bool = True
     weight_devices: list[Ident] = Field(default_factory=list)
-    require_weight: bool = True
+    require_weight: bool | None = None
     min_weight_g: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     max_weight_g: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     empty_max_g: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
@@ -105,27 +106,50 @@ class StationConfig(StrictModel):
     kpi_window_s: Annotated[float, Field(ge=1, le=7 * 86_400)] = 3600.0
     thresholds: KpiThresholds = KpiThresholds()
 
-    @model_validator(mode="after")
-    def _consistent(self) -> StationConfig:
-        _no_repeats("devices", self.devices)
-        for name in ("trigger_devices", "weight_devices", "optional_devices"):
-            listed: list[str] = getattr(self, name)
-            _no_repeats(name, listed)
-            stray = [d for d in listed if d not in self.devices]
-            if stray:
-                msg = f"{name}: {stray} not in this station's devices {self.devices}"
-                raise ValueError(msg)
-        if self.correlation == "gate" and self.trigger_devices:
-            msg = "trigger_devices applies to correlation = 'window' only"
+    @field_validator("devices")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        _no_repeats(v)
+        return v
+
+    @field_validator("trigger_devices", "weight_devices", "optional_devices")
+    @classmethod
+    def _of_this_station(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        _no_repeats(v)
+        devices = info.data.get("devices")
+        stray = [d for d in v if devices is not None and d not in devices]
+        if stray:
+            msg = f"devices of this station ({', '.join(devices or [])}); not: {stray}"
             raise ValueError(msg)
-        lo, hi = self.min_weight_g, self.max_weight_g
-        if lo is not None and hi is not None and lo >= hi:
-            msg = f"min_weight_g ({lo}) must be below max_weight_g ({hi})"
+        if v and info.field_name == "trigger_devices" and info.data.get("correlation") == "gate":
+            msg = "no trigger_devices with correlation = 'gate' (they apply to 'window')"
             raise ValueError(msg)
-        if self.kpi_window_s < self.kpi_interval_s:
-            msg = "kpi_window_s must be at least kpi_interval_s"
+        return v
+
+    @field_validator("max_weight_g")
+    @classmethod
+    def _above_min(cls, v: float | None, info: ValidationInfo) -> float | None:
+        lo = info.data.get("min_weight_g")
+        if v is not None and lo is not None and v <= lo:
+            msg = f"more than min_weight_g ({lo})"
             raise ValueError(msg)
-        return self
+        return v
+
+    @field_validator("kpi_window_s")
+    @classmethod
+    def _covers_interval(cls, v: float, info: ValidationInfo) -> float:
+        interval = info.data.get("kpi_interval_s")
+        if interval is not None and v < interval:
+            msg = f"at least kpi_interval_s ({interval})"
+            raise ValueError(msg)
+        return v
+
+    @property
+    def weight_required(self) -> bool:
+        """``require_weight``, or (unset) whether the station lists ``weight_devices``."""
+        if self.require_weight is None:
+            return bool(self.weight_devices)
+        return self.require_weight
 
     def triggers(self) -> frozenset[str]:
         """Devices whose readings may open a window (window mode)."""
@@ -134,10 +158,10 @@ class StationConfig(StrictModel):
         return frozenset(self.devices) - frozenset(self.weight_devices)
 
 
-def _no_repeats(name: str, items: list[str]) -> None:
+def _no_repeats(items: list[str]) -> None:
     seen = {d for d in items if items.count(d) > 1}
     if seen:
-        msg = f"{name}: {sorted(seen)} listed more than once"
+        msg = f"each device once; repeated: {sorted(seen)}"
         raise ValueError(msg)
 
 

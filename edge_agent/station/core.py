@@ -68,11 +68,12 @@ class Station:
         in :attr:`ignored`. Never raises on bad input.
         """
         obs = parse_reading(reading)
-        if obs is None or obs.device not in self.devices:
-            if obs is None:
-                self.ignored += 1
+        if obs is not None and obs.device not in self.devices:
             return []
         with self._lock:
+            if obs is None:
+                self.ignored += 1
+                return []
             out = self._advance(obs.t)
             out += self._take(obs)
             return out

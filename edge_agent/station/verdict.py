@@ -65,7 +65,7 @@ def judge(
         *_parcel_exceptions(station, p, cfg, ordered, candidates, chosen, common),
         *(_invalid(station, p, checks[c], common) for c in invalid),
     ]
-    reconciled = waybill is not None and (chosen is not None or not cfg.require_weight)
+    reconciled = waybill is not None and (chosen is not None or not cfg.weight_required)
     return Verdict(body, ordered, events, reconciled)
 
 
@@ -79,7 +79,7 @@ def _weight_flags(cfg: StationConfig, p: Passage, chosen: Weight | None) -> list
     if chosen is None:
         if p.weights:
             return ["unstable_weight"]
-        return ["no_weight"] if cfg.require_weight else []
+        return ["no_weight"] if cfg.weight_required else []
     if cfg.max_weight_g is not None and chosen.grams > cfg.max_weight_g:
         return ["overweight"]
     if cfg.min_weight_g is not None and chosen.grams < cfg.min_weight_g:
