@@ -26,7 +26,8 @@ from edge_agent.station import (
     validate_stations,
 )
 from edge_agent.waybill import WaybillConfig, WaybillTable
-from simulators.line import LineConfig, LineSim, check, run_station
+from simulators.line import LineConfig, LineSim, check, drive, run_station
+from simulators.line.__main__ import main as line_main
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "edge_agent" / "schemas"
@@ -260,6 +261,53 @@ def test_check_reports_a_misattribution() -> None:
     parcels[0].body["readings"].append(moved)
     problems = check(sim, events)
     assert len(problems) == 2 and all("readings" in p for p in problems)
+
+
+def test_drive_paces_readings_to_device_sinks() -> None:
+    readings = list(LineSim(LineConfig(duration_s=3, seed=4)).readings())
+    clock = [0]
+    slept: list[float] = []
+    got: list[tuple[str, int]] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        clock[0] += int(s * 1e9)
+
+    sinks = {
+        "tunnel_1": lambda r: got.append(("tunnel_1", clock[0])),
+        "scale_1": lambda r: got.append(("scale_1", clock[0])),
+    }
+    n = drive(readings, sinks, speed=2.0, clock=lambda: clock[0], sleep=sleep)
+    wanted = [r for r in readings if r["device"] in sinks]
+    assert n == len(wanted) == len(got) > 0
+    t0 = readings[0]["mono_ns"]
+    assert [t for _, t in got] == [(r["mono_ns"] - t0) // 2 for r in wanted]
+
+
+def test_line_cli_writes_readings_and_truth_and_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "--duration",
+        "30",
+        "--mode",
+        "window",
+        "--seed",
+        "9",
+        "--readings",
+        str(tmp_path / "r.jsonl"),
+        "--truth",
+        str(tmp_path / "t.jsonl"),
+        "--check",
+    ]
+    assert line_main(args) == 0
+    out = capsys.readouterr().out
+    assert "truth matches" in out
+    readings = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    truth = [json.loads(x) for x in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert sum(t["type"] == "parcel" for t in truth) == 50
+    assert {r["device"] for r in readings} == {"tunnel_1", "tunnel_2", "scale_1"}
+    assert line_main(["--rate", "20000"]) == 2  # windows would overlap: refused
 
 
 # ---- parcels, dedup, waybill choice ----------------------------------------------------------
