@@ -38,6 +38,8 @@ from tests.drivers.contract import DriverContract, Rig, read_until
 CAPTURES = Path(__file__).parent.parent / "data" / "captures" / "modbus_scale"
 GOOD = {"empty", "motion", "same", "reading"}
 MakeSim = Callable[..., ScaleSim]
+#: Drivers made by driver(), closed when the make_sim fixture tears down.
+DRIVERS: list[ModbusScaleDriver] = []
 
 
 @pytest.fixture
@@ -52,6 +54,8 @@ def make_sim(tmp_path: Path) -> Iterator[MakeSim]:
         return sims[-1]
 
     yield make
+    while DRIVERS:
+        DRIVERS.pop().close()
     for s in sims:
         s.stop()
 
@@ -66,7 +70,8 @@ def driver(sim: ScaleSim, **kw: Any) -> ModbusScaleDriver:
         table |= {"transport": "tcp", "host": sim.cfg.host, "tcp_port": sim.server.port}
     else:
         table |= {"port": sim.url}
-    return ModbusScaleDriver("scale_bus", ModbusScaleConfig.model_validate(table | kw))
+    DRIVERS.append(ModbusScaleDriver("scale_bus", ModbusScaleConfig.model_validate(table | kw)))
+    return DRIVERS[-1]
 
 
 def run_for(drv: ModbusScaleDriver, seconds: float) -> list[Decoded]:
@@ -190,6 +195,7 @@ def test_crc_corrupted_responses_never_make_a_reading(make_sim: MakeSim) -> None
     while time.monotonic() < deadline and not _all_weighed(sim, 4):
         readings += run_for(drv, 0.2)
     assert by_unit(readings, "rtu") == {u: sim.settled(u) for u in (1, 2)}
+    assert all(p.end - p.start <= 0.3 + 0.05 for p in drv.polls)  # timeout + 50 ms
     sent = set(sim.server.sent)
     assert all(
         crc16(d.raw[:-2]) == int.from_bytes(d.raw[-2:], "little") and d.raw in sent
@@ -250,6 +256,24 @@ def test_no_unit_answers_reopens_the_link(make_sim: MakeSim) -> None:
     with pytest.raises(DeviceIOError, match="no unit answered"):
         run_for(drv, 3.0)
     assert 1.0 <= time.monotonic() - t0 < 2.0
+
+
+def test_tcp_reset_during_a_request_is_a_link_error(make_sim: MakeSim) -> None:
+    # pymodbus 3.16.1's ModbusTcpClient.recv lets ConnectionResetError out and keeps the dead
+    # socket (connected stays True): the driver must still turn it into DeviceIOError (M1).
+    sim = make_sim("tcp", units=(1,))
+    drv = driver(sim, timeout_ms=1000)
+    drv.open()
+    sim.silence(1)
+    timer = threading.Timer(0.3, sim.reset_connections)
+    timer.start()
+    with pytest.raises(DeviceIOError, match="reset"):
+        run_for(drv, 2.0)
+    timer.join()
+    sim.silence(1, False)
+    drv.open()
+    w = sim.place(1, 4321.0)
+    assert [d.value for d in run_for(drv, 0.5)] == [w] and drv.clients_created == 2
 
 
 def supervised(drv: ModbusScaleDriver) -> tuple[DeviceWorker, list[Decoded], list[str]]:
