@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     StringConstraints,
@@ -31,16 +29,9 @@ from pydantic import (
 )
 
 from edge_agent.errors import ConfigError
+from edge_agent.model import ID_PATTERN, Ident, StrictModel
 
-#: Ids that end up in MQTT topics and client ids: no wildcards, no '/', no '$', no spaces.
-ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-Ident = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
-
-
-class StrictModel(BaseModel):
-    """Frozen model that rejects unknown keys."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+__all__ = ["ID_PATTERN", "AgentConfig", "DeviceConfig", "Ident", "StrictModel", "load_config"]
 
 
 class DeviceConfig(StrictModel):
@@ -157,8 +148,12 @@ class AgentConfig(StrictModel):
         return read_password(self.mqtt, self.source)
 
 
-def load_config(path: str | os.PathLike[str]) -> AgentConfig:
-    """Load and validate ``path``. Raises ConfigError with file, section, key and expectation."""
+def load_config(path: str | os.PathLike[str], *, secrets: bool = True) -> AgentConfig:
+    """Load and validate ``path``. Raises ConfigError with file, section, key and expectation.
+
+    ``secrets=False`` skips reading the MQTT password (technician commands that never talk to
+    the broker must work without the systemd credential).
+    """
     file = Path(path)
     try:
         raw = tomllib.loads(file.read_text(encoding="utf-8"))
@@ -171,10 +166,10 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
     except tomllib.TOMLDecodeError as err:
         msg = f"{file}: TOML syntax error: {err}"
         raise ConfigError(msg) from err
-    return parse_config(raw, file)
+    return parse_config(raw, file, secrets=secrets)
 
 
-def parse_config(raw: Mapping[str, Any], file: Path) -> AgentConfig:
+def parse_config(raw: Mapping[str, Any], file: Path, *, secrets: bool = True) -> AgentConfig:
     """Validate an already-parsed TOML mapping (also used by tests and the demo)."""
     _refuse_inline_secrets(raw, file)
     data = dict(raw)
@@ -191,8 +186,20 @@ def parse_config(raw: Mapping[str, Any], file: Path) -> AgentConfig:
     devices = {dev_id: _device(dev_id, table, file) for dev_id, table in devices_raw.items()}
     stations, waybills = _stations(stations_raw, waybills_raw, devices, file)
     cfg = base.model_copy(update={"devices": devices, "stations": stations, "waybills": waybills})
-    read_password(cfg.mqtt, file)  # fail at load time, not at first connect
+    if secrets:
+        read_password(cfg.mqtt, file)  # fail at load time, not at first connect
     return cfg
+
+
+def check_tls_files(mqtt: MqttConfig, file: Path) -> None:
+    """The daemon's start check: every configured TLS file is readable (else exit 78)."""
+    if mqtt.tls is None:
+        return
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(mqtt.tls, key)
+        if path is not None and not os.access(path, os.R_OK):
+            msg = f"{file}: [mqtt.tls] {key} = '{path}': expected a readable file"
+            raise ConfigError(msg)
 
 
 def _device(dev_id: str, table: Any, file: Path) -> DeviceConfig:
@@ -304,21 +311,22 @@ def read_password(mqtt: MqttConfig, file: Path) -> SecretStr | None:
             msg = f"{file}: [mqtt] password_credential: $CREDENTIALS_DIRECTORY is not set"
             raise ConfigError(msg)
         path = Path(creds) / mqtt.password_credential
+        return SecretStr(_read_secret_file(path, file, "password_credential"))
     if path is None:
         return None
-    return SecretStr(_read_secret_file(path, file))
+    return SecretStr(_read_secret_file(path, file, "password_file"))
 
 
-def _read_secret_file(path: Path, file: Path) -> str:
+def _read_secret_file(path: Path, file: Path, key: str) -> str:
     try:
         st = path.stat()
         text = path.read_text(encoding="utf-8")
     except OSError as err:
-        msg = f"{file}: [mqtt] password_file: cannot read {path}: {err.strerror}"
+        msg = f"{file}: [mqtt] {key}: cannot read {path}: {err.strerror}"
         raise ConfigError(msg) from err
     if st.st_mode & (stat.S_IROTH | stat.S_IWOTH | stat.S_IWGRP):
         msg = (
-            f"{file}: [mqtt] password_file: {path} is readable or writable by others "
+            f"{file}: [mqtt] {key}: {path} is readable or writable by others "
             f"(mode {stat.S_IMODE(st.st_mode):04o}); expected 0600 or 0640"
         )
         raise ConfigError(msg)

@@ -86,7 +86,9 @@ class ControlServer(threading.Thread):
         finally:
             os.umask(old)
         if self.group:
-            os.chown(self.path, -1, grp.getgrnam(self.group).gr_gid)
+            gid = grp.getgrnam(self.group).gr_gid
+            if os.stat(self.path).st_gid != gid:  # chown is filtered under the hardened unit
+                os.chown(self.path, -1, gid)
         sock.listen(8)
         sock.settimeout(0.5)
         self._sock = sock

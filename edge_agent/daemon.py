@@ -24,7 +24,7 @@ import structlog
 from drivers import driver_class
 from edge_agent import queue as queue_mod
 from edge_agent import sdnotify
-from edge_agent.config import AgentConfig, DeviceConfig, load_config
+from edge_agent.config import AgentConfig, DeviceConfig, check_tls_files, load_config
 from edge_agent.control import ControlServer, Handler
 from edge_agent.errors import ConfigError
 from edge_agent.logs import register_secret
@@ -46,6 +46,8 @@ class Daemon:
         cfg: a validated configuration.
     """
 
+    #: A pipeline thread that has not looped for this long stops the watchdog petting (s).
+    HEALTH_WINDOW_S = 1.0
     #: Seconds between STATUS= updates to systemd.
     STATUS_EVERY_S = 10.0
 
@@ -55,6 +57,7 @@ class Daemon:
         n = cfg.node
         self.node = Identity(agent=n.agent_id, site=n.site, line=n.line, boot_id=boot_id())
         self.topics = Topics(cfg.mqtt.topic_prefix, n.site, n.line, n.agent_id)
+        check_tls_files(cfg.mqtt, cfg.source)
         password = cfg.password()
         if password is not None:
             register_secret(password.get_secret_value())
@@ -198,6 +201,7 @@ class Daemon:
             and self.publisher.is_alive()
             and now - self.writer.last_progress < window
             and now - self.publisher.last_progress < window
+            and self.publisher.network_thread_alive()
             and (
                 self.stations is None
                 or (self.stations.is_alive() and now - self.stations.last_progress < window)
@@ -212,7 +216,7 @@ class Daemon:
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 self.reload()
-            if ping is not None and self.healthy(window=max(2 * ping, 2.5)):
+            if ping is not None and self.healthy(window=self.HEALTH_WINDOW_S):
                 sdnotify.notify("WATCHDOG=1")
             self._sample_rates()
             if time.monotonic() >= next_status:

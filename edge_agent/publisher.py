@@ -96,6 +96,8 @@ class Publisher(threading.Thread):
     ACK_TIMEOUT_S = 30.0
     #: Seconds between retries of rows the broker rejected.
     REJECT_RETRY_S = 60.0
+    #: Longest idle wait per loop, seconds: the loop proves it is alive this often (watchdog).
+    IDLE_S = 0.25
     #: Alarms kept while disconnected, sent after reconnect.
     ALARM_BACKLOG = 100
 
@@ -163,6 +165,11 @@ class Publisher(threading.Thread):
         self._events.put(("wake", None))
         self.join(timeout)
 
+    def network_thread_alive(self) -> bool:
+        """paho's network thread is running (it can die on an uncaught exception, P8)."""
+        thread = getattr(self.client, "_thread", None)  # paho exposes no public accessor
+        return thread is not None and thread.is_alive()
+
     def status(self) -> dict[str, object]:
         """Broker connection state for ``edge-agent status`` (read from other threads)."""
         b = self.cfg.brokers[self._broker]
@@ -192,7 +199,7 @@ class Publisher(threading.Thread):
         self.client.loop_start()
         try:
             while not self._stopping.is_set():
-                self._step(timeout=0.5)
+                self._step(timeout=self.IDLE_S)
             self._drain_on_stop()
         finally:
             self._go_offline()

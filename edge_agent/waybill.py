@@ -24,7 +24,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from edge_agent.config import Ident, StrictModel
+from edge_agent.model import Ident, StrictModel
 
 #: Carrier id given to a code that matched no rule (reserved: no rule may use it).
 INVALID = "invalid"

@@ -54,6 +54,8 @@ class Writer(threading.Thread):
     MAX_WAITING = 100_000
     #: Seconds between purges of expired sent rows.
     PURGE_EVERY_S = 60.0
+    #: Longest idle wait per loop, seconds: the loop proves it is alive this often (watchdog).
+    IDLE_S = 0.25
     #: Seconds to wait before retrying a failed commit (disk full, I/O error).
     RETRY_S = 1.0
 
@@ -113,7 +115,7 @@ class Writer(threading.Thread):
         next_purge = time.monotonic() + self.PURGE_EVERY_S
         pending = _Batch()
         while True:
-            self._collect(pending, timeout=1.0 if not self.failing else self.RETRY_S)
+            self._collect(pending, timeout=self.IDLE_S if not self.failing else self.RETRY_S)
             if self._commit(pending):
                 if pending.stop:
                     return

@@ -157,7 +157,7 @@ def _fail(step: str, rc: ReasonCode | None) -> dict[str, Any]:
 
 def cmd_broker_test(args: argparse.Namespace) -> int:
     """Run the steps; exit 0 when the round trip worked."""
-    cfg = config(args)
+    cfg = config(args, secrets=True)
     report = _preflight(cfg, cfg.mqtt.brokers[0], args.timeout)
     if "failed_step" not in report:
         report.update(_round_trip(cfg, args.timeout))

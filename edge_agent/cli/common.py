@@ -35,9 +35,12 @@ def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def config(args: argparse.Namespace) -> AgentConfig:
-    """Load the config named by ``--config`` (ConfigError -> exit 78)."""
-    return load_config(args.config)
+def config(args: argparse.Namespace, *, secrets: bool = False) -> AgentConfig:
+    """Load the config named by ``--config`` (ConfigError -> exit 78).
+
+    Secrets are read only by commands that talk to the broker (``secrets=True``).
+    """
+    return load_config(args.config, secrets=secrets)
 
 
 def output(args: argparse.Namespace, obj: Any, human: Callable[[Any], str]) -> None:

@@ -47,7 +47,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM."""
-    cfg = config(args)
+    cfg = config(args, secrets=True)
     setup_logging(cfg.log.level, args.log_format or cfg.log.format)
     from edge_agent.daemon import run  # noqa: PLC0415 - keeps the other commands light
 

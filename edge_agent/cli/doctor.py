@@ -43,7 +43,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def _config(path: str) -> tuple[Check, AgentConfig | None]:
     try:
-        cfg = load_config(path)
+        cfg = load_config(path, secrets=False)
     except ConfigError as err:
         return Check(
             "config", False, str(err), f"edit {path}; check with `edge-agent config check`"

@@ -152,7 +152,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from edge_agent.publisher import batch_payload  # noqa: PLC0415
     from edge_agent.topics import Topics  # noqa: PLC0415
 
-    cfg = config(args)
+    cfg = config(args, secrets=True)
     con = _reader(cfg)
     total = con.execute(
         "SELECT count(*) FROM outbox WHERE created_ns >= ?"

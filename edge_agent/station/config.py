@@ -8,8 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from edge_agent.config import Ident, StrictModel
 from edge_agent.errors import ConfigError
+from edge_agent.model import Ident, StrictModel
 from edge_agent.waybill import WaybillConfig, WaybillTable
 
 Pct = Annotated[float, Field(ge=0, le=100)]
