@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import termios
 import time
 from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ModbusException, ModbusIOException
@@ -17,7 +18,6 @@ from drivers.base import Driver
 from drivers.framing import Event, Reject
 from drivers.modbus_scale.config import ModbusScaleConfig
 from drivers.modbus_scale.frames import (
-    FC,
     crc16,
     exception_pdu,
     parse_frame,
@@ -149,15 +149,21 @@ class ModbusScaleDriver(Driver[ModbusScaleConfig]):
             rsp = self._request(client, st.unit)
         except ModbusIOException as err:  # no valid answer within the timeout
             return self._no_answer(st, t0, str(err))
-        except (ModbusException, OSError) as err:  # the link itself broke
-            self.close()
-            self._record(st, t0, "link_error")
-            msg = f"{self.cfg.where}: {err}"
-            raise DeviceIOError(msg) from err
+        except (ModbusException, OSError, termios.error) as err:  # the link itself broke
+            self._link_lost(st, t0, err)
+        except Exception as err:  # a library bug must not kill the device thread (T19)
+            self.log.exception("link_error_unexpected", unit=st.unit)
+            self._link_lost(st, t0, err)
         self._last_answer = time.monotonic()
         if self._sched.answered(st, self._last_answer):
             self.log.info("unit_online", unit=st.unit)
         return self._answer(st, t0, self._frame(rsp, st.unit))
+
+    def _link_lost(self, st: UnitState, t0: float, err: Exception) -> NoReturn:
+        self.close()  # drop the client object: open() makes a new one (M1, M6)
+        self._record(st, t0, "link_error")
+        msg = f"{self.cfg.where}: {type(err).__name__}: {err}"
+        raise DeviceIOError(msg) from err
 
     def _request(self, client: Client, unit: int) -> Any:
         m = self.cfg.registers
@@ -166,11 +172,11 @@ class ModbusScaleDriver(Driver[ModbusScaleConfig]):
         return client.read_holding_registers(m.start, count=m.count, device_id=unit)
 
     def _frame(self, rsp: Any, unit: int) -> bytes:
-        fc = FC[self.cfg.registers.function]
+        fc = rsp.function_code & 0x7F  # as answered: parse_frame checks it is ours
         if rsp.isError():
             pdu = exception_pdu(fc, rsp.exception_code)
         else:
-            pdu = read_pdu(fc, rsp.registers)
+            pdu = read_pdu(fc, getattr(rsp, "registers", []))
         if self.cfg.transport == "tcp":
             return tcp_adu(rsp.transaction_id, unit, pdu)
         return rtu_adu(unit, pdu)

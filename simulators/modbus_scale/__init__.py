@@ -20,8 +20,9 @@ Run by hand::
     python -m simulators.modbus_scale --transport tcp --port 15020 --faults crc=0.05
 """
 
+from simulators.modbus_scale.config import DEFAULT_MAP, FAULTS, ScaleSimConfig, Truth
 from simulators.modbus_scale.demo import DemoScale, for_demo
-from simulators.modbus_scale.sim import DEFAULT_MAP, FAULTS, ScaleSim, ScaleSimConfig, Truth
+from simulators.modbus_scale.sim import ScaleSim
 
 __all__ = [
     "DEFAULT_MAP",

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from drivers.modbus_scale.config import RegisterMap
-from simulators.modbus_scale.sim import DEFAULT_MAP, FAULTS, ScaleSim, ScaleSimConfig
+from simulators.modbus_scale.config import DEFAULT_MAP, FAULTS, ScaleSimConfig
+from simulators.modbus_scale.sim import ScaleSim
 
 
 def _faults(text: str) -> dict[str, float]:

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Literal
 
 from drivers.modbus_scale.config import ModbusScaleConfig
-from simulators.modbus_scale.sim import ScaleSim, ScaleSimConfig
+from simulators.modbus_scale.config import ScaleSimConfig
+from simulators.modbus_scale.sim import ScaleSim
 
 #: Light faults, so the demo shows rejects being counted and readings still arriving.
 DEMO_FAULTS = {"exception": 0.01, "overload": 0.03}
