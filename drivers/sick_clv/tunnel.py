@@ -58,7 +58,9 @@ class TunnelConfig(DeviceConfig):
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
     max_frame: int = Field(default=1024, ge=16, le=65536)
-    inter_byte_timeout_ms: int = Field(default=200, ge=1, le=10_000)
+    #: A frame left open this long is rejected as ``partial``. 500 ms rides out a TCP
+    #: retransmission (200 ms minimum RTO on Linux) between two segments of one telegram.
+    inter_byte_timeout_ms: int = Field(default=500, ge=1, le=10_000)
     dedup_window: int = Field(default=32, ge=0, le=4096)
     exclusive: bool = True
 

@@ -11,7 +11,7 @@ Gates are triggered by the simulator at ``rate`` (``trigger = "self"``, the phot
 by host commands (``trigger = "command"``). Fault modes (PROTOCOLS.md §0.3) are each a
 probability per gate, drawn from the seeded RNG:
 
-``fragment`` (1-5 chunks, short gaps), ``coalesce`` (up to 4 telegrams in one write), ``noise``
+``fragment`` (1-5 chunks, gaps of 1-20 ms), ``coalesce`` (up to 4 telegrams in one write), ``noise``
 (a 0x00/0xFF/junk burst), ``garble``, ``partial`` (a telegram cut off, then a fresh one),
 ``noread``, ``late`` (gate N sent after gate N+1), ``duplicate`` (a telegram sent twice),
 ``stall`` (silent, heartbeat included, for ``stall_s``), and ``disconnect`` (a telegram cut by a
@@ -114,8 +114,8 @@ class TunnelSim(abc.ABC):
         if force:
             self.flush()
             self.fault(self._cut(data), "partial")
-            if self.partial_gap:
-                self._stop.wait(self.cfg.inter_byte_s * 3)
+            if self.partial_gap:  # not cut short by stop(): the silence is what ends the line
+                time.sleep(self.cfg.inter_byte_s * 3)
         if self.roll("garble"):
             data, reason = self.garble(data)
             truth = replace(truth, kind="fault", values=(), reasons=(*truth.reasons, reason))
@@ -184,7 +184,7 @@ class TunnelSim(abc.ABC):
         deadline = time.monotonic() + self.cfg.client_wait_s
         for i, chunk in enumerate(chunks):
             if i:
-                time.sleep(self.rng.uniform(0.001, self.cfg.inter_byte_s / 5))
+                time.sleep(self.rng.uniform(0.001, min(0.02, self.cfg.inter_byte_s / 5)))
             rest = chunk
             while rest:
                 rest = rest[self.port.write(rest) :]
