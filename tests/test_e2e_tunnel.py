@@ -18,21 +18,28 @@ its reason. It also checks that heartbeats and command answers are never publish
 
 from __future__ import annotations
 
+import importlib
 import json
+import re
 import time
+import tomllib
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from drivers import driver_class
+from edge_agent.config import parse_config
+from edge_agent.errors import DeviceError
 from simulators.cognex_dataman import DataManSim, DataManSimConfig
 from simulators.datalogic import DatalogicSim, DatalogicSimConfig
-from simulators.mosquitto import Mosquitto
+from simulators.mosquitto import Mosquitto, free_port
 from simulators.pty_port import PtyPort
 from simulators.sick_clv import ClvSim, ClvSimConfig
 from simulators.sick_clv.engine import TunnelSim
+from simulators.sick_clv.runner import DemoTunnel
 from simulators.sick_clv.tcp_port import TcpPort
-from tests.harness import Agent, Subscriber, agent_config, queue_rows, schema_validator
+from tests.harness import ROOT, Agent, Subscriber, agent_config, queue_rows, schema_validator
 
 BASE_FAULTS = {"fragment": 0.3, "coalesce": 0.15, "noise": 0.05, "garble": 0.04,
                "partial": 0.04, "noread": 0.05, "late": 0.05, "duplicate": 0.05}  # fmt: skip
@@ -149,3 +156,50 @@ def test_every_tunnel_reading_arrives_with_values_and_gates(
             validators["batch.v1.json"].validate(json.loads(payload))
     rows = queue_rows(tmp_path / "state" / "queue.db")
     assert {r["id"] for r in rows} <= {r["id"] for _, r in backend.readings()}
+
+
+NODE = """
+[node]
+site = "S1"
+line = "L1"
+agent_id = "a1"
+[mqtt]
+brokers = [{ host = "127.0.0.1", port = 1883 }]
+"""
+
+
+def test_example_device_tables_are_valid_and_their_demo_simulators_serve(tmp_path: Path) -> None:
+    text = (ROOT / "config" / "devices" / "tunnel_scanners.toml").read_text()
+    # the demo's fixed ports may be taken on a shared machine: move them to free ones
+    text = re.sub(
+        r"socket://127\.0\.0\.1:\d+\b", lambda _: f"socket://127.0.0.1:{free_port()}", text
+    )
+    text = text.replace("/tmp/edge-agent-demo/", f"{tmp_path}/")
+    cfg = parse_config(tomllib.loads(NODE + text), tmp_path / "line.toml")
+    assert {d.type for d in cfg.devices.values()} == {"sick_clv", "cognex_dataman", "datalogic"}
+    for seed, (dev_id, dev) in enumerate(cfg.devices.items(), start=1):
+        demo: DemoTunnel = importlib.import_module(f"simulators.{dev.type}").for_demo(
+            dev_id, dev, 100.0, seed
+        )
+        assert str(getattr(dev, "port", "?")) in demo.describe()
+        drv = driver_class(dev.type)(dev_id, dev)
+        demo.start()
+        deadline = time.monotonic() + 5
+        got: list[tuple[str, object, object]] = []
+        is_open = False
+        while len(got) < 20 and time.monotonic() < deadline:
+            try:
+                if not is_open:
+                    drv.open()
+                    is_open = True
+                d = drv.read(0.1)
+            except DeviceError:  # a demo fault (disconnect, stall): reopen, as the supervisor does
+                drv.close()
+                is_open = False
+                continue
+            if d is not None:
+                got.append((d.kind.value, d.value, d.gate))
+        demo.stop()
+        drv.close()
+        assert len(got) >= 20 and demo.expected() >= len(got), (dev_id, len(got))
+        assert not Counter(got) - Counter(demo.sim.readings()), dev_id
