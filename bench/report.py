@@ -92,6 +92,15 @@ def figures(runs: Runs, devices: int = 8) -> list[dict[str, Any]]:
             f"baseline drained {b_n:,} (its best size)",
         ),
         fig(
+            "drain_received_rate",
+            "Backlog drain, until all received (marks may lag)",
+            "readings/s",
+            "higher",
+            _vals(edge_drain, lambda r: r["n"] / r["received_at_s"]),
+            _vals(base_drain, lambda r: r["n"] / r["received_at_s"]),
+            "PUBACK and receipt happen together; the headline also waits for the agent's mark",
+        ),
+        fig(
             "live_rate",
             "Live ingest, durable to PUBACK",
             "readings/s",
@@ -393,6 +402,28 @@ def markdown(doc: dict[str, Any]) -> str:
             f"| {g['kind']} | {g['size']:,} | {cell(g['rate'])} | "
             f"{cell(g['cpu_us_per_reading'])} | {cell(g['peak_rss_mb'])} | "
             f"{cell(g['ready_s'])} |"
+        )
+    lines += [
+        "",
+        "## Live ingest under saturation: where the readings went (medians)",
+        "",
+        "| Agent | Written to ptys | Read by agent | Committed | Read, not committed | "
+        "Frame rejects | Alarms | Clean stop |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for kind in ("edge", "baseline"):
+        runs = doc["runs"].get(kind, {}).get("saturation", [])
+        if not runs:
+            continue
+
+        def med(key: str, rs: list[dict[str, Any]] = runs) -> str:
+            return fmt(summary([float(r["after_stop"].get(key) or 0) for r in rs])["median"])
+
+        clean = all(run["after_stop"].get("clean_stop") for run in runs)
+        lines.append(
+            f"| {kind} | {med('frames_written')} | {med('frames_read_by_agent')} | "
+            f"{med('committed')} | {med('read_not_committed')} | {med('frame_rejects')} | "
+            f"{med('alarms_received')} | {'yes' if clean else 'no'} |"
         )
     lines += [
         "",

@@ -30,9 +30,9 @@ TINY = [
 ]  # fmt: skip
 
 FIGURES = {
-    "drain_rate", "live_rate", "latency_p50", "latency_p99", "latency_p999", "cpu_per_reading",
-    "idle_cpu", "idle_wakeups", "peak_rss", "ready_empty", "ready_backlog", "sigterm_line",
-    "sigterm_saturated",
+    "drain_rate", "drain_received_rate", "live_rate", "latency_p50", "latency_p99",
+    "latency_p999", "cpu_per_reading", "idle_cpu", "idle_wakeups", "peak_rss", "ready_empty",
+    "ready_backlog", "sigterm_line", "sigterm_saturated",
 }  # fmt: skip
 
 
