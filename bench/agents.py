@@ -43,6 +43,7 @@ class AgentProc:
         self.t_start = 0.0
         self.t_ready: float | None = None
         self.exit_code: int | None = None
+        self.killed = False  # SIGTERM was not enough: SIGKILL after the timeout
         self.log_path = rundir / f"{self.name}.log"
         self._notify: NotifySocket | None = None
         self._con: sqlite3.Connection | None = None
@@ -123,7 +124,7 @@ class AgentProc:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def terminate(self, timeout: float = 30.0) -> float:
-        """SIGTERM; seconds until the process has exited."""
+        """SIGTERM; seconds until the process has exited (SIGKILL after ``timeout``)."""
         assert self.proc is not None
         t0 = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
@@ -132,7 +133,7 @@ class AgentProc:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.exit_code = self.proc.wait()
-            return float("inf")
+            self.killed = True
         return time.monotonic() - t0
 
     def close(self) -> None:

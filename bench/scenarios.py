@@ -115,7 +115,7 @@ def drain(ctx: Ctx, kind: str, snapshot: Path, n: int, rep: int) -> dict[str, An
         m0 = CpuMark.take(agent.pid)
         rss = RssSampler(agent.pid, 0.05)
         rss.start()
-        timeout = max(60.0, n / 200)
+        timeout = min(600.0, max(60.0, n / 200))
         t_rx = _wait_received(rx, n, timeout, agent)
         t_sent = _wait_until(lambda: agent.counts()[1] >= n, 30.0, agent) if t_rx else None
         m1 = CpuMark.take(agent.pid)
@@ -192,6 +192,7 @@ def saturation(ctx: Ctx, kind: str, rep: int) -> dict[str, Any]:
         # which can lag behind.
         out["rate"] = min(committed, received)
         out["sigterm_exit_s"] = agent.terminate()
+        out["sigterm_killed"] = agent.killed
         pump.stop()
         written = pump.frames
         unread = line.unread_frames()
@@ -311,6 +312,7 @@ def line_session(ctx: Ctx, kind: str, rep: int) -> dict[str, Any]:
         pacer.start()
         time.sleep(min(0.5, s.cost_s))
         out["sigterm_exit_s"] = agent.terminate()
+        out["sigterm_killed"] = agent.killed
         pacer.stop()
         unread = line.unread_frames()
         time.sleep(0.1)  # the queue file settles after the exit
