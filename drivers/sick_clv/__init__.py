@@ -6,8 +6,9 @@ A package of three modules:
   parser (wire format and sources are in that module's docstring);
 * :mod:`drivers.sick_clv.driver`: ``SickClvDriver``, which handles heartbeats, answers and the
   software gate;
-* :mod:`drivers.sick_clv.tunnel`: the base shared with ``cognex_dataman`` and ``datalogic``:
-  the pyserial URL transport, the read loop, and fanning one telegram out into readings.
+* :mod:`drivers.sick_clv.tunnel` and :mod:`drivers.sick_clv.tunnel_config`: the base shared
+  with ``cognex_dataman`` and ``datalogic``: the pyserial URL transport, the read loop,
+  fanning one telegram out into readings, and the common settings and field checks.
 
 Port strings are pyserial URLs: ``socket://10.0.3.21:2112`` for the reader's TCP port, or
 ``/dev/serial/by-id/...`` for its host serial port.

@@ -1,0 +1,63 @@
+"""Settings and field checks shared by the tunnel scanner drivers (see :mod:`.tunnel`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from edge_agent.config import DeviceConfig
+from edge_agent.errors import FrameError
+
+Baud = Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400]
+GS = "\x1d"
+
+
+class TunnelConfig(DeviceConfig):
+    """Settings every tunnel scanner has. Serial settings are ignored on ``socket://``."""
+
+    port: str = Field(min_length=1)
+    baudrate: Baud = 9600
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    max_frame: int = Field(default=1024, ge=16, le=65536)
+    #: A frame left open this long is rejected as ``partial``. 500 ms rides out a TCP
+    #: retransmission (200 ms minimum RTO on Linux) between two segments of one telegram.
+    inter_byte_timeout_ms: int = Field(default=500, ge=1, le=10_000)
+    dedup_window: int = Field(default=32, ge=0, le=4096)
+    exclusive: bool = True
+
+    @field_validator("port")
+    @classmethod
+    def _stable_name(cls, v: str) -> str:
+        if v.rstrip("0123456789") in ("/dev/ttyUSB", "/dev/ttyACM"):
+            msg = (
+                "a stable name: /dev/serial/by-id/... or a udev symlink "
+                f"(kernel names like {v} change on replug)"
+            )
+            raise ValueError(msg)
+        return v
+
+
+def code_text(data: bytes) -> str:
+    """Bytes of a code field as text. Raises FrameError ``garbled`` on control bytes or bad UTF-8.
+
+    GS (0x1D, FNC1 in GS1-128) is kept; every other C0 control and DEL is a transmission fault.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise FrameError("garbled", f"not UTF-8 at byte {err.start}") from None
+    if any((ord(ch) < 0x20 and ch != GS) or ord(ch) == 0x7F for ch in text):
+        raise FrameError("garbled", "control character in telegram")
+    return text
+
+
+def counter(text: str | None, what: str) -> int | None:
+    """A decimal counter field (gate counter, code count); None when the field is not sent."""
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        raise FrameError("garbled", f"{what} {text[:20]!r} is not a number")
+    return int(text)
