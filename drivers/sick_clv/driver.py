@@ -83,12 +83,15 @@ class SickClvDriver(TunnelDriver[SickClvConfig]):
         self._next_gate = time.monotonic()
         self._gate_off_at = None
 
-    def _tick(self, now: float) -> None:
+    def _idle(self, now: float) -> None:
         cfg = self.cfg
         silent = now - self.last_rx
         if cfg.heartbeat_timeout_s and silent > cfg.heartbeat_timeout_s:
             msg = f"{cfg.port}: no data for {silent:.1f} s (heartbeat lost)"
             raise DeviceIOError(msg)
+
+    def _tick(self, now: float) -> None:
+        cfg = self.cfg
         if cfg.gate_trigger != "software":
             return
         if self._gate_off_at is not None and now >= self._gate_off_at:

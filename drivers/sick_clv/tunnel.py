@@ -11,14 +11,15 @@ The three drivers share four things:
       spy://<url>?file=/tmp/trace.txt   hex trace for a technician
       loop://                           loopback, for tests
 
-* **the read loop**: read what has arrived, feed the framer, route each frame (answers and
-  heartbeats are handled here, results become readings);
+* **the read loop**: read what has arrived, feed the framer, and route each frame (answers and
+  heartbeats are handled here, results become readings). Watchdogs (:meth:`_idle`) run only
+  after an empty read, because closing the link would drop bytes not yet read;
 * **outgoing commands**: software triggers, sent by :meth:`TunnelDriver._tick` from the read
   thread, so one thread owns the port;
 * **one telegram, several readings**: a tunnel scanner reports every code of a reading gate in
   one telegram, but ``Driver.read()`` returns one reading at a time. So :meth:`_fan_out` turns
   a telegram with N codes into N :class:`Slot` events. A Slot is the telegram's bytes plus the
-  code's index, and ``_parse`` returns that slot's reading. Every reading of a telegram carries
+  code's position, and ``_parse`` returns that slot's reading. Every reading of a telegram carries
   the whole telegram as ``raw`` and the same ``gate``.
 
 Duplicates: a telegram that carries a gate or trigger counter and is byte-identical to one of the
@@ -159,7 +160,11 @@ class TunnelDriver(Driver[TC]):
         """Reset per-connection state (trigger schedules); called after every open."""
 
     def _tick(self, now: float) -> None:
-        """Periodic work before each read: triggers, watchdogs. Raises DeviceIOError."""
+        """Periodic work before each read (triggers). Raises DeviceIOError."""
+        del now
+
+    def _idle(self, now: float) -> None:
+        """Called after a read that returned nothing (watchdogs). Raises DeviceIOError."""
         del now
 
     def _route(self, frame: bytes) -> list[Event]:
@@ -182,6 +187,8 @@ class TunnelDriver(Driver[TC]):
         self._tick(time.monotonic())
         data = self._read_some()
         now = time.monotonic()
+        if not data:
+            self._idle(now)  # only after an empty read: closing would drop unread bytes
         events = self._framer.feed(data, now) if data else self._framer.expire(now)
         out: list[Event] = []
         for ev in events:
