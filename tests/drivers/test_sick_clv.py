@@ -251,6 +251,26 @@ def test_unplug_replug_50_times_leaks_no_fd_or_thread(kind: str, tmp_path: Path)
     port.close()
 
 
+def test_same_seed_writes_the_same_bytes_and_truth(tmp_path: Path) -> None:
+    faults = {"coalesce": 0.2, "noise": 0.1, "garble": 0.1, "partial": 0.1, "noread": 0.1,
+              "late": 0.1, "duplicate": 0.1, "double_stx": 0.1}  # fmt: skip
+    runs = []
+    for i in range(2):
+        port = PtyPort(tmp_path / f"clv{i}")
+        port.plug()
+        sim = ClvSim(port, ClvSimConfig(seed=5, header_fields=("gate", "count"), faults=faults))
+        for _ in range(40):
+            sim.emit()
+        sim.settle()
+        fd = os.open(port.path, os.O_RDONLY | os.O_NONBLOCK)
+        wire = os.read(fd, 65536)
+        os.close(fd)
+        port.close()
+        runs.append((wire, [(t.n, t.kind, t.values, t.gate, t.reasons) for t in sim.truth]))
+    assert runs[0] == runs[1]
+    assert len(runs[0][0]) > 1000 and {k for _, k, *_ in runs[0][1]} >= {"result", "fault"}
+
+
 def test_waybills_match_the_carrier_patterns() -> None:
     for gate in range(1, 60):
         for slot in range(3):
