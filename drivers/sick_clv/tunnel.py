@@ -132,7 +132,7 @@ class TunnelDriver(Driver[TC]):
         if port is None:
             return
         try:
-            sock = getattr(port, "_socket", None)
+            sock = getattr(port, "_socket", None) if self._socket else None
             if sock is None:
                 port.close()
                 return
