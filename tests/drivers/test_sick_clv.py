@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import select
 import subprocess
 import sys
 import threading
@@ -263,7 +264,9 @@ def test_same_seed_writes_the_same_bytes_and_truth(tmp_path: Path) -> None:
             sim.emit()
         sim.settle()
         fd = os.open(port.path, os.O_RDONLY | os.O_NONBLOCK)
-        wire = os.read(fd, 65536)
+        wire = b""
+        while select.select([fd], [], [], 0.2)[0]:  # the pty delivers in chunks, asynchronously
+            wire += os.read(fd, 65536)
         os.close(fd)
         port.close()
         runs.append((wire, [(t.n, t.kind, t.values, t.gate, t.reasons) for t in sim.truth]))
