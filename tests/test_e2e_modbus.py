@@ -103,7 +103,10 @@ def test_every_settled_weight_arrives_with_its_grams(
         time.sleep(0.2)
     want = {(d, u): s.settled(u) for d, s in scales.items() for u in s.units}
     total = sum(map(len, want.values()))
-    assert backend.wait_for(lambda: len(backend.readings()) >= total, 10), published(backend)
+    assert backend.wait_for(lambda: len(backend.readings()) >= total, 10), (
+        published(backend),
+        want,
+    )
     time.sleep(0.5)  # nothing more may come
     assert published(backend) == want
     assert total == 3 * PARCELS

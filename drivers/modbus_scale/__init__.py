@@ -20,8 +20,11 @@ Design:
 * A reading (kind ``weight``, value in grams, unit ``g``, ``stable``, ``check`` ``crc16`` /
   ``tcp``, ``gate`` None) is emitted once per new stable weight per unit; motion is not.
 * Exception responses are values: counted per unit and as rejects named after the code
-  (``illegal_address``, ``device_busy``, ...). Timeouts, CRC errors and wrong-unit answers are
-  counted per unit (``driver.units[u].stats``); the first of a run is also a reject.
+  (``illegal_address``, ``device_busy``, ...). Timeouts, CRC errors, cut-off frames and
+  wrong-unit answers are counted per unit (``driver.units[u].stats``); the first of a run is
+  also a reject. A complete answer that is not a sound frame ends its request at once (the
+  packet hook), instead of pymodbus waiting out the timeout; junk before a sound frame is
+  dropped. No reading is ever built from a frame whose CRC (RTU) or MBAP (TCP) is wrong.
 * pymodbus 3.16.1 (first release with pymodbus PR #3008: 3.16.0) is not trusted to revive a
   dead port: any link error drops the client object and ``open()`` makes a new one.
 """

@@ -104,6 +104,58 @@ def pdu_words(pdu: bytes, fc: int, count: int) -> list[int]:
     return [int.from_bytes(pdu[i : i + 2], "big") for i in range(2, len(pdu), 2)]
 
 
+def _crc_ok(frame: bytes) -> bool:
+    return len(frame) >= 4 and crc16(frame[:-2]) == int.from_bytes(frame[-2:], "little")
+
+
+def sound_tail(rx: bytes, unit: int, transport: str, count: int) -> bytes | None:
+    """The response for ``unit`` that ``rx`` ends (or starts) with, junk dropped; else None.
+
+    Decides when a wait for a response is over: pymodbus 3.16.1 keeps waiting the whole
+    timeout after a frame it cannot use, and gives up on a sound frame behind line noise.
+    """
+    if transport == "tcp":
+        return rx if len(rx) >= 9 and rx[6] == unit else None
+    for n in (5 + 2 * count, 5):
+        for frame in (rx[-n:], rx[:n]) if len(rx) >= n else ():
+            if frame[0] == unit and _crc_ok(frame) and (n > 5 or frame[1] & 0x80):
+                return frame
+    return None
+
+
+def complete(rx: bytes, transport: str, count: int) -> bool:
+    """True when ``rx`` holds as many bytes as the longest answer to the request."""
+    if transport == "tcp":
+        return len(rx) >= 6 and len(rx) >= 6 + int.from_bytes(rx[4:6], "big")
+    exception = len(rx) >= 5 and bool(rx[1] & 0x80)
+    return exception or len(rx) >= 5 + 2 * count
+
+
+def classify_unanswered(rx: bytes, unit: int, transport: str, count: int) -> str:
+    """Why the bytes received for a request to ``unit`` made no response.
+
+    Returns ``timeout`` (nothing came), ``wrong_unit`` (a sound frame from another unit id),
+    ``noise`` (a sound frame behind junk bytes), ``short`` (cut off), ``crc`` (CRC mismatch)
+    or ``garbled``. ``count`` is the number of registers requested.
+    """
+    if not rx:
+        return "timeout"
+    if transport == "tcp":
+        if len(rx) >= 7 and rx[6] != unit:
+            return "wrong_unit"
+        return (
+            "short" if len(rx) < 6 + int.from_bytes(rx[4:6].rjust(2, b"\0"), "big") else "garbled"
+        )
+    full = 5 + 2 * count
+    for n in (full, 5):
+        if len(rx) >= n and _crc_ok(rx[-n:]):
+            if rx[-n] != unit:
+                return "wrong_unit"
+            return "noise" if len(rx) > n else "garbled"
+    exception = len(rx) >= 2 and rx[1] & 0x80
+    return "short" if len(rx) < full and not exception else "crc"
+
+
 def parse_frame(frame: bytes, cfg: ModbusScaleConfig) -> tuple[int, Sample]:
     """A response ADU to the driver's block read -> (unit id, sample).
 

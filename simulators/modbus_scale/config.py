@@ -9,7 +9,9 @@ from typing import Literal
 from drivers.modbus_scale.config import RegisterMap
 
 #: Faults given as a probability per response (``overload``: per parcel).
-FAULTS = ("crc", "wrong_unit", "silent", "exception", "overload")
+FAULTS = ("crc", "wrong_unit", "silent", "noise", "short", "exception", "overload")
+#: Faults that change the bytes of a response on its way out.
+BYTE_FAULTS = ("crc", "wrong_unit", "silent", "noise", "short")
 #: A map like the TUNA ID551PN / CAS CI-600D ones: int32 gross in kg with 3 decimals, status.
 DEFAULT_MAP = RegisterMap(
     weight_register=0, weight_type="int32", unit="kg", decimals=3,

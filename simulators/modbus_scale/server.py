@@ -8,6 +8,7 @@ returns an exception code when one is injected. Byte-level faults go through the
 * ``crc``: one bit flipped in the response (RTU: the CRC no longer matches);
 * ``wrong_unit``: the response carries another unit id (CRC recomputed);
 * ``silent``: no response (the unit is dead or the request was lost);
+* ``noise``: 0x00/0xFF bytes before the response; ``short``: the response cut off;
 * ``exception``: exception 01/02/03/04/06/0B instead of the registers.
 
 A request for a unit id nobody has is not answered (an RS-485 bus has no one to say so).
@@ -150,6 +151,10 @@ class ScaleServer:
             out[i] ^= 1 << self.sim.rng.randrange(8)
         elif fault == "wrong_unit":
             out = self._readdress(out, unit + 100 if unit <= 147 else unit - 100)
+        elif fault == "noise":  # line noise before the frame (0x00/0xFF bursts, §0)
+            out[:0] = bytes(self.sim.rng.choice(b"\x00\xff") for _ in range(3))
+        elif fault == "short":  # the frame cut off
+            del out[self.sim.rng.randrange(2, len(out) - 1) :]
         self.sent.append(bytes(out))
         return bytes(out)
 

@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from simulators.modbus_scale.config import FAULTS, ScaleSimConfig, Truth
+from simulators.modbus_scale.config import BYTE_FAULTS, ScaleSimConfig, Truth
 from simulators.modbus_scale.model import State, UnitModel
 from simulators.modbus_scale.server import EXCEPTION_CODES, ScaleServer
 
@@ -132,8 +132,8 @@ class ScaleSim:
     # ---- faults ------------------------------------------------------------------
     def inject(self, unit: int, fault: str, count: int = 1, code: int | None = None) -> None:
         """The next ``count`` responses of ``unit`` get ``fault`` (``exception``: ``code``)."""
-        if fault not in FAULTS[:4]:
-            msg = f"one-shot faults: {', '.join(FAULTS[:4])}"
+        if fault not in (*BYTE_FAULTS, "exception"):
+            msg = f"one-shot faults: {', '.join(BYTE_FAULTS)}, exception"
             raise ValueError(msg)
         with self._lock:
             self._oneshot[unit] += [(fault, code)] * count
@@ -173,7 +173,7 @@ class ScaleSim:
         """A byte-level fault for ``unit``'s response being sent, if one is due."""
         if unit in self._silent:
             return "silent"
-        hit = self._take(unit, ("crc", "wrong_unit", "silent"))
+        hit = self._take(unit, BYTE_FAULTS)
         if hit is not None:
             self._fault(unit, hit[0])
         return None if hit is None else hit[0]
