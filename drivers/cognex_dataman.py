@@ -39,8 +39,8 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from drivers.framing import Event, Framer, TerminatorFramer
-from drivers.sick_clv.tunnel import TunnelDriver
-from drivers.sick_clv.tunnel_config import Baud, TunnelConfig, code_text, counter
+from drivers.tunnel.base import TunnelDriver
+from drivers.tunnel.config import Baud, TunnelConfig, code_text, counter
 from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded, Kind
 

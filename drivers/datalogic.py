@@ -36,8 +36,8 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from drivers.framing import KEEP, STX, Event, Framer, Reject, StxEtxFramer, TerminatorFramer
-from drivers.sick_clv.tunnel import TunnelDriver
-from drivers.sick_clv.tunnel_config import Baud, TunnelConfig, code_text
+from drivers.tunnel.base import TunnelDriver
+from drivers.tunnel.config import Baud, TunnelConfig, code_text
 from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded, Kind
 

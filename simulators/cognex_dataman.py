@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drivers.cognex_dataman import TERMINATORS, CognexDatamanConfig, xor
-from simulators.sick_clv.engine import TunnelSim
-from simulators.sick_clv.model import SimConfig, SimPort, Truth, waybill
-from simulators.sick_clv.runner import (
+from simulators.tunnel.engine import TunnelSim
+from simulators.tunnel.model import SimConfig, SimPort, Truth, waybill
+from simulators.tunnel.runner import (
     DEMO_FAULTS,
     DemoTunnel,
     common_parser,

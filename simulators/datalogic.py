@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drivers.datalogic import TERMINATORS, DatalogicConfig
-from simulators.sick_clv.engine import TunnelSim
-from simulators.sick_clv.model import SimConfig, SimPort, Truth, waybill
-from simulators.sick_clv.runner import (
+from simulators.tunnel.engine import TunnelSim
+from simulators.tunnel.model import SimConfig, SimPort, Truth, waybill
+from simulators.tunnel.runner import (
     DEMO_FAULTS,
     DemoTunnel,
     common_parser,

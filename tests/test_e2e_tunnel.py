@@ -37,9 +37,9 @@ from simulators.datalogic import DatalogicSim, DatalogicSimConfig
 from simulators.mosquitto import Mosquitto, free_port
 from simulators.pty_port import PtyPort
 from simulators.sick_clv import ClvSim, ClvSimConfig
-from simulators.sick_clv.engine import TunnelSim
-from simulators.sick_clv.runner import DemoTunnel
-from simulators.sick_clv.tcp_port import TcpPort
+from simulators.tunnel.engine import TunnelSim
+from simulators.tunnel.runner import DemoTunnel
+from simulators.tunnel.tcp_port import TcpPort
 from tests.harness import ROOT, Agent, Subscriber, agent_config, queue_rows, schema_validator
 
 BASE_FAULTS = {"fragment": 0.3, "coalesce": 0.15, "noise": 0.05, "garble": 0.04,

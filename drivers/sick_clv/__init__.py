@@ -6,7 +6,7 @@ A package of three modules:
   parser (wire format and sources are in that module's docstring);
 * :mod:`drivers.sick_clv.driver`: ``SickClvDriver``, which handles heartbeats, answers and the
   software gate;
-* :mod:`drivers.sick_clv.tunnel` and :mod:`drivers.sick_clv.tunnel_config`: the base shared
+* :mod:`drivers.tunnel.base` and :mod:`drivers.tunnel.config`: the base shared
   with ``cognex_dataman`` and ``datalogic``: the pyserial URL transport, the read loop,
   fanning one telegram out into readings, and the common settings and field checks.
 

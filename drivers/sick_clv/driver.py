@@ -3,7 +3,7 @@
 How telegrams are handled:
 
 * **result**: one reading per code, each with the whole telegram as ``raw`` and the gate
-  counter as ``gate`` when the device sends one (see :mod:`drivers.sick_clv.tunnel`). A repeated
+  counter as ``gate`` when the device sends one (see :mod:`drivers.tunnel.base`). A repeated
   telegram of the same gate is the reject ``duplicate``.
 * **heartbeat**: counted in :attr:`SickClvDriver.heartbeats`, not published. Publishing it
   would put a row in the queue and a message on the broker every interval and say nothing
@@ -22,7 +22,7 @@ from typing import ClassVar
 
 from drivers.framing import Event, Framer, StxEtxFramer
 from drivers.sick_clv.telegram import SickClvConfig, parse_telegram
-from drivers.sick_clv.tunnel import Slot, TunnelDriver
+from drivers.tunnel.base import Slot, TunnelDriver
 from edge_agent.errors import DeviceIOError, FrameError
 from edge_agent.reading import Decoded
 

@@ -27,7 +27,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from drivers.sick_clv.tunnel_config import Baud, TunnelConfig, code_text, counter
+from drivers.tunnel.config import Baud, TunnelConfig, code_text, counter
 from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded, Kind
 

@@ -10,12 +10,12 @@ It speaks the bytes :mod:`drivers.sick_clv` reads (PROTOCOLS.md §1.1)::
     host anything else           -> STX sFA 1 ETX                [U] error code not verified
 
 Each gate holds 1 to ``max_codes`` labels: courier waybills and SSCCs, unique per simulator.
-Besides the common faults of :mod:`simulators.sick_clv.engine`, there is ``double_stx`` (STX
+Besides the common faults of :mod:`simulators.tunnel.engine`, there is ``double_stx`` (STX
 STX telegram ETX, which the host must count as ``partial`` and still read). With a ``count``
 field, ``garble`` sometimes sends a wrong code count (``count_mismatch``). Otherwise it puts a
 control byte in the telegram (``garbled``).
 
-Package layout: ``engine`` (the shared simulator loop and faults), ``model`` (truth, config,
+Shared with the other tunnel simulators in :mod:`simulators.tunnel`: ``engine`` (the simulator loop and faults), ``model`` (truth, config,
 waybills), ``tcp_port`` and ``runner`` (ports from URLs, demo wrapper, CLI) are shared with
 ``simulators.cognex_dataman`` and ``simulators.datalogic``.
 
@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drivers.sick_clv import SickClvConfig
-from simulators.sick_clv.engine import TunnelSim
-from simulators.sick_clv.model import SimConfig, SimPort, Truth, waybill
-from simulators.sick_clv.runner import (
+from simulators.tunnel.engine import TunnelSim
+from simulators.tunnel.model import SimConfig, SimPort, Truth, waybill
+from simulators.tunnel.runner import (
     DEMO_FAULTS,
     DemoTunnel,
     common_parser,

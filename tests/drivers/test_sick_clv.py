@@ -28,8 +28,8 @@ from edge_agent.errors import DeviceError, DeviceIOError, FrameError
 from edge_agent.reading import Decoded, Kind
 from simulators.pty_port import PtyPort
 from simulators.sick_clv import ClvSim, ClvSimConfig
-from simulators.sick_clv.model import CARRIERS, SimPort, waybill
-from simulators.sick_clv.tcp_port import TcpPort
+from simulators.tunnel.model import CARRIERS, SimPort, waybill
+from simulators.tunnel.tcp_port import TcpPort
 from tests.drivers.contract import DriverContract, Rig, read_until
 from tests.harness import ROOT
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from simulators.pty_port import PtyPort
-from simulators.sick_clv.engine import TunnelSim
-from simulators.sick_clv.model import SimPort
-from simulators.sick_clv.tcp_port import TcpPort
+from simulators.tunnel.engine import TunnelSim
+from simulators.tunnel.model import SimPort
+from simulators.tunnel.tcp_port import TcpPort
 
 #: Faults the demo injects, so its output shows rejects being counted.
 DEMO_FAULTS = {"noread": 0.04, "noise": 0.02, "garble": 0.01, "fragment": 0.2,

@@ -40,7 +40,7 @@ import serial
 
 from drivers.base import Driver
 from drivers.framing import Event, Framer, Reject
-from drivers.sick_clv.tunnel_config import TunnelConfig
+from drivers.tunnel.config import TunnelConfig
 from edge_agent.errors import DeviceInitError, DeviceIOError, DeviceNotFoundError, FrameError
 from edge_agent.reading import Decoded
 

@@ -34,8 +34,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import ClassVar
 
-from simulators.sick_clv.model import FAULTS, SimConfig, SimPort, Truth
-from simulators.sick_clv.tcp_port import TcpPort
+from simulators.tunnel.model import FAULTS, SimConfig, SimPort, Truth
+from simulators.tunnel.tcp_port import TcpPort
 
 
 class TunnelSim(abc.ABC):
