@@ -51,8 +51,11 @@ class _Backend:
             items = json.loads(msg.payload)["readings"]
         elif "/reading/" in topic:
             items = [json.loads(msg.payload)]
+        elif "/parcel/" in topic or "/exception/" in topic:
+            self._show(_event_line(topic, json.loads(msg.payload)))
+            return
         else:
-            self._show(f"{topic}  {msg.payload.decode(errors='replace')}")
+            self._show(f"{topic}  {msg.payload.decode(errors='replace')[:160]}")
             return
         with self.lock:
             self.messages += 1
@@ -71,6 +74,15 @@ class _Backend:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def _event_line(topic: str, e: dict[str, Any]) -> str:
+    if e["schema"] == "edge-agent/parcel/v1":
+        weight = f" {e['weight_g']:.0f} g" if e.get("weight_g") is not None else ""
+        what = f"PARCEL    {e.get('waybill') or '(no waybill)'} {e.get('carrier') or ''}{weight}"
+        return f"{e['ts'][11:23]}  {topic}  seq={e['seq']:<5} {what} seen by {e['devices']}"
+    detail = e.get("code") or e.get("device") or e.get("details", "")
+    return f"{e['ts'][11:23]}  {topic}  seq={e['seq']:<5} EXCEPTION {e['exception']} {detail}"
 
 
 def _start_sims(cfg: AgentConfig, rate: float) -> list[DemoSimulator]:

@@ -37,7 +37,23 @@ def error_of(tmp_path: Path, text: str) -> str:
 
 def test_demo_config_is_valid() -> None:
     cfg = load_config(ROOT / "config" / "demo.toml")
-    assert sorted(cfg.devices) == ["handheld_1", "tunnel_1"]
+    kinds = {d.type for d in cfg.devices.values()}
+    assert kinds >= {
+        "serial_line_scanner",
+        "sick_clv",
+        "cognex_dataman",
+        "datalogic",
+        "hid_scanner",
+        "mtsics_scale",
+        "toledo_continuous",
+        "modbus_scale",
+    }
+    assert list(cfg.stations) == ["induct_1"]
+
+
+@pytest.mark.parametrize("name", ["hid_scanner", "modbus_scale"])
+def test_example_device_configs_are_valid(name: str) -> None:
+    assert load_config(ROOT / "config" / "devices" / f"{name}.toml").devices
 
 
 def test_example_config_is_valid_with_its_credential(
