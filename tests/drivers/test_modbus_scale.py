@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -523,9 +524,13 @@ def test_example_config_loads_and_each_device_gets_a_demo_simulator(tmp_path: Pa
     cfg = load_config(Path(__file__).parents[2] / "config" / "devices" / "modbus_scale.toml")
     for seed, (dev_id, table) in enumerate(cfg.devices.items(), start=1):
         assert isinstance(table, ModbusScaleConfig)
-        dev = table
-        if table.port and table.port.startswith("/"):  # a pty: keep it inside tmp_path
+        # Keep ptys inside tmp_path and take free ports: the demo line may hold 15020-15029.
+        if table.port and table.port.startswith("/"):
             dev = table.model_copy(update={"port": str(tmp_path / dev_id)})
+        elif table.port:
+            dev = table.model_copy(update={"port": f"socket://127.0.0.1:{_free_port()}"})
+        else:
+            dev = table.model_copy(update={"tcp_port": _free_port()})
         demo = for_demo(dev_id, dev, 1.0, seed)
         try:
             drv = ModbusScaleDriver(dev_id, dev.model_copy(update={"parity": "N"}))
@@ -536,3 +541,10 @@ def test_example_config_loads_and_each_device_gets_a_demo_simulator(tmp_path: Pa
         finally:
             demo.stop()
         assert demo.expected() == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
