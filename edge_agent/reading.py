@@ -44,6 +44,7 @@ class Decoded:
         check: how integrity was checked ("none", "checksum", "gs1_mod10" ...).
         stable: for weights, whether the scale reported a stable value.
         gate: gate/trigger index where the device reports one.
+        channel: sub-device on a shared link (the Modbus unit id of an indicator on a bus).
     """
 
     kind: Kind
@@ -55,6 +56,7 @@ class Decoded:
     check: str | None = None
     stable: bool | None = None
     gate: int | None = None
+    channel: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +112,7 @@ class Reading:
             "boot_id": self.node.boot_id,
             "raw": d.raw.hex(),
         }
-        for key in ("unit", "symbology", "aim", "check", "stable", "gate"):
+        for key in ("unit", "symbology", "aim", "check", "stable", "gate", "channel"):
             val = getattr(d, key)
             if val is not None:
                 out[key] = val

@@ -77,13 +77,12 @@ def weighed(sims: dict[str, ScaleSim]) -> bool:
 
 
 def published(backend: Subscriber) -> dict[tuple[str, int], list[float]]:
-    """Weights per (device, unit id); the unit id is the first byte of the RTU frame."""
+    """Weights per (device, unit id); ``channel`` must agree with the unit byte of the frame."""
     out: dict[tuple[str, int], list[float]] = {}
     for _, r in backend.readings():
         raw = bytes.fromhex(r["raw"])
-        out.setdefault((r["device"], raw[6] if r["check"] == "tcp" else raw[0]), []).append(
-            r["value"]
-        )
+        assert r["channel"] == (raw[6] if r["check"] == "tcp" else raw[0])
+        out.setdefault((r["device"], r["channel"]), []).append(r["value"])
     return out
 
 

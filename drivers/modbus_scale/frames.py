@@ -177,7 +177,8 @@ def parse_frame(frame: bytes, cfg: ModbusScaleConfig) -> tuple[int, Sample]:
 
 
 def to_decoded(frame: bytes, sample: Sample, cfg: ModbusScaleConfig) -> Decoded:
-    """The reading for a sample: value in grams, unit "g", the stability flag as decoded."""
+    """The reading for a sample: value in grams, unit "g", stability as decoded, unit id."""
+    unit, _ = split_adu(frame, cfg.transport)
     return Decoded(
         Kind.WEIGHT,
         sample.grams,
@@ -186,4 +187,5 @@ def to_decoded(frame: bytes, sample: Sample, cfg: ModbusScaleConfig) -> Decoded:
         check=CHECK[cfg.transport],
         stable=sample.stable,
         gate=None,
+        channel=unit,
     )
