@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ class AgentProc:
         self.log_path = rundir / f"{self.name}.log"
         self._notify: NotifySocket | None = None
         self._con: sqlite3.Connection | None = None
+        self.cwd = ROOT  # ``python -m`` imports from here first
         rundir.mkdir(parents=True, exist_ok=True)
 
     # ---- subclass hooks --------------------------------------------------------------
@@ -81,7 +83,7 @@ class AgentProc:
         with self.log_path.open("wb") as log:
             self.t_start = time.monotonic()
             self.proc = subprocess.Popen(
-                self.command(), stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=ROOT
+                self.command(), stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=self.cwd
             )
 
     def wait_ready(self, timeout: float = 60.0) -> float:
@@ -161,11 +163,15 @@ class EdgeAgent(AgentProc):
     name = "edge-agent"
     AGENT_ID = "bench-edge"
 
+    #: Source tree the agent runs from (``--edge-root``: try a prototype against the same run).
+    root = ROOT
+
     def __init__(
         self, rundir: Path, broker_port: int, line: Line, max_bytes: int = 512 << 20
     ) -> None:
         super().__init__(rundir, broker_port, line)
         self.max_bytes = max_bytes
+        self.cwd = self.root
         self.config = rundir / "agent.toml"
         self._write_config()
 
@@ -215,7 +221,7 @@ class EdgeAgent(AgentProc):
                 (e.get("messages") for e in events if e.get("event") == "mqtt_stop_unacked"), 0
             ),
             "uncommitted_at_stop": "queue_stop_uncommitted" in names,
-            "errors": [e.get("event") for e in events if e.get("level") == "error"],
+            "errors": dict(Counter(e.get("event") for e in events if e.get("level") == "error")),
         }
 
 

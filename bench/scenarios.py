@@ -405,6 +405,7 @@ def mosquitto_pub(ctx: Ctx, lines_file: Path, n: int) -> dict[str, Any]:
     wall = max(t_exit, t_rx or 0.0) - t0
     return {
         "messages": n,
+        "received": rx.count,
         "complete": ok,
         "seconds": wall,
         "rate": n / wall if ok else None,
