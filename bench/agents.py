@@ -83,7 +83,11 @@ class AgentProc:
         with self.log_path.open("wb") as log:
             self.t_start = time.monotonic()
             self.proc = subprocess.Popen(
-                self.command(), stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=self.cwd
+                self.command(),
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env=env,
+                cwd=self.cwd,
             )
 
     def wait_ready(self, timeout: float = 60.0) -> float:

@@ -14,6 +14,7 @@ import importlib.metadata
 import os
 import platform
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -312,6 +313,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Run, write ``<out>/<stamp>-<mode>.{json,md,png}`` and ``latest.*``, print the table."""
     args = _parser().parse_args(argv)
+    # SIGTERM unwinds like ^C, so every finally block stops its agent, subscriber and broker.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     for tool in ("mosquitto_sub", "mosquitto_pub"):
         if shutil.which(tool) is None:
             print(f"bench: {tool} not found (apt-get install mosquitto-clients)", file=sys.stderr)
