@@ -15,45 +15,32 @@ Wire format (configurable, see ``../shared/PROTOCOLS.md`` §1.1, §1.3, §2.4)::
   DS8110 (STX ... CR LF), handhelds in CDC mode (CR suffix). Vendor defaults vary: every one of
   these is a config key, none is hard-wired.
 
-Port strings are pyserial URLs, opened with ``serial_for_url``::
-
-    /dev/serial/by-id/usb-Datalogic_..._if00       a device node (udev names preferred)
-    socket://<host>:<port>                           a serial-over-TCP gateway / TCP scanner
-    loop://                                          loopback, for tests
-    spy:///dev/ttyUSB0?file=/tmp/trace.txt            hex trace for a technician
-    hwgrep://<regexp>                                first port whose description matches
+Port strings are pyserial URLs (see :mod:`drivers.serial_link`).
 """
 
 from __future__ import annotations
 
-import errno
 import time
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
-import serial
-from pydantic import Field, field_validator
+from pydantic import Field
 from serial.tools import list_ports
 
 from drivers.aim import AIM_GS1, AIM_SYMBOLOGY
 from drivers.base import DetectedDevice, Driver
 from drivers.framing import Event, Framer, StxEtxFramer, TerminatorFramer
-from edge_agent.config import DeviceConfig
-from edge_agent.errors import DeviceInitError, DeviceIOError, DeviceNotFoundError, FrameError
+from drivers.serial_link import SerialLink, SerialPortConfig
+from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded, Kind
 
 TERMINATORS = {"CR": b"\r", "LF": b"\n", "CRLF": b"\r\n"}
 GS = "\x1d"
 
 
-class SerialLineScannerConfig(DeviceConfig):
-    """``type = "serial_line_scanner"``."""
+class SerialLineScannerConfig(SerialPortConfig):
+    """``type = "serial_line_scanner"`` (port settings: :class:`SerialPortConfig`)."""
 
     type: Literal["serial_line_scanner"]
-    port: str = Field(min_length=1)
-    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400] = 9600
-    bytesize: Literal[7, 8] = 8
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
     framing: Literal["stx_etx", "terminator"] = "terminator"
     terminator: Literal["CR", "LF", "CRLF"] = "CRLF"
     prefix: str = ""
@@ -62,18 +49,6 @@ class SerialLineScannerConfig(DeviceConfig):
     max_frame: int = Field(default=512, ge=8, le=65536)
     inter_byte_timeout_ms: int = Field(default=100, ge=1, le=10_000)
     aim_ids: bool = False
-    exclusive: bool = True
-
-    @field_validator("port")
-    @classmethod
-    def _stable_name(cls, v: str) -> str:
-        if v.rstrip("0123456789") in ("/dev/ttyUSB", "/dev/ttyACM"):
-            msg = (
-                "a stable name: /dev/serial/by-id/... or a udev symlink "
-                f"(kernel names like {v} change on replug)"
-            )
-            raise ValueError(msg)
-        return v
 
 
 def make_framer(cfg: SerialLineScannerConfig) -> Framer:
@@ -139,64 +114,24 @@ class SerialLineScannerDriver(Driver[SerialLineScannerConfig]):
 
     def __init__(self, device_id: str, cfg: SerialLineScannerConfig) -> None:
         super().__init__(device_id, cfg)
-        self._port: Any = None
+        self._link = SerialLink(cfg, timeout=self.POLL_S)
         self._framer = make_framer(cfg)
 
     def open(self) -> None:
         """Open the port URL. Raises DeviceNotFoundError (absent) or DeviceInitError."""
-        self.close()
-        cfg = self.cfg
-        try:
-            port = serial.serial_for_url(
-                cfg.port,
-                do_not_open=True,
-                baudrate=cfg.baudrate,
-                bytesize=cfg.bytesize,
-                parity=cfg.parity,
-                stopbits=cfg.stopbits,
-                timeout=self.POLL_S,
-                exclusive=cfg.exclusive if cfg.port.startswith("/") else None,
-            )
-            # pyserial's open() flushes the kernel input buffer; on a scanner those bytes are
-            # scans that arrived while we were reconnecting, so keep them.
-            port._reset_input_buffer = lambda: None
-            port.open()
-        except (serial.SerialException, OSError, ValueError) as err:
-            self._raise_open_error(err)
-        self._port = port
-        self._framer = make_framer(cfg)
-        self.log.info("port_opened", port=cfg.port)
-
-    def _raise_open_error(self, err: Exception) -> None:
-        code = getattr(err, "errno", None)
-        text = str(err)
-        if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO) or "No such file" in text:
-            msg = f"{self.cfg.port}: {text}"
-            raise DeviceNotFoundError(msg) from err
-        msg = f"{self.cfg.port}: {text}"
-        raise DeviceInitError(msg) from err
+        self._pending.clear()
+        self._link.open()
+        self._framer = make_framer(self.cfg)
+        self.log.info("port_opened", port=self.cfg.port)
 
     def close(self) -> None:
         """Close the port (idempotent)."""
-        port, self._port = self._port, None
         self._pending.clear()
-        if port is not None:
-            try:
-                port.close()
-            except (serial.SerialException, OSError) as err:
-                self.log.debug("port_close_failed", error=str(err))
+        self._link.close()
 
     def _read_events(self, timeout: float) -> list[Event]:
         del timeout  # the port's own timeout (POLL_S) bounds the wait; termios calls are costly
-        port = self._port
-        if port is None:
-            msg = f"{self.cfg.port}: not open"
-            raise DeviceIOError(msg)
-        try:
-            data = port.read(max(1, port.in_waiting))
-        except (serial.SerialException, OSError) as err:
-            msg = f"{self.cfg.port}: {err}"
-            raise DeviceIOError(msg) from err
+        data = self._link.read()
         now = time.monotonic()
         if not data:
             return self._framer.expire(now)
