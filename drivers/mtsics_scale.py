@@ -57,6 +57,26 @@ REJECT = {"I": "not_executable", "+": "over_capacity", "-": "under_range",
 NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
+class SicsFramer(TerminatorFramer):
+    """CR LF lines, at most 64 bytes."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(b"\r\n", 64, timeout)
+
+    def feed(self, data: bytes, now: float) -> list[Event]:
+        """As ``Framer.feed``, but gaps are judged only by ``expire()`` after an empty read.
+
+        A reader that fell behind (CPU starvation) reads bytes that arrived together after a
+        long pause; measuring the pause between reads would cut such a frame as ``partial``.
+        """
+        out: list[Event] = []
+        for b in data:
+            self._byte(b, out)
+        if data:
+            self._last = now
+        return out
+
+
 class MtSicsScaleConfig(DeviceConfig):
     """``type = "mtsics_scale"``."""
 
@@ -137,7 +157,7 @@ class MtSicsScaleDriver(Driver[MtSicsScaleConfig]):
     #: Longest single wait in the port's read(), s: bounds poll jitter and stop latency.
     POLL_S = 0.05
     #: Reply ids that answer zero/tare commands, not polls.
-    COMMANDS = frozenset({"Z", "ZI", "T", "TI", "TA", "TAC"})
+    COMMANDS = frozenset({b"Z", b"ZI", b"T", b"TI", b"TA", b"TAC"})
 
     def __init__(self, device_id: str, cfg: MtSicsScaleConfig) -> None:
         super().__init__(device_id, cfg)
@@ -146,7 +166,7 @@ class MtSicsScaleDriver(Driver[MtSicsScaleConfig]):
         self._reset()
 
     def _reset(self) -> None:
-        self._framer = TerminatorFramer(b"\r\n", 64, self.cfg.inter_byte_timeout_ms / 1000)
+        self._framer = SicsFramer(self.cfg.inter_byte_timeout_ms / 1000)
         self._last: float | None = None
         self._sent_at: float | None = None
         self._next_poll = 0.0
@@ -224,9 +244,9 @@ class MtSicsScaleDriver(Driver[MtSicsScaleConfig]):
             if ev.reason != "noise":
                 self._sent_at, self._missed = None, 0  # a cut-off reply is still a reply
             return True
-        text = ev.decode("ascii", "replace")
-        if text.split(maxsplit=1)[:1] and text.split()[0] in self.COMMANDS:
-            self._replies[text.split()[0]] = text.strip()
+        head = ev.split(maxsplit=1)[0] if ev.strip() else b""
+        if head in self.COMMANDS:
+            self._replies[head.decode()] = ev.decode("ascii", "replace").strip()
             return False
         self._sent_at, self._missed = None, 0
         try:

@@ -91,6 +91,19 @@ class SmaScaleConfig(DeviceConfig):
 class LfCrFramer(Framer):
     """``LF payload CR``; the emitted frame includes LF and CR."""
 
+    def feed(self, data: bytes, now: float) -> list[Event]:
+        """As ``Framer.feed``, but gaps are judged only by ``expire()`` after an empty read.
+
+        A reader that fell behind (CPU starvation) reads bytes that arrived together after a
+        long pause; measuring the pause between reads would cut such a frame as ``partial``.
+        """
+        out: list[Event] = []
+        for b in data:
+            self._byte(b, out)
+        if data:
+            self._last = now
+        return out
+
     def _byte(self, b: int, out: list[Event]) -> None:
         if b == LF:
             if self._in_frame and not self._skipping:

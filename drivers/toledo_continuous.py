@@ -104,6 +104,19 @@ class ToledoFramer(Framer):
         super().__init__(cfg.frame_length, cfg.inter_byte_timeout_ms / 1000)
         self.cr_at = 10 + 6 * cfg.tare_field
 
+    def feed(self, data: bytes, now: float) -> list[Event]:
+        """As ``Framer.feed``, but gaps are judged only by ``expire()`` after an empty read.
+
+        A reader that fell behind (CPU starvation) reads bytes that arrived together after a
+        long pause; measuring the pause between reads would cut such a frame as ``partial``.
+        """
+        out: list[Event] = []
+        for b in data:
+            self._byte(b, out)
+        if data:
+            self._last = now
+        return out
+
     def _start(self, b: int, out: list[Event]) -> None:
         if b == STX:
             self._flush_noise(out)

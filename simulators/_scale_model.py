@@ -118,7 +118,7 @@ class WeightModel:
         return self.rng.uniform(*rng)
 
     def _go(self, phase: str, to: int, now: float, dur: float) -> None:
-        self._from = self._gross(now) if self._phase != "empty" or self._to else self._empty
+        self._from = self._gross(now)
         self._phase, self._to, self._t0, self._until = phase, to, now, now + dur
         swing = max(abs(to - self._from), 1) * self.rng.uniform(0.005, 0.03)
         self._amp = round(swing) + 2 * self.d.step
@@ -252,7 +252,8 @@ class ScaleSim:
     """
 
     FAULTS: ClassVar[tuple[str, ...]] = FAULTS
-    #: Silence after a cut-off frame, s: a frame with no start byte ends only by a timeout.
+    #: Silence after a cut-off streamed frame, s: a frame with no start byte ends only by a
+    #: timeout. (A polled device answers the next poll only after the host gave up on it.)
     PARTIAL_GAP_S: ClassVar[float] = 0.0
 
     def __init__(self, port: PtyPort, cfg: ScaleSimConfig, truth_file: Path | None = None) -> None:
@@ -334,7 +335,7 @@ class ScaleSim:
             if self._hit("partial") and len(frame) > 3:
                 self.flush()
                 ok = self._send(frame[: self.rng.randrange(2, len(frame) - 1)])
-                time.sleep(self.PARTIAL_GAP_S)
+                time.sleep(self.PARTIAL_GAP_S if self.streaming else 0)  # polled: the host waits
                 self._cut = True
                 return self._record(self._truth("partial", s), ok)
             self._cut = False

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from drivers import driver_class
-from drivers.framing import Reject, TerminatorFramer
-from drivers.mtsics_scale import MtSicsScaleConfig, MtSicsScaleDriver, parse_frame
+from drivers.framing import Reject
+from drivers.mtsics_scale import MtSicsScaleConfig, MtSicsScaleDriver, SicsFramer, parse_frame
 from edge_agent.errors import DeviceError, DeviceIOError, FrameError
 from edge_agent.reading import Kind
 from simulators._scale_model import Timing
@@ -80,7 +80,7 @@ class TestContract(DriverContract):
 
 
 def _events(c: MtSicsScaleConfig, data: bytes, bytewise: bool) -> list[dict[str, object]]:
-    framer = TerminatorFramer(b"\r\n", 64, 0.1)
+    framer = SicsFramer(0.1)
     chunks = [data[i : i + 1] for i in range(len(data))] if bytewise else [data]
     out: list[dict[str, object]] = []
     for ev in [*(e for ch in chunks for e in framer.feed(ch, 0.0)), *framer.expire(10.0)]:
@@ -105,10 +105,20 @@ def test_capture(case: str, bytewise: bool) -> None:
     assert _events(cfg(**spec["config"]), data, bytewise) == spec["expected"]
 
 
+def test_a_late_reader_does_not_cut_a_frame_only_observed_silence_does() -> None:
+    frame = b"S S      1.234 kg\r\n"
+    late = SicsFramer(0.1)
+    assert late.feed(frame[:5], 0.0) == []
+    assert late.feed(frame[5:], 0.5) == [frame]  # read 0.5 s later, no empty read between
+    quiet = SicsFramer(0.1)
+    assert quiet.feed(frame[:5], 0.0) == []
+    assert quiet.expire(0.5) == [Reject("partial", frame[:5])]  # an empty read saw the silence
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.binary(max_size=40), max_size=12))
 def test_arbitrary_bytes_raise_only_frame_errors(chunks: list[bytes]) -> None:
-    framer = TerminatorFramer(b"\r\n", 64, 0.1)
+    framer = SicsFramer(0.1)
     frames = [ev for ch in chunks for ev in framer.feed(ch, 0.0) if isinstance(ev, bytes)]
     for blob in [*chunks, *frames, *(b"S S " + ch + b"\r\n" for ch in chunks)]:
         with contextlib.suppress(FrameError):  # anything else fails the test
@@ -131,7 +141,9 @@ def test_motion_never_returned_settled_weights_once_each(scale: Make) -> None:
     sim, drv = scale(auto=True, seed=11)
     drv.open()
     got = _drain(sim, drv, 5.0)
-    assert got == [(t.grams, t.unit, True) for t in sim.settled()] and len(got) >= 3
+    want = [(t.grams, t.unit, True) for t in sim.settled()]
+    assert got == want, (got, want, dict(drv.rejects), Counter(t.kind for t in sim.truth))
+    assert len(got) >= 3, sim.truth
     kinds = Counter(t.kind for t in sim.truth if t.delivered)
     assert drv.motion == kinds["motion"] > 0  # every S D seen, none returned
     assert drv.below_min + drv.repeats + len(got) == kinds["weight"]
@@ -143,7 +155,9 @@ def test_s_command_waits_for_stability(scale: Make) -> None:
     sim, drv = scale(auto=True, seed=12, poll_command="S", reply_timeout_ms=4000)
     drv.open()
     got = _drain(sim, drv, 4.0)
-    assert got == [(t.grams, t.unit, True) for t in sim.settled()] and len(got) >= 2
+    want = [(t.grams, t.unit, True) for t in sim.settled()]
+    assert got == want, (got, want, dict(drv.rejects), Counter(t.kind for t in sim.truth))
+    assert len(got) >= 2, sim.truth
     assert drv.motion == 0 and set(sim.commands) == {b"S"} and not drv.rejects
 
 
@@ -152,8 +166,10 @@ def test_faults_are_counted_by_reason_and_good_replies_survive(scale: Make) -> N
               "error": 0.04, "overload": 0.3}  # fmt: skip
     sim, drv = scale(faults, auto=True, seed=14)
     drv.open()
-    got = _drain(sim, drv, 6.0)
-    assert got == [(t.grams, t.unit, True) for t in sim.settled()] and len(got) >= 2
+    got = _drain(sim, drv, 7.0)
+    want = [(t.grams, t.unit, True) for t in sim.settled()]
+    assert got == want, (got, want, dict(drv.rejects), Counter(t.kind for t in sim.truth))
+    assert len(got) >= 2, sim.truth
     truth = Counter(t.kind for t in sim.truth if t.delivered)
     for reason in ("garbled", "noise", "partial", "not_executable", "transmission_error",
                    "over_capacity"):  # fmt: skip

@@ -104,6 +104,16 @@ def test_capture(case: str, bytewise: bool) -> None:
     assert _events(cfg(**spec["config"]), data, bytewise) == spec["expected"]
 
 
+def test_a_late_reader_does_not_cut_a_frame_only_observed_silence_does() -> None:
+    frame = b"\n 1G       1.234kg \r"
+    late = LfCrFramer(32, 0.1)
+    assert late.feed(frame[:5], 0.0) == []
+    assert late.feed(frame[5:], 0.5) == [frame]  # read 0.5 s later, no empty read between
+    quiet = LfCrFramer(32, 0.1)
+    assert quiet.feed(frame[:5], 0.0) == []
+    assert quiet.expire(0.5) == [Reject("partial", frame[:5])]  # an empty read saw the silence
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.binary(max_size=40), max_size=12), st.binary(min_size=18, max_size=18))
 def test_arbitrary_bytes_raise_only_frame_errors(chunks: list[bytes], body: bytes) -> None:
@@ -131,7 +141,9 @@ def test_motion_never_returned_settled_weights_once_each(scale: Make, mode: str)
     sim, drv = scale(auto=True, seed=11, mode=mode)
     drv.open()
     got = _drain(sim, drv, 4.5)
-    assert got == [(t.grams, t.unit, True) for t in sim.settled()] and len(got) >= 2
+    want = [(t.grams, t.unit, True) for t in sim.settled()]
+    assert got == want, (got, want, dict(drv.rejects), Counter(t.kind for t in sim.truth))
+    assert len(got) >= 2, sim.truth
     kinds = Counter(t.kind for t in sim.truth if t.delivered)
     assert drv.motion == kinds["motion"] > 0  # every M frame seen, none returned
     assert drv.below_min + drv.repeats + len(got) == kinds["weight"]
@@ -149,7 +161,9 @@ def test_faults_are_counted_by_reason_and_good_frames_survive(scale: Make, mode:
     sim, drv = scale(faults, auto=True, seed=8, mode=mode)
     drv.open()
     got = _drain(sim, drv, 6.0)
-    assert got == [(t.grams, t.unit, True) for t in sim.settled()] and len(got) >= 2
+    want = [(t.grams, t.unit, True) for t in sim.settled()]
+    assert got == want, (got, want, dict(drv.rejects), Counter(t.kind for t in sim.truth))
+    assert len(got) >= 2, sim.truth
     truth = Counter(t.kind for t in sim.truth if t.delivered)
     replies = ("unknown_command", "zero_error") if mode == "poll" else ()  # answers to polls
     for reason in ("garbled", "noise", "partial", "over_capacity", "under_range", *replies):

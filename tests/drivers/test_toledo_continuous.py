@@ -114,6 +114,16 @@ def test_capture(case: str, bytewise: bool) -> None:
     assert _events(cfg(**spec["config"]), data, bytewise) == spec["expected"]
 
 
+def test_a_late_reader_does_not_cut_a_frame_only_observed_silence_does() -> None:
+    frame = bytes.fromhex("02 2D 30 20 30 30 31 32 33 34 30 30 30 30 30 30 0D 2A")
+    late = ToledoFramer(cfg())
+    assert late.feed(frame[:5], 0.0) == []
+    assert late.feed(frame[5:], 0.5) == [frame]  # read 0.5 s later, no empty read between
+    quiet = ToledoFramer(cfg())
+    assert quiet.feed(frame[:5], 0.0) == []
+    assert quiet.expire(0.5) == [Reject("partial", frame[:5])]  # an empty read saw the silence
+
+
 CONFIGS = [cfg(), cfg(checksum=False), cfg(tare_field=False), cfg(max_capacity_g=1, min_weight_g=0)]
 
 
@@ -165,7 +175,9 @@ def test_motion_never_returned_settled_weights_once_each(scale: Make) -> None:
     drv.open()
     sim.start()
     got = _drain(sim, drv, 5.0)
-    assert got == [(t.grams, t.unit, True) for t in sim.settled()] and len(got) >= 3
+    want = [(t.grams, t.unit, True) for t in sim.settled()]
+    assert got == want, (got, want, dict(drv.rejects), Counter(t.kind for t in sim.truth))
+    assert len(got) >= 3, sim.truth
     kinds = Counter(t.kind for t in sim.truth if t.delivered)
     assert drv.motion == kinds["motion"] > 0  # every motion frame seen, none returned
     assert drv.below_min + drv.repeats + len(got) == kinds["weight"]
@@ -179,7 +191,9 @@ def test_faults_are_counted_by_reason_and_good_frames_survive(scale: Make) -> No
     drv.open()
     sim.start()
     got = _drain(sim, drv, 6.0)
-    assert got == [(t.grams, t.unit, True) for t in sim.settled()] and len(got) >= 2
+    want = [(t.grams, t.unit, True) for t in sim.settled()]
+    assert got == want, (got, want, dict(drv.rejects), Counter(t.kind for t in sim.truth))
+    assert len(got) >= 2, sim.truth
     truth = Counter(t.kind for t in sim.truth if t.delivered)
     for reason in ("checksum", "noise", "partial", "over_capacity"):
         assert drv.rejects[reason] == truth[reason] > 0, (reason, dict(drv.rejects), truth)
