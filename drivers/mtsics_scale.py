@@ -64,12 +64,8 @@ class SicsFramer(TerminatorFramer):
         super().__init__(b"\r\n", 64, timeout)
 
     def feed(self, data: bytes, now: float) -> list[Event]:
-        """As ``Framer.feed``, but gaps are judged only by ``expire()`` after an empty read.
-
-        A reader that fell behind (CPU starvation) reads bytes that arrived together after a
-        long pause; measuring the pause between reads would cut such a frame as ``partial``.
-        """
-        out: list[Event] = []
+        """As ``Framer.feed``, but a gap is judged only by ``expire()`` after an empty read."""
+        out: list[Event] = []  # a late reader gets bytes that arrived together: not a gap
         for b in data:
             self._byte(b, out)
         if data:

@@ -92,12 +92,8 @@ class LfCrFramer(Framer):
     """``LF payload CR``; the emitted frame includes LF and CR."""
 
     def feed(self, data: bytes, now: float) -> list[Event]:
-        """As ``Framer.feed``, but gaps are judged only by ``expire()`` after an empty read.
-
-        A reader that fell behind (CPU starvation) reads bytes that arrived together after a
-        long pause; measuring the pause between reads would cut such a frame as ``partial``.
-        """
-        out: list[Event] = []
+        """As ``Framer.feed``, but a gap is judged only by ``expire()`` after an empty read."""
+        out: list[Event] = []  # a late reader gets bytes that arrived together: not a gap
         for b in data:
             self._byte(b, out)
         if data:
