@@ -17,9 +17,18 @@ EDGE, BASE, LIB = "#1f77b4", "#d62728", "#7f7f7f"
 
 
 def _bar(ax: Axes, x: float, s: dict[str, Any], color: str, width: float = 0.8) -> None:
-    if s.get("median") is None:
+    med = s.get("median")
+    if not med:  # nothing to draw on a log axis: say so
+        ax.annotate(
+            "n/a" if med is None else "0",
+            (x, 0),
+            xycoords=("data", "axes fraction"),
+            xytext=(0, 4),
+            textcoords="offset points",
+            ha="center",
+            color=color,
+        )
         return
-    med = s["median"]
     err = [[med - s["min"]], [s["max"] - med]]
     ax.bar(x, med, width, color=color, yerr=err, capsize=3)
 
