@@ -53,8 +53,12 @@ class Framer(abc.ABC):
         self._last = 0.0
 
     def feed(self, data: bytes, now: float) -> list[Event]:
-        """Take ``data`` received at ``now`` (monotonic seconds); return finished events."""
-        out = self.expire(now) if data else []
+        """Take ``data`` received at ``now`` (monotonic seconds); return finished events.
+
+        Gaps are judged only by :meth:`expire` after a read that found the line silent: a reader
+        that was late (CPU starved) gets bytes that arrived together, and that is not a gap.
+        """
+        out: list[Event] = []
         for b in data:
             self._byte(b, out)
         if data:

@@ -26,21 +26,18 @@ of silence. Publishing on settle (motion, ``below_min``, ``repeats``) is as docu
 
 from __future__ import annotations
 
-import errno
 import math
 import re
-import termios
 import time
 from decimal import Decimal
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
-import serial
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from drivers.base import Driver
 from drivers.framing import KEEP, Event, Framer, Reject
-from edge_agent.config import DeviceConfig
-from edge_agent.errors import DeviceInitError, DeviceIOError, DeviceNotFoundError, FrameError
+from drivers.serial_link import SerialLink, SerialPortConfig
+from edge_agent.errors import DeviceIOError, FrameError
 from edge_agent.reading import Decoded, Kind
 
 LF, CR = 0x0A, 0x0D
@@ -51,16 +48,10 @@ STATUS = {"O": "over_capacity", "U": "under_range", "E": "zero_error", "T": "tar
 NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
-class SmaScaleConfig(DeviceConfig):
+class SmaScaleConfig(SerialPortConfig):
     """``type = "sma_scale"``."""
 
     type: Literal["sma_scale"]
-    port: str = Field(min_length=1)
-    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
-    bytesize: Literal[7, 8] = 8
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    exclusive: bool = True
     max_capacity_g: float = Field(gt=0, allow_inf_nan=False)
     min_weight_g: float = Field(default=20.0, ge=0, allow_inf_nan=False)
     mode: Literal["poll", "continuous"] = "poll"
@@ -72,14 +63,6 @@ class SmaScaleConfig(DeviceConfig):
     stall_timeout_ms: int = Field(default=2000, ge=0, le=600_000)
     inter_byte_timeout_ms: int = Field(default=100, ge=1, le=10_000)
 
-    @field_validator("port")
-    @classmethod
-    def _stable_name(cls, v: str) -> str:
-        if v.rstrip("0123456789") in ("/dev/ttyUSB", "/dev/ttyACM"):
-            msg = f"a stable name: /dev/serial/by-id/... or a udev symlink (not {v})"
-            raise ValueError(msg)
-        return v
-
     @model_validator(mode="after")
     def _range(self) -> SmaScaleConfig:
         if self.min_weight_g >= self.max_capacity_g:
@@ -90,15 +73,6 @@ class SmaScaleConfig(DeviceConfig):
 
 class LfCrFramer(Framer):
     """``LF payload CR``; the emitted frame includes LF and CR."""
-
-    def feed(self, data: bytes, now: float) -> list[Event]:
-        """As ``Framer.feed``, but a gap is judged only by ``expire()`` after an empty read."""
-        out: list[Event] = []  # a late reader gets bytes that arrived together: not a gap
-        for b in data:
-            self._byte(b, out)
-        if data:
-            self._last = now
-        return out
 
     def _byte(self, b: int, out: list[Event]) -> None:
         if b == LF:
@@ -160,7 +134,7 @@ class SmaScaleDriver(Driver[SmaScaleConfig]):
 
     def __init__(self, device_id: str, cfg: SmaScaleConfig) -> None:
         super().__init__(device_id, cfg)
-        self._port: Any = None
+        self._link = SerialLink(cfg, timeout=self.POLL_S, keep_input=False)
         self.motion = self.below_min = self.repeats = self.polls = 0
         self._reset()
 
@@ -176,48 +150,26 @@ class SmaScaleDriver(Driver[SmaScaleConfig]):
         """Open the port URL (and start the stream). Raises DeviceNotFoundError/InitError."""
         self.close()
         cfg = self.cfg
-        try:
-            port = serial.serial_for_url(
-                cfg.port, do_not_open=True, baudrate=cfg.baudrate, bytesize=cfg.bytesize,
-                parity=cfg.parity, stopbits=cfg.stopbits, timeout=self.POLL_S,
-                exclusive=cfg.exclusive if cfg.port.startswith("/") else None,
-            )  # fmt: skip
-            port.open()
-            if cfg.mode == "continuous" and cfg.continuous_command:
-                port.write(b"\n" + cfg.continuous_command.encode() + b"\r")
-        except (serial.SerialException, OSError, ValueError, termios.error) as err:
-            code, text = getattr(err, "errno", None), f"{cfg.port}: {err}"
-            if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO) or "No such file" in text:
-                raise DeviceNotFoundError(text) from err
-            raise DeviceInitError(text) from err
-        self._port = port
+        self._link.open()
+        if cfg.mode == "continuous" and cfg.continuous_command:
+            self._link.write(b"\n" + cfg.continuous_command.encode() + b"\r")
         self._reset()
         self.log.info("port_opened", port=cfg.port, mode=cfg.mode)
 
     def close(self) -> None:
         """Close the port (idempotent)."""
-        port, self._port = self._port, None
         self._pending.clear()
-        if port is not None:
-            try:
-                port.close()
-            except (serial.SerialException, OSError) as err:
-                self.log.debug("port_close_failed", error=str(err))
+        self._link.close()
 
     def _lost(self, *what: object) -> DeviceIOError:
-        return DeviceIOError(f"{self.cfg.port}: " + " ".join(map(str, what)))
+        return self._link.lost(*what)
 
     def _io(self, data: bytes | None = None) -> bytes:
         """Write ``data``, or read what is there (waiting up to POLL_S). Raises DeviceIOError."""
-        if self._port is None:
-            raise self._lost("not open")
-        try:
-            if data is not None:
-                self._port.write(data)
-                return b""
-            return bytes(self._port.read(max(1, self._port.in_waiting)))
-        except (serial.SerialException, OSError) as err:
-            raise self._lost(err) from err
+        if data is not None:
+            self._link.write(data)
+            return b""
+        return self._link.read()
 
     def _poll(self, now: float) -> None:
         cfg, cmd = self.cfg, b"\n" + self.cfg.poll_command.encode() + b"\r"

@@ -32,20 +32,17 @@ Port strings are pyserial URLs (``/dev/serial/by-id/...``, ``socket://host:port`
 
 from __future__ import annotations
 
-import errno
 import math
-import termios
 import time
 from decimal import Decimal
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
-import serial
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from drivers.base import Driver
 from drivers.framing import KEEP, Event, Framer, Reject
-from edge_agent.config import DeviceConfig
-from edge_agent.errors import DeviceInitError, DeviceIOError, DeviceNotFoundError, FrameError
+from drivers.serial_link import SerialLink, SerialPortConfig
+from edge_agent.errors import DeviceIOError, FrameError
 from edge_agent.reading import Decoded, Kind
 
 STX, CR = 0x02, 0x0D
@@ -54,30 +51,16 @@ GRAMS = {"g": Decimal(1), "kg": Decimal(1000), "lb": Decimal("453.59237")}
 MASK7 = bytes(b & 0x7F for b in range(256))
 
 
-class ToledoContinuousConfig(DeviceConfig):
+class ToledoContinuousConfig(SerialPortConfig):
     """``type = "toledo_continuous"``."""
 
     type: Literal["toledo_continuous"]
-    port: str = Field(min_length=1)
-    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
-    bytesize: Literal[7, 8] = 8
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    exclusive: bool = True
     checksum: bool = True
     tare_field: bool = True
     max_capacity_g: float = Field(gt=0, allow_inf_nan=False)
     min_weight_g: float = Field(default=20.0, ge=0, allow_inf_nan=False)
     inter_byte_timeout_ms: int = Field(default=100, ge=1, le=10_000)
     stall_timeout_ms: int = Field(default=2000, ge=0, le=600_000)
-
-    @field_validator("port")
-    @classmethod
-    def _stable_name(cls, v: str) -> str:
-        if v.rstrip("0123456789") in ("/dev/ttyUSB", "/dev/ttyACM"):
-            msg = f"a stable name: /dev/serial/by-id/... or a udev symlink (not {v})"
-            raise ValueError(msg)
-        return v
 
     @model_validator(mode="after")
     def _range(self) -> ToledoContinuousConfig:
@@ -103,15 +86,6 @@ class ToledoFramer(Framer):
     def __init__(self, cfg: ToledoContinuousConfig) -> None:
         super().__init__(cfg.frame_length, cfg.inter_byte_timeout_ms / 1000)
         self.cr_at = 10 + 6 * cfg.tare_field
-
-    def feed(self, data: bytes, now: float) -> list[Event]:
-        """As ``Framer.feed``, but a gap is judged only by ``expire()`` after an empty read."""
-        out: list[Event] = []  # a late reader gets bytes that arrived together: not a gap
-        for b in data:
-            self._byte(b, out)
-        if data:
-            self._last = now
-        return out
 
     def _start(self, b: int, out: list[Event]) -> None:
         if b == STX:
@@ -174,7 +148,7 @@ class ToledoContinuousDriver(Driver[ToledoContinuousConfig]):
 
     def __init__(self, device_id: str, cfg: ToledoContinuousConfig) -> None:
         super().__init__(device_id, cfg)
-        self._port: Any = None
+        self._link = SerialLink(cfg, timeout=self.POLL_S, keep_input=False)
         self.motion = self.below_min = self.repeats = 0
         self._reset()
 
@@ -187,44 +161,21 @@ class ToledoContinuousDriver(Driver[ToledoContinuousConfig]):
         """Open the port URL. Raises DeviceNotFoundError (absent) or DeviceInitError."""
         self.close()
         cfg = self.cfg
-        try:
-            port = serial.serial_for_url(
-                cfg.port, do_not_open=True, baudrate=cfg.baudrate, bytesize=cfg.bytesize,
-                parity=cfg.parity, stopbits=cfg.stopbits, timeout=self.POLL_S,
-                exclusive=cfg.exclusive if cfg.port.startswith("/") else None,
-            )  # fmt: skip
-            port.open()
-        except (serial.SerialException, OSError, ValueError, termios.error) as err:
-            code, text = getattr(err, "errno", None), f"{cfg.port}: {err}"
-            if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO) or "No such file" in text:
-                raise DeviceNotFoundError(text) from err
-            raise DeviceInitError(text) from err
-        self._port = port
+        self._link.open()
         self._reset()
         self.log.info("port_opened", port=cfg.port)
 
     def close(self) -> None:
         """Close the port (idempotent)."""
-        port, self._port = self._port, None
         self._pending.clear()
-        if port is not None:
-            try:
-                port.close()
-            except (serial.SerialException, OSError) as err:
-                self.log.debug("port_close_failed", error=str(err))
+        self._link.close()
 
     def _lost(self, *what: object) -> DeviceIOError:
-        return DeviceIOError(f"{self.cfg.port}: " + " ".join(map(str, what)))
+        return self._link.lost(*what)
 
     def _read_events(self, timeout: float) -> list[Event]:
         del timeout  # the port's own timeout (POLL_S) bounds the wait; termios calls are costly
-        port = self._port
-        if port is None:
-            raise self._lost("not open")
-        try:
-            data = bytes(port.read(max(1, port.in_waiting)))
-        except (serial.SerialException, OSError) as err:
-            raise self._lost(err) from err
+        data = self._link.read()
         now = time.monotonic()
         if data:
             self._heard = now
