@@ -129,6 +129,8 @@ class Publisher(threading.Thread):
         self._backlog_upto = 0
         self._prio_cursor = 0
         self._next_reject_retry = 0.0
+        #: Rows may be in the rejected state (from this run, or left by an earlier one).
+        self._maybe_rejected = True
         self.connected = False
         self.last_progress = time.monotonic()
         self.last_puback_mono: float | None = None
@@ -258,6 +260,7 @@ class Publisher(threading.Thread):
         self._backlog_cursor = 0
         self._prio_cursor = 0
         self._live_cursor = self._backlog_upto
+        self._next_reject_retry = time.monotonic() + self.REJECT_RETRY_S
         for device, body in self._device_states.items():
             self.client.publish(self.topics.device_state(device), body, qos=1, retain=True)
         self._flush_side_messages()
@@ -290,6 +293,7 @@ class Publisher(threading.Thread):
             self.rejects[str(rc)] += 1
             log.error("mqtt_publish_rejected", reason=str(rc), code=rc.value, rows=len(msg.rows))
             self.writer.mark_rejected([(n, rc.value, str(rc)) for n in msg.rows])
+            self._maybe_rejected = True
             self.alarm(
                 "publish_rejected", {"reason": str(rc), "code": rc.value, "rows": len(msg.rows)}
             )
@@ -376,11 +380,14 @@ class Publisher(threading.Thread):
 
     def _retry_rejected(self) -> None:
         now = time.monotonic()
-        if now < self._next_reject_retry or len(self._inflight) >= self.cfg.inflight:
+        if not self._maybe_rejected or now < self._next_reject_retry:
+            return
+        if len(self._inflight) >= self.cfg.inflight:
             return
         self._next_reject_retry = now + self.REJECT_RETRY_S
-        self.writer.sync()
+        self.writer.sync()  # only when rejections may exist: it stalls this thread a commit
         rows = q.fetch_rejected(self._reader, self.cfg.batch_max)
+        self._maybe_rejected = bool(rows)
         rows = [r for r in rows if r.n not in self._flying]
         if rows:
             log.info("mqtt_retry_rejected", rows=len(rows))

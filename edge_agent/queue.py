@@ -279,9 +279,12 @@ class Outbox:
         if not ns:
             return
         now = time.time_ns()
+        # PUBACKed rows come in runs of consecutive row numbers (one batch message each):
+        # one range UPDATE per run instead of one per row.
         cur = self._con.executemany(
-            "UPDATE outbox SET sent_ns=?, reject_rc=NULL WHERE n=? AND sent_ns IS NULL",
-            [(now, n) for n in ns],
+            "UPDATE outbox SET sent_ns=?, reject_rc=NULL "
+            "WHERE n BETWEEN ? AND ? AND sent_ns IS NULL",
+            [(now, lo, hi) for lo, hi in _runs(ns)],
         )
         self.counters["pending"] -= cur.rowcount
         self.counters["sent"] += cur.rowcount
@@ -386,6 +389,17 @@ def fetch_rejected(con: sqlite3.Connection, limit: int) -> list[PendingRow]:
         (limit,),
     ).fetchall()
     return [PendingRow(n, dev, bytes(p), kind) for n, dev, p, kind in rows]
+
+
+def _runs(ns: list[int]) -> list[tuple[int, int]]:
+    """Sorted, de-duplicated ``ns`` as inclusive ranges of consecutive numbers."""
+    out: list[tuple[int, int]] = []
+    for n in sorted(set(ns)):
+        if out and n == out[-1][1] + 1:
+            out[-1] = (out[-1][0], n)
+        else:
+            out.append((n, n))
+    return out
 
 
 def _seq_key(ev: OutEvent) -> str:

@@ -50,8 +50,13 @@ class Writer(threading.Thread):
 
     #: Most commands taken into one transaction.
     MAX_BATCH = 2000
-    #: Captures waiting in RAM before device threads' submissions are refused (and counted).
-    MAX_WAITING = 100_000
+    #: Captures waiting in RAM for a commit. Beyond this a device thread waits (backpressure:
+    #: the bytes stay in the port's buffer) instead of piling readings up in memory.
+    MAX_WAITING = 8_000
+    #: How long a device thread waits for room before its capture is refused (counted).
+    SUBMIT_WAIT_S = 2.0
+    #: At most one overflow alarm per this many seconds (with the count since the last one).
+    ALARM_EVERY_S = 1.0
     #: Seconds between purges of expired sent rows.
     PURGE_EVERY_S = 60.0
     #: Longest idle wait per loop, seconds: the loop proves it is alive this often (watchdog).
@@ -67,16 +72,32 @@ class Writer(threading.Thread):
         self._q: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
         self.last_progress = time.monotonic()
         self.refused = 0
+        self._room = threading.BoundedSemaphore(self.MAX_WAITING)
+        self._alarmed_at = 0.0
+        self._refused_alarmed = 0
         self.failing: str | None = None
 
     def submit(self, capture: Capture) -> bool:
-        """Queue a capture for the next commit. False (counted, alarmed) if RAM is full."""
-        if self._q.qsize() >= self.MAX_WAITING:
+        """Queue a capture for the next commit; waits while ``MAX_WAITING`` are queued.
+
+        Returns False (counted, alarmed at most once a second) only if the writer made no
+        room for ``SUBMIT_WAIT_S`` (a commit stuck on a full or failing disk).
+        """
+        if not self._room.acquire(timeout=self.SUBMIT_WAIT_S):
             self.refused += 1
-            self._on_alarm("writer_overflow", {"device": capture.device, "refused": self.refused})
+            now = time.monotonic()
+            if now - self._alarmed_at >= self.ALARM_EVERY_S:
+                self._alarmed_at = now
+                new, self._refused_alarmed = self.refused - self._refused_alarmed, self.refused
+                log.error("writer_overflow", device=capture.device, refused=new, total=self.refused)
+                self._on_alarm("writer_overflow", {"refused": new, "refused_total": self.refused})
             return False
         self._q.put(("cap", capture))
         return True
+
+    def waiting(self) -> int:
+        """Commands queued and not yet taken into a transaction."""
+        return self._q.qsize()
 
     def submit_event(self, event: OutEvent) -> None:
         """Queue a station event (parcel, exception) for the next commit."""
@@ -139,6 +160,7 @@ class Writer(threading.Thread):
             kind, payload = item
             if kind == "cap":
                 batch.captures.append(payload)  # type: ignore[arg-type]
+                self._room.release()
             elif kind == "evt":
                 batch.events.append(payload)  # type: ignore[arg-type]
             elif kind == "sent":

@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from drivers.framing import Reject
+from drivers.framing import Framer, Reject, TerminatorFramer
 from drivers.serial_line_scanner import (
     SerialLineScannerConfig,
     SerialLineScannerDriver,
@@ -126,3 +128,27 @@ def test_stable_names_required_for_kernel_tty_names() -> None:
 
     with pytest.raises(ValidationError, match="stable name"):
         cfg(port="/dev/ttyUSB0")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    data=st.binary(max_size=300).map(lambda b: b.replace(b"\x05", b"\r")),
+    cuts=st.lists(st.integers(1, 40), max_size=30),
+    max_len=st.integers(2, 40),
+    term=st.sampled_from([b"\r", b"\n", b"\r\n"]),
+)
+def test_terminator_fast_path_equals_the_byte_loop(
+    data: bytes, cuts: list[int], max_len: int, term: bytes
+) -> None:
+    class ByteLoop(TerminatorFramer):
+        feed = Framer.feed
+
+    fast, slow = TerminatorFramer(term, max_len, 0.1), ByteLoop(term, max_len, 0.1)
+    out_fast: list[object] = []
+    out_slow: list[object] = []
+    pos = 0
+    for k in [*cuts, len(data)]:
+        chunk, pos = data[pos : pos + k], pos + k
+        out_fast += fast.feed(chunk, 0.0)
+        out_slow += slow.feed(chunk, 0.0)
+    assert out_fast + fast.expire(9.0) == out_slow + slow.expire(9.0)
