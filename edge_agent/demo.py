@@ -62,8 +62,9 @@ class _Backend:
             self.readings.update(r["id"] for r in items)
         for r in items:
             extra = f" ({r['symbology']})" if "symbology" in r else ""
+            where = f"{topic} [{r['device']}]" if topic.endswith("/batch") else topic
             self._show(
-                f"{r['ts'][11:23]}  {topic}  seq={r['seq']:<5} {r['kind']:8} "
+                f"{r['ts'][11:23]}  {where}  seq={r['seq']:<5} {r['kind']:8} "
                 f"{r['value'] if r['value'] is not None else '-'}{extra}"
             )
 
