@@ -15,9 +15,9 @@ STX telegram ETX, which the host must count as ``partial`` and still read). With
 field, ``garble`` sometimes sends a wrong code count (``count_mismatch``). Otherwise it puts a
 control byte in the telegram (``garbled``).
 
-Shared with the other tunnel simulators in :mod:`simulators.tunnel`: ``engine`` (the simulator loop and faults), ``model`` (truth, config,
-waybills), ``tcp_port`` and ``runner`` (ports from URLs, demo wrapper, CLI) are shared with
-``simulators.cognex_dataman`` and ``simulators.datalogic``.
+The simulator loop and faults (``engine``), its data model (``model``), the CLI runner and
+the TCP port live in :mod:`simulators.tunnel`, shared with ``simulators.cognex_dataman`` and
+``simulators.datalogic``.
 
 Run by hand (prints the URL it serves)::
 
