@@ -110,7 +110,7 @@ class SerialLineScannerDriver(Driver[SerialLineScannerConfig]):
     kind: ClassVar[str] = "serial_line_scanner"
     Config = SerialLineScannerConfig
     #: Longest single wait in the port's read(), seconds: bounds stop latency.
-    POLL_S = 0.1
+    POLL_S = 0.25
 
     def __init__(self, device_id: str, cfg: SerialLineScannerConfig) -> None:
         super().__init__(device_id, cfg)
