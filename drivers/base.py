@@ -17,7 +17,7 @@ from typing import ClassVar, Generic, TypeVar
 
 import structlog
 
-from drivers.framing import Event, Reject
+from drivers.common.framing import Event, Reject
 from edge_agent.config import DeviceConfig
 from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded

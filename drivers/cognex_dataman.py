@@ -38,7 +38,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from drivers.framing import Event, Framer, TerminatorFramer
+from drivers.common.framing import Event, Framer, TerminatorFramer
 from drivers.tunnel.base import TunnelDriver
 from drivers.tunnel.config import Baud, TunnelConfig, code_text, counter
 from edge_agent.errors import FrameError

@@ -35,7 +35,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from drivers.framing import KEEP, STX, Event, Framer, Reject, StxEtxFramer, TerminatorFramer
+from drivers.common.framing import KEEP, STX, Event, Framer, Reject, StxEtxFramer, TerminatorFramer
 from drivers.tunnel.base import TunnelDriver
 from drivers.tunnel.config import Baud, TunnelConfig, code_text
 from edge_agent.errors import FrameError

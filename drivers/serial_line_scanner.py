@@ -15,7 +15,7 @@ Wire format (configurable, see ``../shared/PROTOCOLS.md`` §1.1, §1.3, §2.4)::
   DS8110 (STX ... CR LF), handhelds in CDC mode (CR suffix). Vendor defaults vary: every one of
   these is a config key, none is hard-wired.
 
-Port strings are pyserial URLs (see :mod:`drivers.serial_link`).
+Port strings are pyserial URLs (see :mod:`drivers.common.serial_link`).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from typing import ClassVar, Literal
 from pydantic import Field
 from serial.tools import list_ports
 
-from drivers.aim import AIM_GS1, AIM_SYMBOLOGY
 from drivers.base import DetectedDevice, Driver
-from drivers.framing import Event, Framer, StxEtxFramer, TerminatorFramer
-from drivers.serial_link import SerialLink, SerialPortConfig
+from drivers.common.aim import AIM_GS1, AIM_SYMBOLOGY
+from drivers.common.framing import Event, Framer, StxEtxFramer, TerminatorFramer
+from drivers.common.serial_link import SerialLink, SerialPortConfig
 from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded, Kind
 

@@ -40,8 +40,8 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from drivers.base import Driver
-from drivers.framing import KEEP, Event, Framer, Reject
-from drivers.serial_link import SerialLink, SerialPortConfig
+from drivers.common.framing import KEEP, Event, Framer, Reject
+from drivers.common.serial_link import SerialLink, SerialPortConfig
 from edge_agent.errors import DeviceIOError, FrameError
 from edge_agent.reading import Decoded, Kind
 

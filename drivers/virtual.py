@@ -12,7 +12,7 @@ import queue
 from typing import ClassVar, Literal
 
 from drivers.base import Driver
-from drivers.framing import Event
+from drivers.common.framing import Event
 from edge_agent.config import DeviceConfig, Ident
 from edge_agent.errors import DeviceIOError, FrameError
 from edge_agent.reading import Decoded, Kind

@@ -29,7 +29,7 @@ import usb.core
 import usb.util
 
 from drivers.base import DetectedDevice, Driver
-from drivers.framing import Event, Reject
+from drivers.common.framing import Event, Reject
 from drivers.hid_scanner import usbio
 from drivers.hid_scanner.config import HidScannerConfig
 from drivers.hid_scanner.framer import make_framer

@@ -2,8 +2,8 @@
 
 A frame is the raw reports of one code, concatenated, so ``Decoded.raw`` is exactly what came
 over the wire and the parser can be tested on its own. Framers never raise; what cannot be part
-of a frame comes out as a :class:`~drivers.framing.Reject` (L4/L5). Feeding a capture whole or
-one report at a time gives the same events (tests check it).
+of a frame comes out as a :class:`~drivers.common.framing.Reject` (L4/L5). Feeding a capture whole
+or one report at a time gives the same events (tests check it).
 
 Keyboard wedge (``../shared/PROTOCOLS.md`` §2.2), 8-byte boot reports::
 
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import abc
 
-from drivers.framing import KEEP, Event, Reject
+from drivers.common.framing import KEEP, Event, Reject
 from drivers.hid_scanner.config import TERMINATOR_KEYS, HidScannerConfig
 
 KEYBOARD_REPORT = 8

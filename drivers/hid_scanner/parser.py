@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import string
 
-from drivers.aim import AIM_GS1, AIM_SYMBOLOGY
-from drivers.framing import Event
+from drivers.common.aim import AIM_GS1, AIM_SYMBOLOGY
+from drivers.common.framing import Event
 from drivers.hid_scanner.config import TERMINATOR_KEYS, HidScannerConfig
 from drivers.hid_scanner.framer import (
     KEYBOARD_REPORT,

@@ -15,7 +15,7 @@ from pymodbus.exceptions import ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
 
 from drivers.base import Driver
-from drivers.framing import Event, Reject
+from drivers.common.framing import Event, Reject
 from drivers.modbus_scale.config import ModbusScaleConfig
 from drivers.modbus_scale.frames import (
     classify_unanswered,

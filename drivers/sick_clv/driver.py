@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from typing import ClassVar
 
-from drivers.framing import Event, Framer, StxEtxFramer
+from drivers.common.framing import Event, Framer, StxEtxFramer
 from drivers.sick_clv.telegram import SickClvConfig, parse_telegram
 from drivers.tunnel.base import Slot, TunnelDriver
 from edge_agent.errors import DeviceIOError, FrameError

@@ -39,7 +39,7 @@ from typing import Any, ClassVar, Self, TypeVar
 import serial
 
 from drivers.base import Driver
-from drivers.framing import Event, Framer, Reject
+from drivers.common.framing import Event, Framer, Reject
 from drivers.tunnel.config import TunnelConfig
 from edge_agent.errors import DeviceInitError, DeviceIOError, DeviceNotFoundError, FrameError
 from edge_agent.reading import Decoded

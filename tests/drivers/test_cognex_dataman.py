@@ -26,7 +26,7 @@ from drivers.cognex_dataman import (
     parse_line,
     xor,
 )
-from drivers.framing import Reject
+from drivers.common.framing import Reject
 from edge_agent.errors import DeviceError, DeviceIOError, FrameError
 from edge_agent.reading import Decoded, Kind
 from simulators.cognex_dataman import DataManSim, DataManSimConfig

@@ -20,8 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from drivers.common.framing import Reject
 from drivers.datalogic import DatalogicConfig, DatalogicDriver, make_framer, parse_message
-from drivers.framing import Reject
 from edge_agent.errors import DeviceError, DeviceIOError, FrameError
 from edge_agent.reading import Decoded, Kind
 from simulators.datalogic import DatalogicSim, DatalogicSimConfig

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from drivers import driver_class
-from drivers.framing import Reject
+from drivers.common.framing import Reject
 from drivers.mtsics_scale import MtSicsScaleConfig, MtSicsScaleDriver, SicsFramer, parse_frame
 from edge_agent.errors import DeviceError, DeviceIOError, FrameError
 from edge_agent.reading import Kind

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.framing import Framer, Reject, TerminatorFramer
+from drivers.common.framing import Framer, Reject, TerminatorFramer
 from drivers.serial_line_scanner import (
     SerialLineScannerConfig,
     SerialLineScannerDriver,

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from drivers.framing import Reject, StxEtxFramer
+from drivers.common.framing import Reject, StxEtxFramer
 from drivers.sick_clv import SickClvConfig, SickClvDriver
 from drivers.sick_clv.telegram import parse_telegram
 from edge_agent.errors import DeviceError, DeviceIOError, FrameError

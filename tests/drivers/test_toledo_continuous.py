@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from drivers import driver_class
-from drivers.framing import Reject
+from drivers.common.framing import Reject
 from drivers.toledo_continuous import (
     MASK7,
     ToledoContinuousConfig,
