@@ -42,6 +42,7 @@ from pydantic import Field, model_validator
 from drivers.base import Driver
 from drivers.common.framing import Event, Reject, TerminatorFramer
 from drivers.common.serial_link import SerialLink, SerialPortConfig
+from drivers.common.settle import Settling
 from edge_agent.errors import DeviceIOError, FrameError
 from edge_agent.reading import Decoded, Kind
 
@@ -115,7 +116,7 @@ def parse_frame(frame: bytes, cfg: MtSicsScaleConfig) -> Decoded:
     return Decoded(Kind.WEIGHT, grams, frame, unit=tokens[3], check="none", stable=status == "S")
 
 
-class MtSicsScaleDriver(Driver[MtSicsScaleConfig]):
+class MtSicsScaleDriver(Settling, Driver[MtSicsScaleConfig]):
     """An MT-SICS balance or weighing terminal on a serial port (or serial-over-TCP).
 
     Public counters: ``motion``, ``below_min``, ``repeats`` (see the module docstring),
@@ -201,22 +202,7 @@ class MtSicsScaleDriver(Driver[MtSicsScaleConfig]):
             d = parse_frame(ev, self.cfg)
         except FrameError:
             return True  # _parse raises it again and the base class counts it
-        return self._settle(d)
-
-    def _settle(self, d: Decoded) -> bool:
-        grams = d.value if isinstance(d.value, float) else 0.0
-        if not d.stable:
-            self.motion += 1
-            self._last = None
-        elif grams < self.cfg.min_weight_g:
-            self.below_min += 1
-            self._last = None
-        elif grams == self._last:
-            self.repeats += 1
-        else:
-            self._last = grams
-            return True
-        return False
+        return self._settled(d, self.cfg.min_weight_g)
 
     def _parse(self, frame: bytes) -> Decoded:
         return parse_frame(frame, self.cfg)

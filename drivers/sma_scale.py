@@ -37,6 +37,7 @@ from pydantic import Field, model_validator
 from drivers.base import Driver
 from drivers.common.framing import KEEP, Event, Framer, Reject
 from drivers.common.serial_link import SerialLink, SerialPortConfig
+from drivers.common.settle import Settling
 from edge_agent.errors import DeviceIOError, FrameError
 from edge_agent.reading import Decoded, Kind
 
@@ -121,7 +122,7 @@ def parse_frame(frame: bytes, cfg: SmaScaleConfig) -> Decoded:
     return Decoded(Kind.WEIGHT, grams, frame, unit=unit, check="none", stable=m == " ")
 
 
-class SmaScaleDriver(Driver[SmaScaleConfig]):
+class SmaScaleDriver(Settling, Driver[SmaScaleConfig]):
     """A scale speaking the SMA protocol on a serial port.
 
     Public counters: ``motion``, ``below_min``, ``repeats``, ``polls``.
@@ -211,19 +212,7 @@ class SmaScaleDriver(Driver[SmaScaleConfig]):
             d = parse_frame(ev, self.cfg)
         except FrameError:
             return True  # _parse raises it again and the base class counts it
-        grams = d.value if isinstance(d.value, float) else 0.0
-        if not d.stable:
-            self.motion += 1
-            self._last = None
-        elif grams < self.cfg.min_weight_g:
-            self.below_min += 1
-            self._last = None
-        elif grams == self._last:
-            self.repeats += 1
-        else:
-            self._last = grams
-            return True
-        return False
+        return self._settled(d, self.cfg.min_weight_g)
 
     def _parse(self, frame: bytes) -> Decoded:
         return parse_frame(frame, self.cfg)

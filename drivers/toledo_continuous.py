@@ -42,6 +42,7 @@ from pydantic import Field, model_validator
 from drivers.base import Driver
 from drivers.common.framing import KEEP, Event, Framer, Reject
 from drivers.common.serial_link import SerialLink, SerialPortConfig
+from drivers.common.settle import Settling
 from edge_agent.errors import DeviceIOError, FrameError
 from edge_agent.reading import Decoded, Kind
 
@@ -135,7 +136,7 @@ def parse_frame(frame: bytes, cfg: ToledoContinuousConfig) -> Decoded:
     return Decoded(Kind.WEIGHT, grams, frame, unit=unit, check=check, stable=not swb & 0x08)
 
 
-class ToledoContinuousDriver(Driver[ToledoContinuousConfig]):
+class ToledoContinuousDriver(Settling, Driver[ToledoContinuousConfig]):
     """A weight indicator in Toledo continuous-output mode on a serial port.
 
     Public counters: ``motion``, ``below_min``, ``repeats`` (see the module docstring).
@@ -193,19 +194,7 @@ class ToledoContinuousDriver(Driver[ToledoContinuousConfig]):
             d = parse_frame(frame, self.cfg)
         except FrameError:
             return True  # _parse raises it again and the base class counts it
-        grams = d.value if isinstance(d.value, float) else 0.0
-        if not d.stable:
-            self.motion += 1
-            self._last = None
-        elif grams < self.cfg.min_weight_g:
-            self.below_min += 1
-            self._last = None
-        elif grams == self._last:
-            self.repeats += 1
-        else:
-            self._last = grams
-            return True
-        return False
+        return self._settled(d, self.cfg.min_weight_g)
 
     def _parse(self, frame: bytes) -> Decoded:
         return parse_frame(frame, self.cfg)
