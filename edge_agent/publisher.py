@@ -33,6 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 
+from edge_agent import faults
 from edge_agent import queue as q
 from edge_agent.config import MqttConfig, TlsConfig
 from edge_agent.reading import SCHEMA_BATCH
@@ -298,6 +299,7 @@ class Publisher(threading.Thread):
                 "publish_rejected", {"reason": str(rc), "code": rc.value, "rows": len(msg.rows)}
             )
             return
+        faults.hit("crash_after_puback")
         self.writer.mark_sent(msg.rows)
         self.acked_rows += len(msg.rows)
         self.last_puback_mono = time.monotonic()
@@ -351,6 +353,7 @@ class Publisher(threading.Thread):
             topic, payload = self.topics.batch, batch_payload(rows)
         retain = rows[0].kind == "kpi"  # the latest KPI snapshot stays on the broker
         info = self.client.publish(topic, payload, qos=1, retain=retain)
+        faults.hit("crash_after_publish_call")
         # rc NO_CONN still queues the message in paho (P11): it is sent after reconnect.
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             log.error("mqtt_publish_call_failed", rc=info.rc, error=mqtt.error_string(info.rc))

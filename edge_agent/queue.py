@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_agent import faults
 from edge_agent.errors import QueueError
 from edge_agent.reading import Capture, Identity, Reading, iso_utc, uuid7
 
@@ -190,12 +191,17 @@ class Outbox:
         con = self._con
         try:
             con.execute("BEGIN IMMEDIATE")
-            self._mark_sent(list(sent))
+            sent = list(sent)
+            if sent:
+                faults.hit("crash_before_mark_sent")
+            self._mark_sent(sent)
             self._mark_rejected(list(rejected))
             accepted, dropped = self._insert(captures)
             self._insert_events(events)
             self._save_state({c.device for c in captures} | {_seq_key(e) for e in events})
             con.execute("COMMIT")
+            if accepted:
+                faults.hit("crash_after_commit")
         except sqlite3.Error as err:
             self._seq, self.counters = seq_before, counters_before
             if con.in_transaction:
