@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import socket
 import threading
@@ -38,6 +39,8 @@ from edge_agent.topics import Topics
 from edge_agent.writer import Writer
 
 log = structlog.get_logger(__name__)
+
+_QUEUE_FIGURE = re.compile(r"queue \d+ pending")
 
 
 class Daemon:
@@ -190,9 +193,13 @@ class Daemon:
     def status_line(self) -> str:
         """One line for ``systemctl status``: devices, queue depth, broker."""
         up = sum(w.state == "connected" for w in self.workers)
-        broker = "up" if self.publisher.connected else "down"
+        pub = self.publisher
+        broker = "up" if pub.connected else f"down ({pub.last_error or 'connecting'})"
         pending = self.outbox.counters["pending"]
-        return f"devices {up}/{len(self.workers)} up, queue {pending} pending, broker {broker}"
+        line = f"devices {up}/{len(self.workers)} up, queue {pending} pending, broker {broker}"
+        if self.writer.failing:
+            line += f", QUEUE WRITE FAILING ({self.writer.failing})"
+        return line
 
     def healthy(self, window: float) -> bool:
         """True while the writer and publisher threads are alive and looping."""
@@ -213,16 +220,22 @@ class Daemon:
         """Block until stop is requested, pinging the watchdog while the pipeline progresses."""
         ping = sdnotify.watchdog_interval()
         next_status = time.monotonic() + self.STATUS_EVERY_S
-        while not self.stopping.wait(min(ping or 1.0, 1.0)):
+        last_status = self.status_line()  # READY=1 carried it
+        while not self.stopping.wait(min(ping or 1.0, 0.5)):
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 self.reload()
             if ping is not None and self.healthy(window=self.HEALTH_WINDOW_S):
                 sdnotify.notify("WATCHDOG=1")
             self._sample_rates()
-            if time.monotonic() >= next_status:
+            line = self.status_line()
+            # at once when something changed that a technician should see (the broker went
+            # down, the disk filled up), else every STATUS_EVERY_S for the queue figure
+            changed = _QUEUE_FIGURE.sub("", line) != _QUEUE_FIGURE.sub("", last_status)
+            if changed or time.monotonic() >= next_status:
                 next_status = time.monotonic() + self.STATUS_EVERY_S
-                sdnotify.notify("STATUS=" + self.status_line())
+                last_status = line
+                sdnotify.notify("STATUS=" + line)
 
     def _sample_rates(self) -> None:
         now = time.monotonic()

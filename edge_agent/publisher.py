@@ -133,6 +133,8 @@ class Publisher(threading.Thread):
         #: Rows may be in the rejected state (from this run, or left by an earlier one).
         self._maybe_rejected = True
         self.connected = False
+        #: Why the broker is not connected (shown in STATUS=), None while connected.
+        self.last_error: str | None = None
         self.last_progress = time.monotonic()
         self.last_puback_mono: float | None = None
         self.acked_rows = 0
@@ -254,6 +256,7 @@ class Publisher(threading.Thread):
         b = self.cfg.brokers[self._broker]
         log.info("mqtt_connected", host=b.host, port=b.port, inflight=len(self._inflight))
         self.connected = True
+        self.last_error = None
         self._fails = 0
         self.client.publish(self.topics.status, b"online", qos=1, retain=True)
         self.writer.sync()  # marks for rows already PUBACKed are committed before we re-read
@@ -271,11 +274,13 @@ class Publisher(threading.Thread):
             self.reconnects += 1
             log.warning("mqtt_disconnected", reason=str(rc), inflight=len(self._inflight))
         self.connected = False
+        self.last_error = f"disconnected: {rc}"
         self._count_failure()
 
     def _on_connect_failed(self, why: str) -> None:
         log.warning("mqtt_connect_failed", why=why, broker=self._broker)
         self.connected = False
+        self.last_error = why
         self._count_failure()
 
     def _count_failure(self) -> None:
