@@ -197,6 +197,8 @@ class Daemon:
         broker = "up" if pub.connected else f"down ({pub.last_error or 'connecting'})"
         pending = self.outbox.counters["pending"]
         line = f"devices {up}/{len(self.workers)} up, queue {pending} pending, broker {broker}"
+        if self.writer.disk_full:
+            line += f", DISK FULL ({self.writer.disk_full})"
         if self.writer.failing:
             line += f", QUEUE WRITE FAILING ({self.writer.failing})"
         return line

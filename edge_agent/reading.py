@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -129,13 +130,47 @@ def iso_utc(wall_ns: int) -> str:
     return stamp.strftime("%Y-%m-%dT%H:%M:%S") + f".{(wall_ns // 1000) % 1_000_000:06d}Z"
 
 
+class _Uuid7Clock:
+    """The millisecond and counter of the last UUIDv7, so ids never go back (RFC 9562 6.2).
+
+    Method 1 of RFC 9562 section 6.2: the 12 ``rand_a`` bits are a counter, seeded at random
+    (top bit clear, room to count) each new millisecond and incremented within one. If the
+    wall clock steps back (NTP, an operator), the last millisecond is kept until the clock
+    passes it again; a counter overflow moves the millisecond on by one. So the ids of one
+    process are strictly increasing and never collide, whatever the wall clock does.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ms = 0
+        self._counter = 0
+
+    def next(self, seed: int) -> tuple[int, int]:
+        """The (unix ms, 12-bit counter) for the next id; ``seed`` is 11 random bits."""
+        now = time.time_ns() // 1_000_000
+        with self._lock:
+            if now > self._ms:
+                self._ms, self._counter = now, seed
+            elif self._counter < 0xFFF:
+                self._counter += 1
+            else:
+                self._ms, self._counter = self._ms + 1, seed
+            return self._ms, self._counter
+
+
+_UUID7_CLOCK = _Uuid7Clock()
+
+
 def uuid7() -> str:
-    """A UUIDv7 (RFC 9562): 48-bit Unix ms, version 7, 74 random bits. Time-sortable."""
-    ms = time.time_ns() // 1_000_000
+    """A UUIDv7 (RFC 9562): 48-bit Unix ms, version 7, 12-bit counter, 62 random bits.
+
+    Time-sortable, and strictly increasing within a process even if the wall clock steps back.
+    """
     rand = int.from_bytes(os.urandom(10), "big")
+    ms, counter = _UUID7_CLOCK.next((rand >> 62) & 0x7FF)
     value = (ms & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76
-    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= counter << 64
     value |= 0b10 << 62
     value |= rand & ((1 << 62) - 1)
     h = f"{value:032x}"

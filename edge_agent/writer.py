@@ -5,10 +5,19 @@ thread takes everything waiting (up to ``MAX_BATCH``) into one transaction, so u
 readings share one fsync, and at line rate each reading is committed within one fsync time.
 After each commit it tells its listeners which readings were accepted (with their row numbers)
 and which were dropped at the queue bound.
+
+When commits fail (disk full, I/O error; RELIABILITY Q3, T7) the thread keeps looping: the
+captures are held in RAM, at most ``SPILL_MAX`` of them, and the commit is retried every
+``RETRY_S``. Once the spill is full, new captures are refused at once, so a device thread never
+blocks on a disk that is known to be failing (a blocked thread lets the port's buffer overflow,
+a loss nobody would count). Refusals are counted, alarmed (``writer_overflow``, at most once a
+second, with the total) and added to the queue's persisted ``dropped`` counter with the next
+commit that succeeds.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -55,6 +64,10 @@ class Writer(threading.Thread):
     MAX_WAITING = 8_000
     #: How long a device thread waits for room before its capture is refused (counted).
     SUBMIT_WAIT_S = 2.0
+    #: Captures held in RAM while commits fail, committed once one succeeds. Beyond this new
+    #: captures are refused at once. (The batch in hand when the first commit failed is kept
+    #: whole, so the spill can reach ``MAX_BATCH`` if that batch was larger.)
+    SPILL_MAX = 1_000
     #: At most one overflow alarm per this many seconds (with the count since the last one).
     ALARM_EVERY_S = 1.0
     #: Seconds between purges of expired sent rows.
@@ -63,6 +76,12 @@ class Writer(threading.Thread):
     IDLE_S = 0.25
     #: Seconds to wait before retrying a failed commit (disk full, I/O error).
     RETRY_S = 1.0
+    #: Seconds between checks of the free space on the queue's file system.
+    DISK_CHECK_S = 0.5
+    #: Fewer free bytes than this is a full disk (alarm ``disk_full``, STATUS=), checked
+    #: directly: SQLite goes on committing into WAL space it already owns, so its first
+    #: SQLITE_FULL can come long after the disk filled up.
+    DISK_FULL_BYTES = 64 * 1024
 
     def __init__(self, outbox: Outbox, on_commit: Committed, on_alarm: Alarm) -> None:
         super().__init__(name="queue-writer", daemon=True)
@@ -71,29 +90,54 @@ class Writer(threading.Thread):
         self._on_alarm = on_alarm
         self._q: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
         self.last_progress = time.monotonic()
-        self.refused = 0
         self._room = threading.BoundedSemaphore(self.MAX_WAITING)
-        self._alarmed_at = 0.0
+        self._count_lock = threading.Lock()
+        #: Captures refused by this writer since start (device threads and the writer count).
+        self.refused = 0
         self._refused_alarmed = 0
+        self._refused_saved = 0
+        self._alarmed_at = 0.0
+        #: Why commits fail (the SQLite error), None while they succeed.
         self.failing: str | None = None
+        #: Captures held in RAM because commits fail.
+        self.held = 0
+        self._spill_full = False
+        #: "<n> bytes free on <dir>" while the queue's disk is full, else None.
+        self.disk_full: str | None = None
 
     def submit(self, capture: Capture) -> bool:
         """Queue a capture for the next commit; waits while ``MAX_WAITING`` are queued.
 
-        Returns False (counted, alarmed at most once a second) only if the writer made no
-        room for ``SUBMIT_WAIT_S`` (a commit stuck on a full or failing disk).
+        Returns False (counted, alarmed at most once a second) at once while commits fail and
+        the RAM spill is full, or if the writer made no room for ``SUBMIT_WAIT_S`` (a commit
+        stuck on a hung disk or a held lock).
         """
+        if self._spill_full:
+            self._refuse(capture.device)
+            return False
         if not self._room.acquire(timeout=self.SUBMIT_WAIT_S):
-            self.refused += 1
-            now = time.monotonic()
-            if now - self._alarmed_at >= self.ALARM_EVERY_S:
-                self._alarmed_at = now
-                new, self._refused_alarmed = self.refused - self._refused_alarmed, self.refused
-                log.error("writer_overflow", device=capture.device, refused=new, total=self.refused)
-                self._on_alarm("writer_overflow", {"refused": new, "refused_total": self.refused})
+            self._refuse(capture.device)
             return False
         self._q.put(("cap", capture))
         return True
+
+    def _refuse(self, device: str | None) -> None:
+        with self._count_lock:
+            if device is not None:
+                self.refused += 1
+            new = self.refused - self._refused_alarmed
+            now = time.monotonic()
+            if not new or now - self._alarmed_at < self.ALARM_EVERY_S:
+                return
+            self._alarmed_at, self._refused_alarmed, total = now, self.refused, self.refused
+        details: dict[str, object] = {
+            "refused": new,
+            "refused_total": total,
+            "spill_max": self.SPILL_MAX,
+            "failing": self.failing,
+        }
+        log.error("writer_overflow", device=device, **details)
+        self._on_alarm("writer_overflow", details)
 
     def waiting(self) -> int:
         """Commands queued and not yet taken into a transaction."""
@@ -133,22 +177,34 @@ class Writer(threading.Thread):
 
     def run(self) -> None:
         """Loop: collect a batch, commit it, notify; retry failed commits without losing them."""
-        next_purge = time.monotonic() + self.PURGE_EVERY_S
+        now = time.monotonic()
+        next_purge, next_disk, retry_at = now + self.PURGE_EVERY_S, now, now
         pending = _Batch()
         while True:
-            self._collect(pending, timeout=self.IDLE_S if not self.failing else self.RETRY_S)
+            self._collect(pending, timeout=self.IDLE_S)
+            now = time.monotonic()
+            self.last_progress = now  # a failing disk still loops: the watchdog keeps petting
+            if now >= next_disk:
+                next_disk = now + self.DISK_CHECK_S
+                self._check_disk()
+            self._refuse(None)  # the alarm for refusals counted since the last one
+            if self.failing and now < retry_at and not pending.stop:
+                continue
             if self._commit(pending):
                 if pending.stop:
                     return
                 pending = _Batch()
+                self.held, self._spill_full = 0, False
             elif pending.stop:
                 log.error("queue_stop_uncommitted", captures=len(pending.captures))
                 return
             else:
-                time.sleep(self.RETRY_S)
+                retry_at = time.monotonic() + self.RETRY_S
+                self.held = len(pending.captures)
+                self._spill_full = self.held >= self.SPILL_MAX
             self.last_progress = time.monotonic()
-            if time.monotonic() >= next_purge:
-                next_purge = time.monotonic() + self.PURGE_EVERY_S
+            if self.last_progress >= next_purge:
+                next_purge = self.last_progress + self.PURGE_EVERY_S
                 self._purge()
 
     def _collect(self, batch: _Batch, timeout: float) -> None:
@@ -159,8 +215,8 @@ class Writer(threading.Thread):
         for _ in range(self.MAX_BATCH):
             kind, payload = item
             if kind == "cap":
-                batch.captures.append(payload)  # type: ignore[arg-type]
                 self._room.release()
+                self._take(batch, payload)  # type: ignore[arg-type]
             elif kind == "evt":
                 batch.events.append(payload)  # type: ignore[arg-type]
             elif kind == "sent":
@@ -179,6 +235,13 @@ class Writer(threading.Thread):
             except queue.Empty:
                 return
 
+    def _take(self, batch: _Batch, capture: Capture) -> None:
+        if self.failing and len(batch.captures) >= self.SPILL_MAX:
+            self._spill_full = True
+            self._refuse(capture.device)
+            return
+        batch.captures.append(capture)
+
     def _commit(self, b: _Batch) -> bool:
         ok = self._commit_batch(b)
         if ok:
@@ -192,7 +255,12 @@ class Writer(threading.Thread):
         return ok
 
     def _commit_batch(self, b: _Batch) -> bool:
-        if not (b.captures or b.sent or b.rejected or b.events):
+        # refusals become part of the queue's persisted dropped counter with this commit
+        # (a failed apply() keeps the in-RAM counters it started with, this addition included)
+        unsaved = self.refused - self._refused_saved
+        self.outbox.counters["dropped"] += unsaved
+        self._refused_saved += unsaved
+        if not (b.captures or b.sent or b.rejected or b.events or unsaved or self.failing):
             return True
         try:
             accepted, dropped = self.outbox.apply(b.captures, b.sent, b.rejected, b.events)
@@ -203,13 +271,28 @@ class Writer(threading.Thread):
             self.failing = str(err)
             return False
         if self.failing:
-            log.info("queue_commit_recovered")
+            log.info("queue_commit_recovered", committed=len(accepted), refused=self.refused)
             self.failing = None
         if dropped:
             self._alarm_dropped(dropped)
         if accepted or b.events:
             self._on_commit(accepted)
         return True
+
+    def _check_disk(self) -> None:
+        where = self.outbox.path.parent
+        try:
+            st = os.statvfs(where)
+        except OSError:
+            return
+        free = st.f_bavail * st.f_frsize
+        if self.disk_full is None and free < self.DISK_FULL_BYTES:
+            self.disk_full = f"{free} bytes free on {where}"
+            log.error("queue_disk_full", free_bytes=free, path=str(where))
+            self._on_alarm("disk_full", {"free_bytes": free, "path": str(where)})
+        elif self.disk_full is not None and free >= 2 * self.DISK_FULL_BYTES:
+            log.info("queue_disk_space_back", free_bytes=free, path=str(where))
+            self.disk_full = None
 
     def _alarm_dropped(self, dropped: list[Reading]) -> None:
         details: dict[str, object] = {
