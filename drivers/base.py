@@ -4,12 +4,23 @@ Construction does no I/O, so the supervisor builds every driver from config firs
 each with retries. ``read()`` returns the next decoded frame or None on timeout; a frame that
 cannot be parsed is counted in ``rejects[reason]`` and logged, never raised, never dropped
 silently. Link failures come out as :class:`~edge_agent.errors.DeviceIOError`.
+
+Whatever a driver's parser accepts is screened once more here, for every driver alike
+(RELIABILITY D16, T19): a code must be at most ``MAX_CODE_BYTES`` of UTF-8 made of printable
+characters (GS, FNC1 in GS1-128, is the one control character kept; C0/C1 controls, DEL, bidi
+and line-separator format characters, unassigned and private-use code points make a
+``bad_code`` reject); a weight must be a finite number (``not_finite``). A parser that raises
+anything but FrameError is a bug, counted as a ``parser_error`` reject and logged with its
+traceback instead of killing the device thread. ``raw`` is kept up to ``MAX_RAW_BYTES``.
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
+import math
 import time
+import unicodedata
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,12 +28,35 @@ from typing import ClassVar, Generic, TypeVar
 
 import structlog
 
-from drivers.common.framing import Event, Reject
+from drivers.common.framing import KEEP, Event, Reject
 from edge_agent.config import DeviceConfig
 from edge_agent.errors import FrameError
-from edge_agent.reading import Decoded
+from edge_agent.reading import Decoded, Kind
 
 C = TypeVar("C", bound=DeviceConfig)
+
+GS = "\x1d"
+#: Format characters that reorder or break the displayed text (Trojan-Source style) or lines.
+_INVISIBLE = frozenset("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+#: Unicode categories never accepted in a code: controls, surrogates, private use, unassigned.
+_BAD_CATEGORIES = frozenset({"Cc", "Cs", "Co", "Cn"})
+
+
+def code_problem(text: str, max_bytes: int) -> str | None:
+    """Why ``text`` is not an acceptable code value (None: it is).
+
+    Printable ASCII or assigned, printable Unicode; GS (0x1D) allowed; at most ``max_bytes``
+    bytes of UTF-8.
+    """
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        return f"{size} bytes > {max_bytes}"
+    if text.isascii() and text.isprintable():
+        return None  # the common case, checked in C
+    for i, ch in enumerate(text):
+        if ch != GS and (ch in _INVISIBLE or unicodedata.category(ch) in _BAD_CATEGORIES):
+            return f"character U+{ord(ch):04X} at {i}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +78,11 @@ class Driver(abc.ABC, Generic[C]):
 
     kind: ClassVar[str]
     Config: ClassVar[type[DeviceConfig]]
+    #: Longest code value accepted, bytes of UTF-8 (D16); a driver reading long 2D codes
+    #: documents and raises it.
+    MAX_CODE_BYTES: ClassVar[int] = 128
+    #: Longest ``raw`` kept with a reading (bytes; stored as hex): bounds a queue row.
+    MAX_RAW_BYTES: ClassVar[int] = 1024
 
     def __init__(self, device_id: str, cfg: C) -> None:
         self.device_id = device_id
@@ -90,14 +129,41 @@ class Driver(abc.ABC, Generic[C]):
             return None
         self.frames += 1
         try:
-            return self._parse(event)
+            decoded = self._parse(event)
         except FrameError as err:
             self._reject(err.reason, event, err.detail)
             return None
+        except Exception as err:  # a parser bug must not end the device thread
+            self.log.exception("parser_error", error=repr(err), frame_hex=event[:256].hex(" "))
+            self._reject("parser_error", event, type(err).__name__)
+            return None
+        return self._screen_value(decoded, event)
+
+    def _screen_value(self, d: Decoded, frame: bytes) -> Decoded | None:
+        """The checks every driver's output passes (see the module docstring)."""
+        if d.kind is Kind.BARCODE:
+            problem = (
+                code_problem(d.value, self.MAX_CODE_BYTES)
+                if isinstance(d.value, str)
+                else f"value of type {type(d.value).__name__}"
+            )
+            if problem is not None:
+                self._reject("bad_code", frame, problem)
+                return None
+        elif d.kind is Kind.WEIGHT and not (
+            isinstance(d.value, int | float) and math.isfinite(d.value)
+        ):
+            self._reject("not_finite", frame, f"weight {d.value!r}")
+            return None
+        if len(d.raw) > self.MAX_RAW_BYTES:
+            return dataclasses.replace(d, raw=d.raw[: self.MAX_RAW_BYTES])
+        return d
 
     def _reject(self, reason: str, data: bytes, detail: str = "") -> None:
         self.rejects[reason] += 1
-        self.log.warning("frame_rejected", reason=reason, detail=detail, frame_hex=data.hex(" "))
+        self.log.warning(
+            "frame_rejected", reason=reason, detail=detail, frame_hex=data[:KEEP].hex(" ")
+        )
         if self.on_reject is not None:
             self.on_reject(self.device_id, reason, data)
 
