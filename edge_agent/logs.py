@@ -2,6 +2,12 @@
 
 Secrets never reach a log line: a processor blanks keys that look like secrets and any value
 equal to a registered secret (the MQTT password), wherever it appears.
+
+No log line carries a raw control character (RELIABILITY T19): device bytes can end up in a
+value (a reply text, an error message), and an ESC sequence or a CR would rewrite what a
+technician sees on a terminal. The JSON renderer escapes them (``ensure_ascii``); for the
+console renderer a processor escapes C0/C1 controls, DEL and the bidi and line-separator
+characters as ``\\xNN`` / ``\\uNNNN`` (a traceback keeps its newlines).
 """
 
 from __future__ import annotations
@@ -16,6 +22,12 @@ import structlog
 
 _SECRET_KEY = re.compile(r"pass|secret|token|credential|private_key", re.IGNORECASE)
 _secrets: set[str] = set()
+#: What the console renderer must not print raw: C0 (but LF, kept in tracebacks), DEL, C1,
+#: bidi embeddings/overrides/isolates, line and paragraph separators.
+_UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_WITH_LF = re.compile(f"{_UNSAFE.pattern[:-1]}\n]")
+#: Keys whose multi-line text is meant to stay multi-line on a terminal.
+_MULTILINE = frozenset({"exception", "stack"})
 
 
 def register_secret(value: str) -> None:
@@ -35,6 +47,27 @@ def _redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutabl
     return event
 
 
+def _escape_char(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str, keep_newlines: bool = False) -> str:
+    """``text`` with every control / bidi character written as an escape."""
+    return (_UNSAFE if keep_newlines else _UNSAFE_WITH_LF).sub(_escape_char, text)
+
+
+def _escape(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    # Only str values are printed raw: the console renderer repr()s everything else, and
+    # repr() escapes every character matched here (none of them is printable).
+    return {
+        escape_controls(key): (
+            escape_controls(val, keep_newlines=key in _MULTILINE) if isinstance(val, str) else val
+        )
+        for key, val in event.items()
+    }
+
+
 def setup(level: str = "info", fmt: str = "auto") -> None:
     """Configure structlog for the process (idempotent)."""
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
@@ -50,6 +83,7 @@ def setup(level: str = "info", fmt: str = "auto") -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _redact,
             structlog.processors.format_exc_info,
+            *([] if as_json else [_escape]),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
