@@ -16,8 +16,10 @@ backend that needs strict order across streams sorts by ``seq``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
+import socket
 import ssl
 import threading
 import time
@@ -194,7 +196,19 @@ class Publisher(threading.Thread):
         c.on_connect_fail = lambda _c, _u: self._events.put(("connect_fail", None))
         c.on_disconnect = lambda _c, _u, _f, rc, _p=None: self._events.put(("disconnect", rc))
         c.on_publish = lambda _c, _u, mid, rc, _p=None: self._events.put(("ack", (mid, rc)))
+        c.on_socket_open = lambda _c, _u, sock: self._set_user_timeout(sock)
         c.will_set(self.topics.status, b"offline", qos=1, retain=True)
+
+    def _set_user_timeout(self, sock: Any) -> None:
+        """Half-open links (P12): the kernel drops the connection when sent data has gone
+        unacknowledged for keepalive/2. paho alone notices only 2 x keepalive after the last
+        byte in (PINGREQ after one keepalive, gives up after another); with this the agent sees a
+        cut link keepalive/2 after its next publish, and about 1.5 x keepalive when idle (T5).
+        Runs in paho's thread as the socket opens; a syscall on that socket, no lock taken."""
+        opt = getattr(socket, "TCP_USER_TIMEOUT", None)  # Linux only
+        if opt is not None:
+            with contextlib.suppress(OSError, AttributeError):  # AttributeError: websockets
+                sock.setsockopt(socket.IPPROTO_TCP, opt, self.cfg.keepalive * 500)
 
     # ---- owner thread --------------------------------------------------------------------
     def run(self) -> None:
