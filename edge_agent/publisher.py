@@ -7,6 +7,13 @@ collide past 65,535 (P2). A row is marked sent only on a PUBACK whose reason cod
 (< 0x80); a failure code keeps the row, stores the code and raises an alarm; such rows are
 retried once a minute (P5).
 
+A broker that cannot be reached says why: the TLS error (``certificate verify failed: ...``,
+an alert the broker sent such as ``certificate expired``), the refused CONNACK (``0x86 Bad user
+name or password``) or the socket error goes into the ``mqtt_connect_failed`` log line, into
+``last_error`` (STATUS=, ``edge-agent status``) and into a ``mqtt_connect_failed`` alarm kept in
+RAM and published once connected (one per outage and reason). paho retries with exponential
+backoff (1 s doubling to ``reconnect_max_s``); readings keep being committed meanwhile.
+
 Two streams share the window. *Live* rows (committed since the last connect) go first, one
 reading per message while they trickle in, batched when they pile up. The *backlog* (rows
 that were pending when the connection came up) fills the rest of the window in batches of
@@ -18,7 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import queue
+import re
 import socket
 import ssl
 import threading
@@ -31,7 +40,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import structlog
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 
@@ -52,10 +61,62 @@ class _Msg:
     sent_mono: float
 
 
+_SSL_SOURCE = re.compile(r"\s*\(_ssl\.c:\d+\)")
+
+
+def describe_error(err: BaseException) -> str:
+    """A connect error as one line for a technician: ``TLS [SSL: CODE] what`` or the OS error."""
+    if isinstance(err, ssl.SSLError):
+        return "TLS " + _SSL_SOURCE.sub("", str(err))
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.strerror} (errno {err.errno})"
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
+class _LastSocketError(logging.Handler):
+    """Keeps the last socket error paho reports only through its logger (an alert the broker
+    sends after the handshake, e.g. an expired client certificate, shows up as a failed read)."""
+
+    def __init__(self, client: _Client) -> None:
+        super().__init__(logging.ERROR)
+        self.client = client
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        err = next((a for a in args if isinstance(a, OSError)), None)
+        if err is not None:
+            self.client.connect_error = describe_error(err)
+
+
+class _Client(mqtt.Client):
+    """paho's client, remembering why the current connection attempt failed (paho's
+    ``on_connect_fail`` and ``on_disconnect`` carry no reason for socket and TLS errors).
+    ``connect_error`` is written and read in paho's network thread only."""
+
+    connect_error: str | None = None
+
+    def reconnect(self) -> MQTTErrorCode:
+        self.connect_error = None
+        try:
+            return super().reconnect()
+        except OSError as err:
+            self.connect_error = describe_error(err)
+            raise
+
+    def watch_socket_errors(self, name: str) -> None:
+        """Route paho's error log lines (only those) to :class:`_LastSocketError`."""
+        logger = logging.getLogger(f"edge_agent.paho.{name}")
+        logger.setLevel(logging.ERROR)
+        logger.propagate = False
+        logger.handlers = [_LastSocketError(self)]
+        self.enable_logger(logger)
+
+
 def build_client(cfg: MqttConfig, client_id: str, password: SecretStr | None) -> mqtt.Client:
     """A paho client configured from ``cfg`` (protocol, TLS, credentials); not connected."""
     proto = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)
+    client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)
+    client.watch_socket_errors(client_id)
     client.max_inflight_messages_set(cfg.inflight + 4)  # room for status/alarm messages
     client.max_queued_messages_set(0)
     client.reconnect_delay_set(min_delay=1, max_delay=max(1, int(cfg.reconnect_max_s)))
@@ -75,6 +136,11 @@ def tls_context(tls: TlsConfig) -> ssl.SSLContext:
         key = str(tls.key_file) if tls.key_file else None
         ctx.load_cert_chain(str(tls.cert_file), key)
     return ctx
+
+
+def _reason(client: mqtt.Client) -> str | None:
+    """Why the current attempt failed, read in paho's thread (None: no socket or TLS error)."""
+    return getattr(client, "connect_error", None)
 
 
 def batch_payload(rows: list[q.PendingRow]) -> bytes:
@@ -122,11 +188,19 @@ class Publisher(threading.Thread):
         self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._inflight: dict[int, _Msg] = {}
         self._flying: set[int] = set()
+        #: Rows in flight when the connection came up. paho re-sends them itself (P6) and their
+        #: PUBACK can come, with the sent mark still queued at the writer, before the backlog
+        #: pass reads them: kept out of every fetch until that pass is over.
+        self._carried: set[int] = set()
         self._device_states: dict[str, bytes] = {}
         self._alarms: deque[tuple[str, bytes, bool]] = deque(maxlen=self.ALARM_BACKLOG)
         self._stopping = threading.Event()
         self._broker = 0
         self._fails = 0
+        #: Failed connection attempts since the last successful CONNACK.
+        self.connect_failures = 0
+        self._alarmed_reason: str | None = None
+        self._connack_refused = False
         self._live_cursor = 0
         self._backlog_cursor = 0
         self._backlog_upto = 0
@@ -187,14 +261,17 @@ class Publisher(threading.Thread):
             "last_puback_age_s": None if last is None else round(time.monotonic() - last, 3),
             "acked_rows": self.acked_rows, "inflight_messages": len(self._inflight),
             "rejects": dict(self.rejects), "reconnects": self.reconnects,
+            "last_error": self.last_error, "connect_failures": self.connect_failures,
         }  # fmt: skip
 
     # ---- paho callbacks: only enqueue ----------------------------------------------------
     def _wire_callbacks(self) -> None:
         c = self.client
         c.on_connect = lambda _c, _u, _f, rc, _p=None: self._events.put(("connect", rc))
-        c.on_connect_fail = lambda _c, _u: self._events.put(("connect_fail", None))
-        c.on_disconnect = lambda _c, _u, _f, rc, _p=None: self._events.put(("disconnect", rc))
+        c.on_connect_fail = lambda c, _u: self._events.put(("connect_fail", _reason(c)))
+        c.on_disconnect = lambda c, _u, _f, rc, _p=None: self._events.put(
+            ("disconnect", (rc, _reason(c)))
+        )
         c.on_publish = lambda _c, _u, mid, rc, _p=None: self._events.put(("ack", (mid, rc)))
         c.on_socket_open = lambda _c, _u, sock: self._set_user_timeout(sock)
         c.will_set(self.topics.status, b"offline", qos=1, retain=True)
@@ -252,9 +329,10 @@ class Publisher(threading.Thread):
         elif kind == "connect":
             self._on_connect(arg)
         elif kind == "disconnect":
-            self._on_disconnect(arg)
+            self._on_disconnect(*arg)
         elif kind == "connect_fail":
-            self._on_connect_failed("tcp/tls connect failed")
+            self._connack_refused = False
+            self._on_connect_failed(arg or "tcp/tls connect failed")
         elif kind == "publish":
             self._alarms.append(arg)
             self._flush_side_messages()
@@ -265,36 +343,64 @@ class Publisher(threading.Thread):
 
     def _on_connect(self, rc: ReasonCode) -> None:
         if rc.is_failure:
+            self._connack_refused = True  # the broker closes next: one failure, not two
             self._on_connect_failed(f"CONNACK {rc.value:#04x} {rc}")
             return
         b = self.cfg.brokers[self._broker]
-        log.info("mqtt_connected", host=b.host, port=b.port, inflight=len(self._inflight))
+        log.info(
+            "mqtt_connected",
+            host=b.host,
+            port=b.port,
+            inflight=len(self._inflight),
+            after_failures=self.connect_failures,
+        )
         self.connected = True
         self.last_error = None
         self._fails = 0
+        self.connect_failures = 0
+        self._alarmed_reason = None
         self.client.publish(self.topics.status, b"online", qos=1, retain=True)
         self.writer.sync()  # marks for rows already PUBACKed are committed before we re-read
         self._backlog_upto = q.max_n(self._reader)
         self._backlog_cursor = 0
         self._prio_cursor = 0
         self._live_cursor = self._backlog_upto
+        self._carried = set(self._flying)
         self._next_reject_retry = time.monotonic() + self.REJECT_RETRY_S
         for device, body in self._device_states.items():
             self.client.publish(self.topics.device_state(device), body, qos=1, retain=True)
         self._flush_side_messages()
 
-    def _on_disconnect(self, rc: ReasonCode) -> None:
-        if self.connected:
-            self.reconnects += 1
-            log.warning("mqtt_disconnected", reason=str(rc), inflight=len(self._inflight))
+    def _on_disconnect(self, rc: ReasonCode, error: str | None) -> None:
+        if not self.connected:
+            if self._connack_refused:
+                self._connack_refused = False  # already reported with the CONNACK's reason
+            else:  # closed before CONNACK: a TLS alert from the broker, a reset
+                self._on_connect_failed(error or f"closed before CONNACK: {rc}")
+            return
+        self.reconnects += 1
+        why = f"disconnected: {rc}" + (f" ({error})" if error else "")
+        log.warning("mqtt_disconnected", reason=why, inflight=len(self._inflight))
         self.connected = False
-        self.last_error = f"disconnected: {rc}"
+        self.last_error = why
         self._count_failure()
 
     def _on_connect_failed(self, why: str) -> None:
-        log.warning("mqtt_connect_failed", why=why, broker=self._broker)
+        b = self.cfg.brokers[self._broker]
+        self.connect_failures += 1
+        log.warning(
+            "mqtt_connect_failed",
+            why=why,
+            broker=self._broker,
+            host=b.host,
+            port=b.port,
+            attempt=self.connect_failures,
+        )
         self.connected = False
         self.last_error = why
+        if why != self._alarmed_reason:  # once per outage and reason, not per attempt
+            self._alarmed_reason = why
+            self.alarm("mqtt_connect_failed", {"reason": why, "host": b.host, "port": b.port})
         self._count_failure()
 
     def _count_failure(self) -> None:
@@ -339,6 +445,7 @@ class Publisher(threading.Thread):
         elif self._backlog_cursor < self._backlog_upto:
             after, upto = self._backlog_cursor, self._backlog_upto
         else:
+            self._carried.clear()
             return False
         prio = stream == "priority"
         limit = 1 if prio else self.cfg.batch_max
@@ -353,7 +460,7 @@ class Publisher(threading.Thread):
             self._live_cursor = rows[-1].n
         else:
             self._backlog_cursor = rows[-1].n
-        rows = [r for r in rows if r.n not in self._flying]
+        rows = [r for r in rows if r.n not in self._flying and r.n not in self._carried]
         # readings share batch messages; station events go one per message on their own topic
         while rows:
             if rows[0].kind != "reading":
@@ -384,6 +491,8 @@ class Publisher(threading.Thread):
 
     def _rewind(self) -> None:
         """Forget the cursors so every pending row not in flight is fetched again."""
+        self.writer.sync()  # marks of rows already PUBACKed are committed before we re-read
+        self._carried.clear()
         self._backlog_upto = q.max_n(self._reader)
         self._backlog_cursor = 0
         self._prio_cursor = 0
@@ -397,7 +506,6 @@ class Publisher(threading.Thread):
         for mid in late:
             self._flying.difference_update(self._inflight.pop(mid).rows)
         log.warning("mqtt_ack_timeout", messages=len(late))
-        self.writer.sync()
         self._rewind()
 
     def _retry_rejected(self) -> None:
