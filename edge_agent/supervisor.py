@@ -4,11 +4,18 @@ A device that is absent or unplugged is retried with exponential backoff (tenaci
 ``MAX_BACKOFF_S``, so a replugged scanner is read again within about half a second of its port
 reappearing; a dead port never becomes a hot loop. Device state changes are reported to a
 callback (the publisher's retained ``device/<id>/state`` topic).
+
+The backoff streak survives a connection that broke before it delivered anything (a port that
+opens but fails its first read would otherwise reopen at full speed, logging and publishing a
+state change each time), and restarts from the shortest wait once a reading arrived or the link
+stayed up ``STABLE_S``: a technician replugging a cable fifty times never waits longer than for
+the first replug.
 """
 
 from __future__ import annotations
 
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +23,7 @@ from concurrent.futures import Future
 from typing import Any
 
 import structlog
-from tenacity import Retrying, retry_if_exception_type, wait_exponential, wait_random
+from tenacity import Retrying, retry_if_exception_type
 
 from drivers.base import Driver
 from edge_agent.errors import DeviceError
@@ -39,6 +46,10 @@ class DeviceWorker(threading.Thread):
 
     #: Longest wait between reopen attempts, seconds.
     MAX_BACKOFF_S = 0.5
+    #: First wait between reopen attempts, seconds (doubling up to MAX_BACKOFF_S).
+    MIN_BACKOFF_S = 0.05
+    #: A link up this long (or one that delivered a reading) resets the backoff streak, seconds.
+    STABLE_S = 5.0
     #: Read timeout per call, seconds: bounds how fast stop() is noticed.
     READ_TIMEOUT_S = 0.25
 
@@ -53,6 +64,8 @@ class DeviceWorker(threading.Thread):
         self.readings = 0
         self.last_reading_mono: float | None = None
         self.reconnects = 0
+        #: Failed opens and short connections without a reading, in a row (the backoff streak).
+        self._streak = 0
         self._calls: queue.SimpleQueue[tuple[Callable[[], object], Future[object]]] = (
             queue.SimpleQueue()
         )
@@ -90,9 +103,14 @@ class DeviceWorker(threading.Thread):
         self._set_state("stopped", "")
 
     def _open(self) -> bool:
+        """Open with backoff; the streak of the previous, barren connection carries on."""
+        if self._streak:
+            self._sleep(self._backoff(self._streak))
+            if self._stop_evt.is_set():
+                return False
         retrying = Retrying(
             retry=retry_if_exception_type(DeviceError),
-            wait=wait_exponential(multiplier=0.05, max=self.MAX_BACKOFF_S) + wait_random(0, 0.05),
+            wait=lambda state: self._backoff(self._streak + state.attempt_number),
             stop=lambda _state: self._stop_evt.is_set(),
             sleep=self._sleep,
             before_sleep=self._log_retry,
@@ -102,8 +120,14 @@ class DeviceWorker(threading.Thread):
             retrying(self.driver.open)
         except DeviceError:
             return False  # stopped while retrying
+        self._streak += retrying.statistics.get("attempt_number", 1) - 1
         self._set_state("connected", "")
         return not self._stop_evt.is_set()
+
+    def _backoff(self, streak: int) -> float:
+        """Seconds to wait after ``streak`` failures in a row: doubling, capped, jittered."""
+        base = min(self.MAX_BACKOFF_S, self.MIN_BACKOFF_S * 2.0 ** min(max(streak - 1, 0), 16))
+        return base + random.uniform(0, self.MIN_BACKOFF_S)
 
     def _sleep(self, seconds: float) -> None:
         self._stop_evt.wait(seconds)  # a stop() interrupts the backoff
@@ -115,12 +139,15 @@ class DeviceWorker(threading.Thread):
             self._set_state("reconnecting", str(err))
 
     def _read_loop(self) -> None:
+        opened, readings = time.monotonic(), self.readings
         while not self._stop_evt.is_set():
             self._run_calls()
             try:
                 decoded = self.driver.read(self.READ_TIMEOUT_S)
             except DeviceError as err:
                 self.reconnects += 1
+                useful = self.readings > readings or time.monotonic() - opened >= self.STABLE_S
+                self._streak = 0 if useful else self._streak + 1
                 self._set_state("reconnecting", str(err))
                 return
             if decoded is not None:

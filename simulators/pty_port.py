@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import pty
+import struct
+import termios
 import threading
 import tty
 from pathlib import Path
@@ -78,6 +81,17 @@ class PtyPort:
                 if err.errno in (errno.EAGAIN, errno.EIO):
                     return 0
                 raise
+
+    def pending(self) -> int:
+        """Bytes written to the host that it has not read yet (0 when unplugged)."""
+        with self._lock:
+            if self._slave is None:
+                return 0
+            try:
+                raw = fcntl.ioctl(self._slave, termios.FIONREAD, b"\0\0\0\0")
+            except OSError:
+                return 0
+            return int(struct.unpack("i", raw)[0])
 
     def read(self) -> bytes:
         """Bytes the host wrote to the device (commands), non-blocking."""

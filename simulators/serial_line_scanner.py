@@ -9,7 +9,9 @@ Codes are courier waybills (SF, YTO, J&T, ZTO, GS1 SSCC), unique per simulator a
 modes (each a probability per reading, seedable): ``fragment`` (a frame in 1-5 chunks with short
 gaps), ``coalesce`` (several frames in one write), ``noise`` (a burst of 0x00/0xFF/junk between
 frames), ``garble`` (a control byte inside a frame), ``partial`` (a frame cut off), ``noread``
-(the configured no-read text); plus ``unplug()``/replug under a new pty behind the same symlink.
+(the configured no-read text); plus ``unplug()``/replug under a new pty behind the same symlink,
+or ``pull()``/``replug()`` while emitting goes on (T10: what is scanned while the cable is out is
+lost, as with a real pulled cable, when ``lose_unplugged`` is set).
 
 Every item written is recorded in :attr:`ScannerSim.truth` (and optionally a JSONL file), so a
 test can compare what the agent published with what the device sent.
@@ -65,6 +67,8 @@ class ScannerSimConfig:
     scanner_no: int = 1
     inter_byte_timeout_s: float = 0.1
     faults: dict[str, float] = field(default_factory=dict)
+    #: A frame emitted while unplugged is lost at once (else it waits up to 1 s for a replug).
+    lose_unplugged: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(FAULTS)
@@ -98,6 +102,7 @@ class ScannerSim:
         self._paused = threading.Event()
         self._thread: threading.Thread | None = None
         self._coalesced: list[tuple[bytes, Truth]] = []
+        self._emitting = threading.Lock()
 
     # ---- bytes -----------------------------------------------------------------------
     def code(self, n: int) -> tuple[str, str]:
@@ -140,6 +145,10 @@ class ScannerSim:
     # ---- writing ---------------------------------------------------------------------
     def emit(self) -> Truth:
         """Write one item, applying the configured faults; returns what was written."""
+        with self._emitting:
+            return self._emit()
+
+    def _emit(self) -> Truth:
         data, truth = self.next_item()
         f, roll = self.cfg.faults, self.rng.random
         if roll() < f.get("noise", 0):
@@ -178,6 +187,8 @@ class ScannerSim:
         if fragment and len(data) > 1:
             cuts = sorted(self.rng.sample(range(1, len(data)), min(4, len(data) - 1)))
             chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+        if self.cfg.lose_unplugged and self.port.master is None:
+            return False
         deadline = time.monotonic() + timeout
         for i, chunk in enumerate(chunks):
             if i:
@@ -243,6 +254,29 @@ class ScannerSim:
         time.sleep(seconds)
         self.port.plug()
         self._paused.clear()
+
+    def pull(self, drain_s: float = 1.0) -> float:
+        """Pull the cable between two frames, once the host has read what was sent; emitting
+        goes on (see ``lose_unplugged``). Returns the wall time of the pull.
+
+        Raises:
+            TimeoutError: the host left bytes unread for ``drain_s`` (they would be lost).
+        """
+        with self._emitting:
+            deadline = time.monotonic() + drain_s
+            while self.port.pending():
+                if time.monotonic() > deadline:
+                    msg = f"{self.port.pending()} bytes unread for {drain_s} s on {self.port.path}"
+                    raise TimeoutError(msg)
+                time.sleep(0.001)
+            self.port.unplug()
+            return time.time()
+
+    def replug(self) -> float:
+        """Plug back in under a new pty (after ``pull()``); returns the wall time."""
+        with self._emitting:
+            self.port.plug()
+            return time.time()
 
     def stop(self) -> None:
         """Stop emitting (the port stays plugged)."""

@@ -11,7 +11,8 @@ U1-U4): the ``usbhid`` kernel driver is bound after every (re-)enumeration, so c
 after the detach too; a read with no report raises ``USBTimeoutError`` (errno 110) after the
 timeout; after :meth:`SimDevice.unplug` every call on an old handle raises ``[Errno 19] No such
 device (it may have been disconnected)`` and find() no longer lists it; :meth:`SimDevice.replug`
-re-enumerates it at a new address.
+re-enumerates it at a new address. A ``stalled`` device opens fine and fails every read with
+``[Errno 32] Pipe error`` (a halted endpoint: the link breaks at once, again and again).
 """
 
 from __future__ import annotations
@@ -139,10 +140,12 @@ class SimBackend(usb.backend.IBackend):  # type: ignore[misc]
     def claim_interface(self, dev_handle: _Handle, intf: int) -> None:
         d = _alive(dev_handle)
         with d.cond:
-            if d.kernel_bound or d.claimed_by not in (None, dev_handle):
-                raise usb_error(errno.EBUSY)
-            if d.busy_claims > 0:
+            busy = d.kernel_bound or d.claimed_by not in (None, dev_handle)
+            if not busy and d.busy_claims > 0:
                 d.busy_claims -= 1
+                busy = True
+            if busy:
+                d.busy_refusals += 1
                 raise usb_error(errno.EBUSY)
             d.claimed_by = dev_handle
 
@@ -157,6 +160,8 @@ class SimBackend(usb.backend.IBackend):  # type: ignore[misc]
         self, dev_handle: _Handle, ep: int, intf: int, buff: array.array[int], timeout: int
     ) -> int:
         d = _alive(dev_handle)
+        if d.stalled:
+            raise usb_error(errno.EPIPE)
         deadline = time.monotonic() + (timeout or 3600_000) / 1000
         while True:
             self._sync()

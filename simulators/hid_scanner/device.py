@@ -53,15 +53,17 @@ class SimDevice:
     mode: str = "keyboard"
     busy_claims: int = 0
     denied: bool = False  # opening fails with errno 13 (no udev rule)
+    stalled: bool = False  # the interrupt IN endpoint is halted: every read fails with errno 32
     product: str = "Simulated HID scanner"
     generation: int = 1
     plugged: bool = True
     kernel_bound: bool = True
     configuration: int = 1
     claimed_by: object = None
-    #: detach_kernel_driver calls, reads that timed out (errno 110) and feature reports
-    #: received (SET_REPORT): what tests assert on.
+    #: detach_kernel_driver calls, claims refused with errno 16, reads that timed out
+    #: (errno 110) and feature reports received (SET_REPORT): what tests assert on.
     detach_calls: int = 0
+    busy_refusals: int = 0
     idle_timeouts: int = 0
     feature_reports: list[bytes] = field(default_factory=list)
     reports: deque[bytes] = field(default_factory=deque)

@@ -11,6 +11,8 @@ The other process writes with :class:`SpoolDevice`. Layout, one sub-directory pe
     <dir>/<name>/reports/<gen>-<seq>.bin
                                       reports to deliver, each as [length u8][report bytes];
                                       consumed (deleted) in name order; another gen's are dropped
+    <dir>/<name>/stats.json           written back by the daemon side when a counter changes:
+                                      {"detach_calls", "busy_refusals", "idle_timeouts"} (T11)
 
 Every file is written under a dot-name and renamed into place, so the reader never sees half a
 file; one writer per device and one reading process keep it free of locks. A file system is the
@@ -31,6 +33,8 @@ from simulators.hid_scanner.device import SimDevice
 
 #: Shortest interval between two mirrors of the directory, seconds (bounds the polling cost).
 MIN_SYNC_S = 0.005
+#: SimDevice counters written back to ``stats.json`` (the test process cannot see the daemon's).
+STATS = ("detach_calls", "busy_refusals", "idle_timeouts")
 _BACKENDS: dict[Path, SimBackend] = {}
 _LOCK = threading.Lock()
 
@@ -98,6 +102,18 @@ class SpoolDevice:
         self.plugged = True
         _atomic(self.dir / "plugged", str(self.generation).encode())
 
+    def stats(self) -> dict[str, int]:
+        """What the daemon's side of the bus counted (see ``STATS``); empty before it looked."""
+        try:
+            raw: dict[str, int] = json.loads((self.dir / "stats.json").read_bytes())
+        except (OSError, ValueError):
+            return {}
+        return raw
+
+    def pending(self) -> int:
+        """Report files the daemon has not taken yet."""
+        return sum(not p.name.startswith(".") for p in (self.dir / "reports").iterdir())
+
 
 class _Mirror:
     """Daemon side: keeps a SimBackend's devices equal to what the directory says."""
@@ -106,6 +122,7 @@ class _Mirror:
         self.root = root
         self.devices: dict[str, SimDevice] = {}
         self.backend = SimBackend(sync=self.sync)
+        self._stats: dict[str, tuple[int, ...]] = {}
         self._lock = threading.Lock()
         self._last = 0.0
 
@@ -120,6 +137,13 @@ class _Mirror:
                 dev = self.devices.get(sub.name) or self._load(sub)
                 if dev is not None:
                     self._sync_device(sub, dev)
+                    self._write_stats(sub, dev)
+
+    def _write_stats(self, sub: Path, dev: SimDevice) -> None:
+        values = tuple(getattr(dev, name) for name in STATS)
+        if self._stats.get(sub.name) != values:
+            self._stats[sub.name] = values
+            _atomic(sub / "stats.json", json.dumps(dict(zip(STATS, values, strict=True))).encode())
 
     def _load(self, sub: Path) -> SimDevice | None:
         try:
