@@ -260,6 +260,8 @@ class Publisher(threading.Thread):
             "protocol": self.cfg.protocol, "tls": self.cfg.tls is not None,
             "last_puback_age_s": None if last is None else round(time.monotonic() - last, 3),
             "acked_rows": self.acked_rows, "inflight_messages": len(self._inflight),
+            # every QoS 1 message paho holds (in flight + queued): <= inflight + side messages (P2)
+            "paho_messages": len(getattr(self.client, "_out_messages", ())),
             "rejects": dict(self.rejects), "reconnects": self.reconnects,
             "last_error": self.last_error, "connect_failures": self.connect_failures,
         }  # fmt: skip
