@@ -80,6 +80,7 @@ class MqttConfig(StrictModel):
     batch_max: Annotated[int, Field(ge=1, le=5000)] = 500
     reconnect_max_s: Annotated[float, Field(ge=0.5, le=300)] = 10.0
     failover_after: Annotated[int, Field(ge=1, le=100)] = 2
+    reject_retry_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
 
     @model_validator(mode="after")
     def _one_password_source(self) -> MqttConfig:
