@@ -5,7 +5,7 @@ lock-order deadlocks, RELIABILITY P7). The queue is the only source of truth (P1
 at most ``inflight`` messages at a time, so its in-memory queue never grows and message ids never
 collide past 65,535 (P2). A row is marked sent only on a PUBACK whose reason code is a success
 (< 0x80); a failure code keeps the row, stores the code and raises an alarm; such rows are
-retried once a minute (P5).
+retried once a minute (``reject_retry_s``, P5).
 
 A broker that cannot be reached says why: the TLS error (``certificate verify failed: ...``,
 an alert the broker sent such as ``certificate expired``), the refused CONNACK (``0x86 Bad user
@@ -163,8 +163,6 @@ class Publisher(threading.Thread):
 
     #: Seconds a message may wait for its PUBACK while connected before its rows are re-sent.
     ACK_TIMEOUT_S = 30.0
-    #: Seconds between retries of rows the broker rejected.
-    REJECT_RETRY_S = 60.0
     #: Longest idle wait per loop, seconds: the loop proves it is alive this often (watchdog).
     IDLE_S = 0.25
     #: Alarms kept while disconnected, sent after reconnect.
@@ -368,7 +366,7 @@ class Publisher(threading.Thread):
         self._prio_cursor = 0
         self._live_cursor = self._backlog_upto
         self._carried = set(self._flying)
-        self._next_reject_retry = time.monotonic() + self.REJECT_RETRY_S
+        self._next_reject_retry = time.monotonic() + self.cfg.reject_retry_s
         for device, body in self._device_states.items():
             self.client.publish(self.topics.device_state(device), body, qos=1, retain=True)
         self._flush_side_messages()
@@ -516,7 +514,7 @@ class Publisher(threading.Thread):
             return
         if len(self._inflight) >= self.cfg.inflight:
             return
-        self._next_reject_retry = now + self.REJECT_RETRY_S
+        self._next_reject_retry = now + self.cfg.reject_retry_s
         self.writer.sync()  # only when rejections may exist: it stalls this thread a commit
         rows = q.fetch_rejected(self._reader, self.cfg.batch_max)
         self._maybe_rejected = bool(rows)
