@@ -12,7 +12,7 @@ an alert the broker sent such as ``certificate expired``), the refused CONNACK (
 name or password``) or the socket error goes into the ``mqtt_connect_failed`` log line, into
 ``last_error`` (STATUS=, ``edge-agent status``) and into a ``mqtt_connect_failed`` alarm kept in
 RAM and published once connected (one per outage and reason). paho retries with exponential
-backoff (1 s doubling to ``reconnect_max_s``); readings keep being committed meanwhile.
+backoff (0.5 s doubling to ``reconnect_max_s``); readings keep being committed meanwhile.
 
 Two streams share the window. *Live* rows (committed since the last connect) go first, one
 reading per message while they trickle in, batched when they pile up. The *backlog* (rows
@@ -112,6 +112,10 @@ class _Client(mqtt.Client):
         self.enable_logger(logger)
 
 
+#: Seconds before the first reconnect attempt after a drop or a failed attempt (then doubling).
+RECONNECT_MIN_S = 0.5
+
+
 def build_client(cfg: MqttConfig, client_id: str, password: SecretStr | None) -> mqtt.Client:
     """A paho client configured from ``cfg`` (protocol, TLS, credentials); not connected."""
     proto = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
@@ -119,7 +123,13 @@ def build_client(cfg: MqttConfig, client_id: str, password: SecretStr | None) ->
     client.watch_socket_errors(client_id)
     client.max_inflight_messages_set(cfg.inflight + 4)  # room for status/alarm messages
     client.max_queued_messages_set(0)
-    client.reconnect_delay_set(min_delay=1, max_delay=max(1, int(cfg.reconnect_max_s)))
+    # paho types the delays as int but takes floats: the first retry 0.5 s after a drop, doubling
+    # to reconnect_max_s. Mosquitto 2.0 closes the connection after a PUBACK 0x87 (#2579): the
+    # alarm raised by that rejection must not wait a whole second for the reconnect (T17).
+    client.reconnect_delay_set(
+        min_delay=RECONNECT_MIN_S,  # type: ignore[arg-type]
+        max_delay=max(1, int(cfg.reconnect_max_s)),
+    )
     if cfg.username is not None:
         secret = password.get_secret_value() if password is not None else None
         client.username_pw_set(cfg.username, secret)

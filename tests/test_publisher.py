@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,6 @@ from tests.test_e2e import assert_oracle, emitted, received, scanner_device
 from tests.tls import make_ca, make_server_cert
 
 Factory = Callable[..., Any]
-BASE = "edge/v1/T1/L1/test-agent"
 
 
 def _wait_pending_zero(db: Path, timeout: float = 15) -> bool:
@@ -46,56 +44,6 @@ def test_mqtt_311_selectable(
     assert [(r["kind"], r["value"]) for r in received(backend, "s1")] == emitted(sim)
     agent.stop()
     assert_oracle(backend, tmp_path / "state" / "queue.db")
-
-
-def test_acl_denied_rows_are_kept_with_reason_code_and_alarm(
-    tmp_path: Path, scanner: Factory, agent_factory: Factory
-) -> None:
-    bdir = tmp_path / "broker"
-    bdir.mkdir()
-    pw = bdir / "passwd"
-    for user, secret in (("agent", "agent-pw"), ("backend", "backend-pw")):
-        subprocess.run(
-            ["mosquitto_passwd", "-b", *(["-c"] if not pw.exists() else []), str(pw), user, secret],
-            check=True,
-        )  # fmt: skip
-    (bdir / "acl").write_text(
-        f"user agent\ntopic write {BASE}/status\ntopic write {BASE}/alarm\n"
-        f"topic write {BASE}/device/#\n\nuser backend\ntopic read edge/#\n"
-    )
-    extra = f"password_file {pw}\nacl_file {bdir / 'acl'}\n"
-    broker = Mosquitto(bdir, extra=extra, anonymous=False)
-    broker.start()
-    backend = Subscriber(broker.port, auth=("backend", "backend-pw"))
-    secret = tmp_path / "agent.pw"
-    secret.write_text("agent-pw\n")
-    secret.chmod(0o600)
-    sim = scanner("scan", rate=50, seed=22)
-    mqtt = f'username = "agent"\npassword_file = "{secret}"'
-    agent = agent_factory(agent_config(tmp_path, broker.port, {"s1": scanner_device(sim)}, mqtt))
-    try:
-        agent.start()
-        sim.start(count=10)
-        sim.wait(5)
-        db = tmp_path / "state" / "queue.db"
-        assert backend.wait_for(lambda: len(backend.payloads("/alarm")) >= 1, 10)
-        time.sleep(3)
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        rows = con.execute(
-            "SELECT sent_ns, reject_rc, reject_reason, attempts FROM outbox"
-        ).fetchall()
-        con.close()
-        assert len(rows) == 10
-        assert all(r[0] is None and r[1] == 0x87 and r[2] == "Not authorized" for r in rows)
-        assert all(r[3] == 1 for r in rows), "rejected rows must not be retried in a hot loop"
-        alarm = json.loads(backend.payloads("/alarm")[0])
-        assert alarm["alarm"] == "publish_rejected" and alarm["code"] == 0x87
-        assert received(backend, "s1") == []
-        assert "agent-pw" not in agent.log_text()
-    finally:
-        agent.stop()
-        backend.close()
-        broker.stop()
 
 
 @pytest.fixture
@@ -243,9 +191,14 @@ def test_queue_bound_refuses_new_readings_counts_and_alarms(
     broker.start()
     backend = Subscriber(broker.port)
     try:
-        assert backend.wait_for(lambda: len(backend.payloads("/alarm")) >= 1, 15)
-        alarm = json.loads(backend.payloads("/alarm")[0])
-        assert alarm["alarm"] == "queue_full" and alarm["dropped_total"] > 0
+
+        def alarms() -> list[dict[str, Any]]:
+            return [json.loads(p) for p in backend.payloads("/alarm")]
+
+        # the broker was down from the start: an mqtt_connect_failed alarm comes too
+        assert backend.wait_for(lambda: any(a["alarm"] == "queue_full" for a in alarms()), 15)
+        alarm = next(a for a in alarms() if a["alarm"] == "queue_full")
+        assert alarm["dropped_total"] > 0
         assert backend.wait_for(lambda: len(received(backend, "s1")) >= len(rows), 20)
     finally:
         agent.stop()

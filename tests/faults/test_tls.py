@@ -6,7 +6,7 @@ file, no anonymous clients) with three listeners: the real one (server certifica
 the backend subscriber only. Each case starts the real agent with one thing wrong and checks
 what a technician would see: the ``mqtt_connect_failed`` log line with the reason, ``STATUS=``
 on a fake ``NOTIFY_SOCKET`` naming it, the process still running, reconnect attempts no faster
-than paho's 1 s minimum (and backing off), low CPU, and every reading committed meanwhile.
+than 0.5 s apart (and backing off), low CPU, and every reading committed meanwhile.
 Then the fault is fixed (a restart with the corrected config, or, for the password, on the
 broker with SIGHUP, no restart: the connect-failure alarm kept in RAM must then arrive) and the
 ledger must balance: 0 lost.
@@ -35,7 +35,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.config import TlsConfig, load_config
-from edge_agent.publisher import build_client, tls_context
+from edge_agent.publisher import RECONNECT_MIN_S, build_client, tls_context
 from simulators.mosquitto import Mosquitto, free_port
 from simulators.serial_line_scanner import ScannerSim
 from tests import ledger
@@ -203,9 +203,9 @@ def test_bad_tls_or_credentials_fail_clearly_then_nothing_is_lost(
         ), statuses
         times = [_wall(e) for e in fails]
         gaps = [b - a for a, b in itertools.pairwise(times)]
-        assert min(gaps) >= 0.9, f"reconnect attempts {gaps} s apart: faster than paho's 1 s"
+        assert min(gaps) >= 0.8 * RECONNECT_MIN_S, f"reconnect attempts {gaps} s apart"
         if case.fix == "broker":
-            assert gaps[1] >= 1.8, f"no backoff: attempts {gaps} s apart (1 s doubling to 2 s)"
+            assert gaps[1] >= 1.6 * gaps[0], f"no backoff: attempts {gaps} s apart (doubling)"
         cpu_pct = 100 * cpu / window
         assert cpu_pct < 15, f"{cpu_pct:.1f} % of a core while the broker refuses us"
 
