@@ -183,12 +183,12 @@ class Writer(threading.Thread):
         while True:
             self._collect(pending, timeout=self.IDLE_S)
             now = time.monotonic()
-            self.last_progress = now  # a failing disk still loops: the watchdog keeps petting
             if now >= next_disk:
                 next_disk = now + self.DISK_CHECK_S
                 self._check_disk()
             self._refuse(None)  # the alarm for refusals counted since the last one
             if self.failing and now < retry_at and not pending.stop:
+                self.last_progress = now  # a failing disk still loops: the watchdog pets on
                 continue
             if self._commit(pending):
                 if pending.stop:
