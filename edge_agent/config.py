@@ -167,6 +167,9 @@ def load_config(path: str | os.PathLike[str], *, secrets: bool = True) -> AgentC
     except tomllib.TOMLDecodeError as err:
         msg = f"{file}: TOML syntax error: {err}"
         raise ConfigError(msg) from err
+    except (ValueError, RecursionError) as err:  # tomllib: int over 4300 digits, deep nesting
+        msg = f"{file}: TOML syntax error: {err}"
+        raise ConfigError(msg) from err
     return parse_config(raw, file, secrets=secrets)
 
 
@@ -322,8 +325,8 @@ def _read_secret_file(path: Path, file: Path, key: str) -> str:
     try:
         st = path.stat()
         text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        msg = f"{file}: [mqtt] {key}: cannot read {path}: {err.strerror}"
+    except (OSError, ValueError) as err:  # ValueError: a NUL in the path
+        msg = f"{file}: [mqtt] {key}: cannot read {path}: {getattr(err, 'strerror', err)}"
         raise ConfigError(msg) from err
     if st.st_mode & (stat.S_IROTH | stat.S_IWOTH | stat.S_IWGRP):
         msg = (
