@@ -83,9 +83,9 @@ def test_acl_denied_rows_are_rejected_alarmed_retried_slowly_then_delivered(
     bdir = tmp_path / "broker"
     bdir.mkdir()
     pw = bdir / "passwd"
-    for user, secret in (("agent", "agent-pw"), ("backend", "backend-pw")):
+    for user, word in (("agent", "agent-pw"), ("backend", "backend-pw")):
         subprocess.run(
-            ["mosquitto_passwd", "-b", *(["-c"] if not pw.exists() else []), str(pw), user, secret],
+            ["mosquitto_passwd", "-b", *(["-c"] if not pw.exists() else []), str(pw), user, word],
             check=True,
         )  # fmt: skip
     acl = bdir / "acl"

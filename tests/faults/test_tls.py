@@ -82,6 +82,14 @@ def _passwd(path: Path, user: str, secret: str) -> None:
     _chown_to_broker(path)
 
 
+def _ports(n: int) -> list[int]:
+    """``n`` distinct free ports (two free_port() calls can return the same one)."""
+    ports: set[int] = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    return sorted(ports)
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pki]:
     bdir = tmp_path_factory.mktemp("tls-broker")
@@ -99,7 +107,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pki]:
     passwd = bdir / "passwd"
     for user, secret in (("agent", "agent-pw"), ("agent2", "agent2-pw"), ("backend", "be-pw")):
         _passwd(passwd, user, secret)
-    wrong_port, plain_port = free_port(), free_port()
+    main_port, wrong_port, plain_port = _ports(3)
     tls = "require_certificate true\n"
     extra = (
         f"password_file {passwd}\n"
@@ -108,7 +116,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pki]:
         f"cafile {ca}\ncertfile {wrong}\nkeyfile {wrong_key}\n{tls}"
         f"listener {plain_port} 127.0.0.1\n"
     )
-    broker = Mosquitto(bdir, extra=extra, anonymous=False)
+    broker = Mosquitto(bdir, port=main_port, extra=extra, anonymous=False)
     broker.start()
     yield Pki(broker, wrong_port, plain_port, passwd, ca, other_ca, cert, key, exp_cert, exp_key,
               stranger, stranger_key)  # fmt: skip
