@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -35,6 +36,8 @@ class Subscriber:
         ca_file: Path | None = None,
     ) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
+        #: Wall time each message arrived (parallel to ``messages``).
+        self.arrived: list[float] = []
         self._lock = threading.Lock()
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
@@ -54,6 +57,7 @@ class Subscriber:
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
             self.messages.append((msg.topic, msg.payload, msg.retain))
+            self.arrived.append(time.time())
 
     def readings(self) -> list[tuple[str, dict[str, Any]]]:
         """Every reading received, batches expanded: (topic, reading)."""
@@ -65,6 +69,19 @@ class Subscriber:
                 out.append((topic, json.loads(payload)))
             elif topic.endswith("/batch"):
                 out.extend((topic, r) for r in json.loads(payload)["readings"])
+        return out
+
+    def first_arrival(self) -> dict[str, float]:
+        """Reading id -> wall time its first copy arrived."""
+        out: dict[str, float] = {}
+        with self._lock:
+            msgs = list(zip(self.messages, self.arrived, strict=True))
+        for (topic, payload, _), t in msgs:
+            if "/reading/" in topic:
+                out.setdefault(json.loads(payload)["id"], t)
+            elif topic.endswith("/batch"):
+                for r in json.loads(payload)["readings"]:
+                    out.setdefault(r["id"], t)
         return out
 
     def payloads(self, suffix: str) -> list[bytes]:
@@ -165,6 +182,12 @@ class Agent:
                 out.append(json.loads(line))
         return out
 
+    def events_of(self, start: int) -> list[dict[str, Any]]:
+        """The JSON log events of one start (1-based)."""
+        path = self.logdir / f"agent-{start}.log"
+        text = path.read_text() if path.exists() else ""
+        return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
     def wait_log(self, event: str, timeout: float) -> bool:
         """Wait for a log event of the latest start."""
         deadline = time.monotonic() + timeout
@@ -191,6 +214,11 @@ class Agent:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def log_time(event: dict[str, Any]) -> float:
+    """Wall time (epoch seconds) of a JSON log event's ISO ``timestamp``."""
+    return dt.datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
 
 
 def queue_rows(db: Path) -> list[dict[str, Any]]:

@@ -34,7 +34,7 @@ class Emitted:
     """One reading a simulator emitted: its device id in the agent, its value, wall time."""
 
     device: str
-    value: str
+    value: object  # the reading's "value": a barcode string, None for a no-read, grams
     t: float
 
 
@@ -136,9 +136,17 @@ def check(
     assert fig.dup_ratio <= max_dup_ratio, f"dup_ratio {fig.dup_ratio:.4f} > {max_dup_ratio}"
     assert fig.unaccounted == 0, (
         f"{len(unaccounted)} emitted readings neither received nor in downtime "
-        f"(dropped {dropped}): {unaccounted[:5]}"
+        f"(dropped {dropped}): "
+        + "; ".join(f"{e} nearest window {_nearest(e.t, downtime)}" for e in unaccounted[:5])
     )
     return fig
+
+
+def _nearest(t: float, windows: Sequence[tuple[float, float]]) -> str:
+    if not windows:
+        return "none"
+    a, b = min(windows, key=lambda w: min(abs(t - w[0]), abs(t - w[1])))
+    return f"starts {t - a:+.3f} s / ends {t - b:+.3f} s from the reading"
 
 
 def _record(fig: Figures) -> None:
