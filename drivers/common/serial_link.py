@@ -10,8 +10,9 @@ Port strings are pyserial URLs, opened with ``serial_for_url(..., do_not_open=Tr
     hwgrep://<regexp>                  first port whose description matches
 
 pyserial errors are translated here, once: an absent port is DeviceNotFoundError (the
-supervisor retries with backoff), a refused one DeviceInitError, a link that breaks in use
-DeviceIOError (close and reopen).
+supervisor retries with backoff), a refused one DeviceInitError (one held by another program,
+which ``exclusive = true`` detects with flock, says so), a link that breaks in use DeviceIOError
+(close and reopen).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from edge_agent.errors import DeviceInitError, DeviceIOError, DeviceNotFoundErro
 
 Baud = Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400]
 _ABSENT = (errno.ENOENT, errno.ENODEV, errno.ENXIO)
+#: flock(LOCK_EX | LOCK_NB) refused (exclusive=True) or TIOCEXCL set by another process.
+_HELD = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBUSY)
 
 
 class SerialPortConfig(DeviceConfig):
@@ -92,6 +95,8 @@ class SerialLink:
             text = f"{cfg.port}: {err}"
             if getattr(err, "errno", None) in _ABSENT or "No such file" in text:
                 raise DeviceNotFoundError(text) from err
+            if getattr(err, "errno", None) in _HELD:
+                text = f"{cfg.port}: busy: another program holds this port ({err})"
             raise DeviceInitError(text) from err
         self._port = port
 

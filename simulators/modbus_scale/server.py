@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections import deque
 from functools import partial
 from typing import TYPE_CHECKING
@@ -52,6 +53,8 @@ class ScaleServer:
         self.rtu_framed = cfg.transport in ("rtu", "rtu-tcp")
         self.sent: deque[bytes] = deque(maxlen=10_000)
         self.received: deque[bytes] = deque(maxlen=10_000)
+        #: (monotonic time, unit, fault or "ok") of every response sent or withheld (T12).
+        self.answers: deque[tuple[float, int, str]] = deque(maxlen=100_000)
         self._loop = LoopThread(f"modbus-sim-{cfg.transport}")
         self._server: ModbusSerialServer | ModbusTcpServer | None = None
         self.device_pty: PtyPort | None = None
@@ -143,6 +146,7 @@ class ScaleServer:
         if unit not in self.sim.units:
             return b""
         fault = self.sim.take_byte_fault(unit)
+        self.answers.append((time.monotonic(), unit, fault or "ok"))
         out = bytearray(data)
         if fault == "silent":
             return b""

@@ -34,6 +34,7 @@ class ScaleSim:
         self._tlock = threading.Lock()
         self._oneshot: dict[int, list[tuple[str, int | None]]] = defaultdict(list)
         self._silent: set[int] = set()
+        self._unit_faults: dict[int, dict[str, float]] = {}
         m = cfg.registers
         other = "little" if m.word_order == "big" else "big"
         self.served_map = m.model_copy(update={"word_order": other}) if cfg.swap_words else m
@@ -155,10 +156,23 @@ class ScaleSim:
                 if name in kinds:
                     del queue[i]
                     return name, code
+        faults = self._unit_faults.get(unit, self.cfg.faults)
         for name in kinds:
-            if self.rng.random() < self.cfg.faults.get(name, 0.0):
+            if self.rng.random() < faults.get(name, 0.0):
                 return name, None
         return None
+
+    def set_faults(self, unit: int, faults: dict[str, float] | None) -> None:
+        """Fault probabilities for ``unit`` alone (None: back to ``cfg.faults``)."""
+        unknown = set(faults or {}) - set(BYTE_FAULTS) - {"exception"}
+        if unknown:
+            msg = f"unknown fault modes {sorted(unknown)}; valid: {', '.join(BYTE_FAULTS)}"
+            raise ValueError(msg)
+        with self._lock:
+            if faults is None:
+                self._unit_faults.pop(unit, None)
+            else:
+                self._unit_faults[unit] = dict(faults)
 
     def take_exception(self, unit: int) -> int | None:
         """An exception code to answer ``unit``'s request with, if one is due."""
