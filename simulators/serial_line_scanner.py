@@ -89,6 +89,9 @@ class ScannerSim:
         truth_file: optional JSONL file receiving every :class:`Truth` record.
     """
 
+    #: ``pull()`` waits this long after the last write before it trusts "nothing unread", s.
+    SETTLE_S = 0.02
+
     def __init__(
         self, port: PtyPort, cfg: ScannerSimConfig, truth_file: Path | None = None
     ) -> None:
@@ -103,6 +106,7 @@ class ScannerSim:
         self._thread: threading.Thread | None = None
         self._coalesced: list[tuple[bytes, Truth]] = []
         self._emitting = threading.Lock()
+        self._last_write = 0.0
 
     # ---- bytes -----------------------------------------------------------------------
     def code(self, n: int) -> tuple[str, str]:
@@ -196,6 +200,7 @@ class ScannerSim:
             rest = chunk
             while rest:
                 rest = rest[self.port.write(rest) :]
+                self._last_write = time.monotonic()
                 if rest and time.monotonic() > deadline:
                     return False
                 if rest:
@@ -264,7 +269,9 @@ class ScannerSim:
         """
         with self._emitting:
             deadline = time.monotonic() + drain_s
-            while self.port.pending():
+            # a pty moves written bytes to the reader's queue asynchronously (a kernel work
+            # item): FIONREAD can say 0 just after a write, so give them time to land first
+            while time.monotonic() - self._last_write < self.SETTLE_S or self.port.pending():
                 if time.monotonic() > deadline:
                     msg = f"{self.port.pending()} bytes unread for {drain_s} s on {self.port.path}"
                     raise TimeoutError(msg)
