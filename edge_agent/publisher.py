@@ -177,6 +177,9 @@ class Publisher(threading.Thread):
     IDLE_S = 0.25
     #: Alarms kept while disconnected, sent after reconnect.
     ALARM_BACKLOG = 100
+    #: Rows committed this recently (seconds) are live after a (re)connect, not backlog: a
+    #: reading taken while the link was coming up must not wait behind hours of backlog (T6).
+    LIVE_S = 5.0
 
     def __init__(
         self,
@@ -213,6 +216,9 @@ class Publisher(threading.Thread):
         self._backlog_cursor = 0
         self._backlog_upto = 0
         self._prio_cursor = 0
+        #: (monotonic time, first row number) of recent commits, for the live/backlog split.
+        self._recent: deque[tuple[float, int]] = deque()
+        self._recent_lock = threading.Lock()
         self._next_reject_retry = 0.0
         #: Rows may be in the rejected state (from this run, or left by an earlier one).
         self._maybe_rejected = True
@@ -230,8 +236,18 @@ class Publisher(threading.Thread):
         self._wire_callbacks()
 
     # ---- called from other threads -------------------------------------------------------
-    def wake(self) -> None:
-        """New rows were committed."""
+    def wake(self, first_n: int | None = None) -> None:
+        """New rows were committed, the first of them numbered ``first_n`` (writer thread).
+
+        Recorded here, not in the event queue: a (re)connect handled before this wake event
+        must still see these rows as live.
+        """
+        if first_n is not None:
+            now = time.monotonic()
+            with self._recent_lock:
+                self._recent.append((now, first_n))
+                while now - self._recent[0][0] > self.LIVE_S:
+                    self._recent.popleft()
         self._events.put(("wake", None))
 
     def alarm(self, name: str, details: dict[str, object]) -> None:
@@ -371,7 +387,7 @@ class Publisher(threading.Thread):
         self._alarmed_reason = None
         self.client.publish(self.topics.status, b"online", qos=1, retain=True)
         self.writer.sync()  # marks for rows already PUBACKed are committed before we re-read
-        self._backlog_upto = q.max_n(self._reader)
+        self._backlog_upto = self._live_split()
         self._backlog_cursor = 0
         self._prio_cursor = 0
         self._live_cursor = self._backlog_upto
@@ -499,11 +515,20 @@ class Publisher(threading.Thread):
         self._inflight[info.mid] = msg
         self._flying.update(msg.rows)
 
+    def _live_split(self) -> int:
+        """Row number up to which pending rows are backlog; rows after it are live."""
+        top = q.max_n(self._reader)
+        now = time.monotonic()
+        with self._recent_lock:
+            while self._recent and now - self._recent[0][0] > self.LIVE_S:
+                self._recent.popleft()
+            return min(top, self._recent[0][1] - 1) if self._recent else top
+
     def _rewind(self) -> None:
         """Forget the cursors so every pending row not in flight is fetched again."""
         self.writer.sync()  # marks of rows already PUBACKed are committed before we re-read
         self._carried.clear()
-        self._backlog_upto = q.max_n(self._reader)
+        self._backlog_upto = self._live_split()
         self._backlog_cursor = 0
         self._prio_cursor = 0
         self._live_cursor = self._backlog_upto

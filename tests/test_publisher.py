@@ -12,8 +12,6 @@ from typing import Any
 
 import pytest
 
-from edge_agent.queue import Outbox
-from edge_agent.reading import Capture, Decoded, Identity, Kind
 from simulators.mosquitto import Mosquitto, free_port
 from tests.harness import Subscriber, agent_config, queue_rows
 from tests.test_e2e import assert_oracle, emitted, received, scanner_device
@@ -125,43 +123,6 @@ def test_last_will_offline_after_kill_9(
     assert backend.wait_for(lambda: backend.payloads("/status")[-1:] == [b"online"], 5)
     agent.kill(signal.SIGKILL)
     assert backend.wait_for(lambda: backend.payloads("/status")[-1:] == [b"offline"], 10)
-
-
-def _prefill(db: Path, n: int) -> None:
-    db.parent.mkdir(parents=True, exist_ok=True)
-    ob = Outbox(db, Identity("test-agent", "T1", "L1", "boot"), 1 << 30, 3600)
-    for start in range(0, n, 5000):
-        ob.apply(
-            [
-                Capture.now("old", Decoded(Kind.BARCODE, f"OLD{i:09d}", b"x"))
-                for i in range(start, min(n, start + 5000))
-            ]
-        )
-    ob.close()
-
-
-def test_backlog_drains_in_batches_without_starving_live(
-    tmp_path: Path, broker: Mosquitto, backend: Subscriber, scanner: Factory, agent_factory: Factory
-) -> None:
-    db = tmp_path / "state" / "queue.db"
-    _prefill(db, 60_000)
-    sim = scanner("scan", rate=100, seed=26)
-    agent = agent_factory(agent_config(tmp_path, broker.port, {"s1": scanner_device(sim)}))
-    sim.start(count=0)
-    agent.start()
-    assert backend.wait_for(lambda: len(backend.readings()) >= 60_000, 60)
-    sim.stop()
-    order = [(t, r["device"]) for t, r in backend.readings()]
-    last_backlog = max(i for i, (_, dev) in enumerate(order) if dev == "old")
-    first_live = min(i for i, (_, dev) in enumerate(order) if dev == "s1")
-    assert first_live < last_backlog, "live readings waited for the whole backlog"
-    batches = backend.payloads("/batch")
-    assert len(batches) >= 60_000 // 500
-    old_seqs = [r["seq"] for _, r in backend.readings() if r["device"] == "old"]
-    assert old_seqs == sorted(old_seqs)  # the backlog stream keeps per-device order
-    assert _wait_pending_zero(db)
-    agent.stop()
-    assert_oracle(backend, db)
 
 
 def test_queue_bound_refuses_new_readings_counts_and_alarms(
