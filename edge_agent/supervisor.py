@@ -64,6 +64,8 @@ class DeviceWorker(threading.Thread):
         self.readings = 0
         self.last_reading_mono: float | None = None
         self.reconnects = 0
+        #: Unexpected exceptions out of the driver (bugs): logged, then the device is reopened.
+        self.driver_errors = 0
         #: Failed opens and short connections without a reading, in a row (the backoff streak).
         self._streak = 0
         self._calls: queue.SimpleQueue[tuple[Callable[[], object], Future[object]]] = (
@@ -145,15 +147,22 @@ class DeviceWorker(threading.Thread):
             try:
                 decoded = self.driver.read(self.READ_TIMEOUT_S)
             except DeviceError as err:
-                self.reconnects += 1
-                useful = self.readings > readings or time.monotonic() - opened >= self.STABLE_S
-                self._streak = 0 if useful else self._streak + 1
-                self._set_state("reconnecting", str(err))
-                return
-            if decoded is not None:
-                self.readings += 1
-                self.last_reading_mono = time.monotonic()
-                self._sink(Capture.now(self.driver.device_id, decoded))
+                reason = str(err)
+            except Exception as err:  # a driver bug must not silently end this device's thread
+                log.exception("driver_error", device=self.driver.device_id, error=repr(err))
+                self.driver_errors += 1
+                reason = f"driver error: {type(err).__name__}: {err}"
+            else:
+                if decoded is not None:
+                    self.readings += 1
+                    self.last_reading_mono = time.monotonic()
+                    self._sink(Capture.now(self.driver.device_id, decoded))
+                continue
+            self.reconnects += 1
+            useful = self.readings > readings or time.monotonic() - opened >= self.STABLE_S
+            self._streak = 0 if useful else self._streak + 1
+            self._set_state("reconnecting", reason)
+            return
 
     def _set_state(self, state: str, reason: str) -> None:
         if state == self.state and reason == self.reason:

@@ -1,0 +1,44 @@
+"""The device thread outlives a driver bug: it logs it, reopens the device and reads on."""
+
+from __future__ import annotations
+
+import time
+
+from drivers.common.framing import Event
+from drivers.virtual import VirtualConfig, VirtualDriver, send
+from edge_agent.reading import Capture
+from edge_agent.supervisor import DeviceWorker
+
+
+class BuggyDriver(VirtualDriver):
+    """Raises a plain ValueError outside ``_parse`` (as a framer or router bug would)."""
+
+    def _read_events(self, timeout: float) -> list[Event]:
+        events = super()._read_events(timeout)
+        if events == [b"BOOM"]:
+            msg = "bug in the framer"
+            raise ValueError(msg)
+        return events
+
+
+def test_a_driver_bug_is_logged_and_the_device_reopened_not_silently_dead() -> None:
+    cfg = VirtualConfig.model_validate({"type": "virtual", "channel": "buggy"})
+    got: list[Capture] = []
+    states: list[tuple[str, str]] = []
+    worker = DeviceWorker(
+        BuggyDriver("buggy_1", cfg), got.append, lambda _d, s, r: states.append((s, r))
+    )
+    worker.start()
+    try:
+        for frame in (b"A1", b"BOOM", b"A2"):
+            send("buggy", frame)
+        deadline = time.monotonic() + 5
+        while len(got) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        worker.stop()
+        worker.join(3)
+    assert [c.decoded.value for c in got] == ["A1", "A2"]
+    assert worker.driver_errors == 1 and not worker.is_alive()
+    assert ("reconnecting", "driver error: ValueError: bug in the framer") in states
+    assert [s for s, _ in states].count("connected") == 2
