@@ -14,9 +14,13 @@ name or password``) or the socket error goes into the ``mqtt_connect_failed`` lo
 RAM and published once connected (one per outage and reason). paho retries with exponential
 backoff (0.5 s doubling to ``reconnect_max_s``); readings keep being committed meanwhile.
 
-Two streams share the window. *Live* rows (committed since the last connect) go first, one
+The paho client itself (TLS, credentials, reconnect delays, why a connect failed) is built in
+:mod:`edge_agent.mqtt_client`.
+
+Two streams share the window. *Live* rows (committed since the last connect, or in the
+``LIVE_S`` seconds before it) go first, one
 reading per message while they trickle in, batched when they pile up. The *backlog* (rows
-that were pending when the connection came up) fills the rest of the window in batches of
+committed before that) fills the rest of the window in batches of
 up to ``batch_max`` readings. Each stream is sent in queue order (per-device ``seq`` order); a
 backend that needs strict order across streams sorts by ``seq``.
 """
@@ -25,11 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import queue
-import re
 import socket
-import ssl
 import threading
 import time
 from collections import Counter, deque
@@ -40,13 +41,13 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import structlog
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 
 from edge_agent import faults
 from edge_agent import queue as q
-from edge_agent.config import MqttConfig, TlsConfig
+from edge_agent.config import MqttConfig
+from edge_agent.mqtt_client import build_client, connect_error
 from edge_agent.reading import SCHEMA_BATCH
 from edge_agent.topics import Topics
 from edge_agent.writer import Writer
@@ -59,98 +60,6 @@ class _Msg:
     rows: list[int]
     stream: str
     sent_mono: float
-
-
-_SSL_SOURCE = re.compile(r"\s*\(_ssl\.c:\d+\)")
-
-
-def describe_error(err: BaseException) -> str:
-    """A connect error as one line for a technician: ``TLS [SSL: CODE] what`` or the OS error."""
-    if isinstance(err, ssl.SSLError):
-        return "TLS " + _SSL_SOURCE.sub("", str(err))
-    if isinstance(err, OSError) and err.strerror:
-        return f"{err.strerror} (errno {err.errno})"
-    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-
-
-class _LastSocketError(logging.Handler):
-    """Keeps the last socket error paho reports only through its logger (an alert the broker
-    sends after the handshake, e.g. an expired client certificate, shows up as a failed read)."""
-
-    def __init__(self, client: _Client) -> None:
-        super().__init__(logging.ERROR)
-        self.client = client
-
-    def emit(self, record: logging.LogRecord) -> None:
-        args = record.args if isinstance(record.args, tuple) else ()
-        err = next((a for a in args if isinstance(a, OSError)), None)
-        if err is not None:
-            self.client.connect_error = describe_error(err)
-
-
-class _Client(mqtt.Client):
-    """paho's client, remembering why the current connection attempt failed (paho's
-    ``on_connect_fail`` and ``on_disconnect`` carry no reason for socket and TLS errors).
-    ``connect_error`` is written and read in paho's network thread only."""
-
-    connect_error: str | None = None
-
-    def reconnect(self) -> MQTTErrorCode:
-        self.connect_error = None
-        try:
-            return super().reconnect()
-        except OSError as err:
-            self.connect_error = describe_error(err)
-            raise
-
-    def watch_socket_errors(self, name: str) -> None:
-        """Route paho's error log lines (only those) to :class:`_LastSocketError`."""
-        logger = logging.getLogger(f"edge_agent.paho.{name}")
-        logger.setLevel(logging.ERROR)
-        logger.propagate = False
-        logger.handlers = [_LastSocketError(self)]
-        self.enable_logger(logger)
-
-
-#: Seconds before the first reconnect attempt after a drop or a failed attempt (then doubling).
-RECONNECT_MIN_S = 0.5
-
-
-def build_client(cfg: MqttConfig, client_id: str, password: SecretStr | None) -> mqtt.Client:
-    """A paho client configured from ``cfg`` (protocol, TLS, credentials); not connected."""
-    proto = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
-    client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)
-    client.watch_socket_errors(client_id)
-    client.max_inflight_messages_set(cfg.inflight + 4)  # room for status/alarm messages
-    client.max_queued_messages_set(0)
-    # paho types the delays as int but takes floats: the first retry 0.5 s after a drop, doubling
-    # to reconnect_max_s. Mosquitto 2.0 closes the connection after a PUBACK 0x87 (#2579): the
-    # alarm raised by that rejection must not wait a whole second for the reconnect (T17).
-    client.reconnect_delay_set(
-        min_delay=RECONNECT_MIN_S,  # type: ignore[arg-type]
-        max_delay=max(1, int(cfg.reconnect_max_s)),
-    )
-    if cfg.username is not None:
-        secret = password.get_secret_value() if password is not None else None
-        client.username_pw_set(cfg.username, secret)
-    if cfg.tls is not None:
-        client.tls_set_context(tls_context(cfg.tls))
-    return client
-
-
-def tls_context(tls: TlsConfig) -> ssl.SSLContext:
-    """Verify against the private CA only, hostname checked, TLS >= 1.2, optional client cert."""
-    ctx = ssl.create_default_context(cafile=str(tls.ca_file))
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if tls.cert_file is not None:
-        key = str(tls.key_file) if tls.key_file else None
-        ctx.load_cert_chain(str(tls.cert_file), key)
-    return ctx
-
-
-def _reason(client: mqtt.Client) -> str | None:
-    """Why the current attempt failed, read in paho's thread (None: no socket or TLS error)."""
-    return getattr(client, "connect_error", None)
 
 
 def batch_payload(rows: list[q.PendingRow]) -> bytes:
@@ -294,9 +203,9 @@ class Publisher(threading.Thread):
     def _wire_callbacks(self) -> None:
         c = self.client
         c.on_connect = lambda _c, _u, _f, rc, _p=None: self._events.put(("connect", rc))
-        c.on_connect_fail = lambda c, _u: self._events.put(("connect_fail", _reason(c)))
+        c.on_connect_fail = lambda c, _u: self._events.put(("connect_fail", connect_error(c)))
         c.on_disconnect = lambda c, _u, _f, rc, _p=None: self._events.put(
-            ("disconnect", (rc, _reason(c)))
+            ("disconnect", (rc, connect_error(c)))
         )
         c.on_publish = lambda _c, _u, mid, rc, _p=None: self._events.put(("ack", (mid, rc)))
         c.on_socket_open = lambda _c, _u, sock: self._set_user_timeout(sock)

@@ -20,7 +20,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.cli.common import CommandError, add_config, add_json, config, output
 from edge_agent.config import AgentConfig, BrokerAddress
-from edge_agent.publisher import build_client, tls_context
+from edge_agent.mqtt_client import build_client, tls_context
 from edge_agent.topics import Topics
 
 

@@ -35,7 +35,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.config import TlsConfig, load_config
-from edge_agent.publisher import RECONNECT_MIN_S, build_client, tls_context
+from edge_agent.mqtt_client import RECONNECT_MIN_S, build_client, tls_context
 from simulators.mosquitto import Mosquitto, free_port
 from simulators.serial_line_scanner import ScannerSim
 from tests import ledger
@@ -204,11 +204,15 @@ def test_bad_tls_or_credentials_fail_clearly_then_nothing_is_lost(
         assert len(fails) >= want, agent.log_text()
         assert all(re.search(case.reason, e["why"]) for e in fails), fails
         assert not any(e["event"] == "mqtt_connected" for e in agent.events())
-        statuses = [v for _, v in notify.values("STATUS")]
-        assert any(
-            "broker down (" in s and re.search(case.reason, s.split("broker down (", 1)[1])
-            for s in statuses
-        ), statuses
+
+        def status_names_reason() -> bool:
+            return any(
+                "broker down (" in v and re.search(case.reason, v.split("broker down (", 1)[1])
+                for _, v in notify.values("STATUS")
+            )
+
+        # STATUS= follows a change within the daemon's 0.5 s status tick
+        assert notify.wait(status_names_reason, 2.0), notify.values("STATUS")
         times = [_wall(e) for e in fails]
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert min(gaps) >= 0.8 * RECONNECT_MIN_S, f"reconnect attempts {gaps} s apart"
