@@ -43,6 +43,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (two free_port() calls can return the same one)."""
+    ports: set[int] = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    return sorted(ports)
+
+
 def binary() -> str | None:
     """Path of the mosquitto binary, if installed."""
     return shutil.which("mosquitto") or next(

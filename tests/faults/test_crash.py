@@ -30,6 +30,7 @@ from simulators.serial_line_scanner import ScannerSim
 from simulators.toledo_continuous import ToledoSim, ToledoSimConfig
 from tests.harness import Agent, Subscriber, agent_config, log_time, queue_rows
 from tests.ledger import Emitted, check
+from tests.test_e2e import scanner_device
 
 pytestmark = pytest.mark.faults
 
@@ -40,16 +41,6 @@ RESTART_DELAY_S = 0.5
 #: not yet committed: capture-to-commit is ~1 ms at line rate) and dies with the process; the
 #: downtime window starts this much before the kill.
 IN_RAM_S = 0.1
-
-
-def scanner_device(sim: ScannerSim) -> dict[str, object]:
-    return {
-        "type": "serial_line_scanner",
-        "port": str(sim.port.link),
-        "framing": sim.cfg.framing,
-        "terminator": sim.cfg.terminator,
-        "aim_ids": sim.cfg.aim,
-    }
 
 
 def scanner_emitted(device: str, sim: ScannerSim) -> list[Emitted]:

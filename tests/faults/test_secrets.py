@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from simulators.mosquitto import Mosquitto, free_port
+from simulators.mosquitto import Mosquitto, free_ports
 from tests.harness import ROOT, Agent, Subscriber, agent_config, queue_rows
 from tests.test_e2e import scanner_device
 from tests.test_systemd import NotifySocket, without_service_env
@@ -51,14 +51,6 @@ class Site:
     key: Path
 
 
-def _ports(n: int) -> list[int]:
-    """``n`` distinct free ports (two free_port() calls can return the same one)."""
-    ports: set[int] = set()
-    while len(ports) < n:
-        ports.add(free_port())
-    return sorted(ports)
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     bdir = tmp_path_factory.mktemp("secrets-broker")
@@ -71,7 +63,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     for i, (user, pw) in enumerate((("agent", password), ("backend", "be-pw"))):
         create = ["-c"] if i == 0 else []
         subprocess.run(["mosquitto_passwd", "-b", *create, str(passwd), user, pw], check=True)
-    main_port, plain = _ports(2)
+    main_port, plain = free_ports(2)
     extra = (
         f"password_file {passwd}\ncafile {ca}\ncertfile {srv}\nkeyfile {srv_key}\n"
         f"require_certificate true\nlistener {plain} 127.0.0.1\n"

@@ -36,7 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.config import TlsConfig, load_config
 from edge_agent.mqtt_client import RECONNECT_MIN_S, build_client, tls_context
-from simulators.mosquitto import Mosquitto, free_port
+from simulators.mosquitto import Mosquitto, free_ports
 from simulators.serial_line_scanner import ScannerSim
 from tests import ledger
 from tests.harness import ROOT, Agent, Subscriber, agent_config, queue_rows
@@ -82,14 +82,6 @@ def _passwd(path: Path, user: str, secret: str) -> None:
     _chown_to_broker(path)
 
 
-def _ports(n: int) -> list[int]:
-    """``n`` distinct free ports (two free_port() calls can return the same one)."""
-    ports: set[int] = set()
-    while len(ports) < n:
-        ports.add(free_port())
-    return sorted(ports)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pki]:
     bdir = tmp_path_factory.mktemp("tls-broker")
@@ -107,7 +99,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pki]:
     passwd = bdir / "passwd"
     for user, secret in (("agent", "agent-pw"), ("agent2", "agent2-pw"), ("backend", "be-pw")):
         _passwd(passwd, user, secret)
-    main_port, wrong_port, plain_port = _ports(3)
+    main_port, wrong_port, plain_port = free_ports(3)
     tls = "require_certificate true\n"
     extra = (
         f"password_file {passwd}\n"
