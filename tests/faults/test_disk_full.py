@@ -1,6 +1,6 @@
 """T7 (RELIABILITY.md (c), Q3): the queue's disk fills up during readings, then space returns.
 
-The agent's state directory is a 16 MB tmpfs mounted by the test; a filler file leaves 256 KB.
+The agent's state directory is a 16 MB tmpfs mounted by the test; a filler leaves 2 MB.
 The scanner (a real pty) sends 20 readings/s; the test fills the disk to 0 bytes free, holds
 it full, then deletes the filler. Measured and asserted:
 
