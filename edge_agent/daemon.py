@@ -223,12 +223,18 @@ class Daemon:
         ping = sdnotify.watchdog_interval()
         next_status = time.monotonic() + self.STATUS_EVERY_S
         last_status = self.status_line()  # READY=1 carried it
-        while not self.stopping.wait(min(ping or 1.0, 0.5)):
+        ping_every = min(ping or 1.0, 1.0)
+        next_ping = time.monotonic() + ping_every
+        # the loop ticks at 0.5 s so a change of state reaches STATUS= quickly; the watchdog
+        # is pinged at its own pace
+        while not self.stopping.wait(min(ping_every, 0.5)):
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 self.reload()
-            if ping is not None and self.healthy(window=self.HEALTH_WINDOW_S):
-                sdnotify.notify("WATCHDOG=1")
+            if ping is not None and time.monotonic() >= next_ping:
+                next_ping = time.monotonic() + ping_every
+                if self.healthy(window=self.HEALTH_WINDOW_S):
+                    sdnotify.notify("WATCHDOG=1")
             self._sample_rates()
             line = self.status_line()
             # at once when something changed that a technician should see (the broker went
