@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from simulators.serial_line_scanner import ScannerSim
 from tests.harness import Subscriber, queue_rows
 
 UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -55,6 +56,15 @@ class Figures:
     dropped: int = 0
     unaccounted: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def scanner_emitted(device: str, sim: ScannerSim) -> list[Emitted]:
+    """What a scanner simulator delivered (codes and no-reads), as ``device`` in the agent."""
+    return [
+        Emitted(device, t.value, t.t)
+        for t in sim.truth
+        if t.kind in ("barcode", "noread") and t.delivered
+    ]
 
 
 def check(

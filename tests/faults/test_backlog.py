@@ -27,9 +27,8 @@ import pytest
 from edge_agent.queue import Outbox
 from edge_agent.reading import Capture, Decoded, Identity, Kind
 from simulators.mosquitto import Mosquitto
-from tests.faults.test_crash import scanner_emitted
 from tests.harness import Subscriber, agent_config, queue_rows
-from tests.ledger import Emitted, check
+from tests.ledger import Emitted, check, scanner_emitted
 from tests.test_e2e import scanner_device
 
 pytestmark = pytest.mark.faults

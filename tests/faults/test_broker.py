@@ -20,9 +20,8 @@ from typing import Any
 import pytest
 
 from simulators.mosquitto import Mosquitto
-from tests.faults.test_crash import scanner_emitted
 from tests.harness import Subscriber, agent_config
-from tests.ledger import check
+from tests.ledger import check, scanner_emitted
 from tests.test_e2e import scanner_device
 
 pytestmark = pytest.mark.faults

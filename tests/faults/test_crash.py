@@ -26,10 +26,9 @@ import pytest
 from simulators._scale_model import Display, Timing
 from simulators.mosquitto import Mosquitto
 from simulators.pty_port import PtyPort
-from simulators.serial_line_scanner import ScannerSim
 from simulators.toledo_continuous import ToledoSim, ToledoSimConfig
 from tests.harness import Agent, Subscriber, agent_config, log_time, queue_rows
-from tests.ledger import Emitted, check
+from tests.ledger import Emitted, check, scanner_emitted
 from tests.test_e2e import scanner_device
 
 pytestmark = pytest.mark.faults
@@ -41,14 +40,6 @@ RESTART_DELAY_S = 0.5
 #: not yet committed: capture-to-commit is ~1 ms at line rate) and dies with the process; the
 #: downtime window starts this much before the kill.
 IN_RAM_S = 0.1
-
-
-def scanner_emitted(device: str, sim: ScannerSim) -> list[Emitted]:
-    return [
-        Emitted(device, t.value, t.t)
-        for t in sim.truth
-        if t.kind in ("barcode", "noread") and t.delivered
-    ]
 
 
 def connected_at(agent: Agent, start: int, device: str) -> float | None:
