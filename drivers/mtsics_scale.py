@@ -41,9 +41,10 @@ from pydantic import Field, model_validator
 
 from drivers.base import Driver
 from drivers.common.framing import Event, Reject, TerminatorFramer
+from drivers.common.poll import Polling
 from drivers.common.serial_link import SerialLink, SerialPortConfig
 from drivers.common.settle import Settling
-from edge_agent.errors import DeviceIOError, FrameError
+from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded, Kind
 
 #: Grams per MT-SICS unit text (exact).
@@ -116,7 +117,7 @@ def parse_frame(frame: bytes, cfg: MtSicsScaleConfig) -> Decoded:
     return Decoded(Kind.WEIGHT, grams, frame, unit=tokens[3], check="none", stable=status == "S")
 
 
-class MtSicsScaleDriver(Settling, Driver[MtSicsScaleConfig]):
+class MtSicsScaleDriver(Settling, Polling, Driver[MtSicsScaleConfig]):
     """An MT-SICS balance or weighing terminal on a serial port (or serial-over-TCP).
 
     Public counters: ``motion``, ``below_min``, ``repeats`` (see the module docstring),
@@ -139,9 +140,7 @@ class MtSicsScaleDriver(Settling, Driver[MtSicsScaleConfig]):
     def _reset(self) -> None:
         self._framer = SicsFramer(self.cfg.inter_byte_timeout_ms / 1000)
         self._last: float | None = None
-        self._sent_at: float | None = None
-        self._next_poll = 0.0
-        self._missed = 0
+        self._reset_poll()
         self._replies: dict[str, str] = {}
 
     def open(self) -> None:
@@ -152,36 +151,10 @@ class MtSicsScaleDriver(Settling, Driver[MtSicsScaleConfig]):
         self._reset()
         self.log.info("port_opened", port=cfg.port)
 
-    def close(self) -> None:
-        """Close the port (idempotent)."""
-        self._pending.clear()
-        self._link.close()
-
-    def _lost(self, *what: object) -> DeviceIOError:
-        return self._link.lost(*what)
-
-    def _io(self, data: bytes | None = None) -> bytes:
-        """Write ``data``, or read what is there (waiting up to POLL_S). Raises DeviceIOError."""
-        if data is not None:
-            self._link.write(data)
-            return b""
-        return self._link.read()
-
-    def _poll(self, now: float) -> None:
-        cfg = self.cfg
-        if self._sent_at is not None and now - self._sent_at > cfg.reply_timeout_ms / 1000:
-            self._sent_at, self._missed = None, self._missed + 1
-            self._reject("no_reply", cfg.poll_command.encode(), f"{self._missed} in a row")
-            if self._missed >= cfg.max_missed:
-                raise self._lost("no reply to", self._missed, "polls")
-        if self._sent_at is None and now >= self._next_poll:
-            self._io(cfg.poll_command.encode() + b"\r\n")
-            self._sent_at, self._next_poll = now, now + cfg.poll_interval_ms / 1000
-            self.polls += 1
-
     def _read_events(self, timeout: float) -> list[Event]:
         del timeout  # the port's own timeout (POLL_S) bounds the wait; termios calls are costly
-        self._poll(time.monotonic())
+        cmd = self.cfg.poll_command.encode()
+        self._poll_due(time.monotonic(), self.cfg, cmd + b"\r\n", cmd)
         data = self._io()
         now = time.monotonic()
         events = self._framer.feed(data, now) if data else self._framer.expire(now)

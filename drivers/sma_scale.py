@@ -36,9 +36,10 @@ from pydantic import Field, model_validator
 
 from drivers.base import Driver
 from drivers.common.framing import KEEP, Event, Framer, Reject
+from drivers.common.poll import Polling
 from drivers.common.serial_link import SerialLink, SerialPortConfig
 from drivers.common.settle import Settling
-from edge_agent.errors import DeviceIOError, FrameError
+from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded, Kind
 
 LF, CR = 0x0A, 0x0D
@@ -122,7 +123,7 @@ def parse_frame(frame: bytes, cfg: SmaScaleConfig) -> Decoded:
     return Decoded(Kind.WEIGHT, grams, frame, unit=unit, check="none", stable=m == " ")
 
 
-class SmaScaleDriver(Settling, Driver[SmaScaleConfig]):
+class SmaScaleDriver(Settling, Polling, Driver[SmaScaleConfig]):
     """A scale speaking the SMA protocol on a serial port.
 
     Public counters: ``motion``, ``below_min``, ``repeats``, ``polls``.
@@ -142,9 +143,7 @@ class SmaScaleDriver(Settling, Driver[SmaScaleConfig]):
     def _reset(self) -> None:
         self._framer = LfCrFramer(32, self.cfg.inter_byte_timeout_ms / 1000)
         self._last: float | None = None
-        self._sent_at: float | None = None
-        self._next_poll = 0.0
-        self._missed = 0
+        self._reset_poll()
         self._heard = time.monotonic()
 
     def open(self) -> None:
@@ -157,37 +156,11 @@ class SmaScaleDriver(Settling, Driver[SmaScaleConfig]):
         self._reset()
         self.log.info("port_opened", port=cfg.port, mode=cfg.mode)
 
-    def close(self) -> None:
-        """Close the port (idempotent)."""
-        self._pending.clear()
-        self._link.close()
-
-    def _lost(self, *what: object) -> DeviceIOError:
-        return self._link.lost(*what)
-
-    def _io(self, data: bytes | None = None) -> bytes:
-        """Write ``data``, or read what is there (waiting up to POLL_S). Raises DeviceIOError."""
-        if data is not None:
-            self._link.write(data)
-            return b""
-        return self._link.read()
-
-    def _poll(self, now: float) -> None:
-        cfg, cmd = self.cfg, b"\n" + self.cfg.poll_command.encode() + b"\r"
-        if self._sent_at is not None and now - self._sent_at > cfg.reply_timeout_ms / 1000:
-            self._sent_at, self._missed = None, self._missed + 1
-            self._reject("no_reply", cmd, f"{self._missed} in a row")
-            if self._missed >= cfg.max_missed:
-                raise self._lost("no reply to", self._missed, "polls")
-        if self._sent_at is None and now >= self._next_poll:
-            self._io(cmd)
-            self._sent_at, self._next_poll = now, now + cfg.poll_interval_ms / 1000
-            self.polls += 1
-
     def _read_events(self, timeout: float) -> list[Event]:
         del timeout  # the port's own timeout (POLL_S) bounds the wait; termios calls are costly
         if self.cfg.mode == "poll":
-            self._poll(time.monotonic())
+            cmd = b"\n" + self.cfg.poll_command.encode() + b"\r"
+            self._poll_due(time.monotonic(), self.cfg, cmd, cmd)
         data = self._io()
         now = time.monotonic()
         if data:
