@@ -217,14 +217,14 @@ def test_disconnect_0x8e_is_a_certain_takeover_and_delays_the_next_attempt() -> 
         0.0,
     )
     assert kind == "certain" and 5.0 <= wait <= 7.5
-    assert client._reconnect_min_delay == wait  # noqa: SLF001 - the delay paho will wait
+    assert client._reconnect_min_delay == wait
     kind, wait = client.takeover(ReasonCode(PacketTypes.DISCONNECT, identifier=0x8E), True) or (
         "",
         0.0,
     )
     assert kind == "certain" and 10.0 <= wait <= 15.0  # doubles while takeovers go on
     client.note_connected()
-    assert client._reconnect_min_delay == 0.5  # noqa: SLF001 - normal again once connected
+    assert client._reconnect_min_delay == 0.5
     # a close the server announced, or one right after a rejected PUBACK, is not a takeover
     unspecified = ReasonCode(PacketTypes.DISCONNECT, identifier=0x80)
     for _ in range(3):
