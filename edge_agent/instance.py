@@ -63,8 +63,11 @@ class QueueLock:
 STOP_HINT = "stop it first (systemctl stop edge-agent)"
 
 
-def acquire(queue_path: Path, hint: str = STOP_HINT) -> QueueLock:
-    """Take the queue's lock without waiting. Raises :class:`AlreadyRunningError` if it is held."""
+def acquire(queue_path: Path, hint: str = STOP_HINT, *, record_pid: bool = True) -> QueueLock:
+    """Take the queue's lock without waiting. Raises :class:`AlreadyRunningError` if it is held.
+
+    ``hint`` ends the message a refused caller prints; ``record_pid`` writes our pid into the
+    lock file for that message (a mere probe does not)."""
     path = lock_path(queue_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -79,7 +82,7 @@ def acquire(queue_path: Path, hint: str = STOP_HINT) -> QueueLock:
         pid = holder(queue_path)
         os.close(fd)
         raise AlreadyRunningError(queue_path, pid, hint) from None
-    if writable:
+    if writable and record_pid:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return QueueLock(fd, path)
@@ -95,7 +98,7 @@ def holder(queue_path: Path) -> int | None:
 def is_held(queue_path: Path) -> bool:
     """True while some process holds the queue's lock (probes without keeping it)."""
     try:
-        lock = acquire(queue_path)
+        lock = acquire(queue_path, record_pid=False)
     except AlreadyRunningError:
         return True
     except OSError:

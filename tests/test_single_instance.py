@@ -231,3 +231,38 @@ def test_disconnect_0x8e_is_a_certain_takeover_and_delays_the_next_attempt() -> 
         client.note_connected()
         client.note_rejected()
         assert client.takeover(unspecified, False) is None
+
+
+def test_purge_goes_through_the_daemon_or_takes_the_lock(
+    tmp_path: Path, broker: Mosquitto, agent_factory: Factory
+) -> None:
+    cfg = agent_config(tmp_path, broker.port, {})
+    db = tmp_path / "state" / "queue.db"
+    a = agent_factory(cfg)
+    a.start()
+    purge = ["queue", "purge", "--sent-before", "0s", "-c", str(cfg), "--json"]
+    res = subprocess.run(
+        [sys.executable, "-m", "edge_agent", *purge], capture_output=True, text=True, cwd=ROOT
+    )
+    assert res.returncode == 0 and '"via": "daemon"' in res.stdout, res.stderr
+    a.stop()
+    # the same daemon without its control socket: purge cannot go through it, and must not
+    # write the queue under it
+    cfg.write_text(cfg.read_text().replace("[control]\n", "[control]\nenabled = false\n"))
+    a.start()
+    assert a.proc is not None
+    res = subprocess.run(
+        [sys.executable, "-m", "edge_agent", *purge], capture_output=True, text=True, cwd=ROOT
+    )
+    assert res.returncode == instance.EX_LOCKED
+    assert res.stderr.splitlines() == [
+        f"edge-agent: another edge-agent (pid {a.proc.pid}) holds {db}; it does not answer on "
+        f"{tmp_path / 'ctl.sock'}, so purge cannot go through it: stop it first "
+        "(systemctl stop edge-agent)"
+    ]
+    a.stop()
+    res = subprocess.run(
+        [sys.executable, "-m", "edge_agent", *purge], capture_output=True, text=True, cwd=ROOT
+    )
+    assert res.returncode == 0 and '"via": "direct"' in res.stdout, res.stderr
+    assert not instance.is_held(db)  # released again
