@@ -3,9 +3,10 @@
 There is no standard register map for weight indicators (PROTOCOLS.md §3.4), so every address,
 type, word/byte order, scale and status bit is a key here, and the simulator serves the same
 :class:`RegisterMap`. The ``[registers]`` table itself is required: a built-in default map once
-read an indicator's gram register as kilograms without a word of warning. Addresses are PDU addresses (0-based): holding register ``40008`` is
-``7``. All registers of the map are read with ONE request per unit and poll, so the map must
-span at most :data:`MAX_SPAN` registers (the CAS CI-600D allows 32 per query).
+read an indicator's gram register as kilograms without a word of warning. Addresses are PDU
+addresses (0-based): holding register ``40008`` is ``7``. All registers of the map are read
+with ONE request per unit and poll, so the map must span at most :data:`MAX_SPAN` registers
+(the CAS CI-600D allows 32 per query).
 """
 
 from __future__ import annotations
