@@ -193,8 +193,9 @@ class AgentConfig(StrictModel):
 
 @dataclass
 class ConfigReport:
-    """What :func:`check_config` found: the config (None if it did not validate), every
-    error, and notes about what could not be checked on this machine."""
+    """What :func:`check_config` found: the config (None unless every section validated; the
+    password source and TLS files may still be in ``errors``), every error, and notes about
+    what could not be checked on this machine."""
 
     file: Path
     config: AgentConfig | None = None
@@ -282,12 +283,12 @@ def _parse(raw: Mapping[str, Any], report: ConfigReport, *, strict: bool, secret
     stations, waybills = _stations(stations_raw, waybills_raw, list(devices_raw), file, errors)
     if base is None:
         return
-    if secrets:
-        _check_secrets(base.mqtt, file, report, strict=strict)
     if not errors:
         report.config = base.model_copy(
             update={"devices": devices, "stations": stations, "waybills": waybills}
         )
+    if secrets:
+        _check_secrets(base.mqtt, file, report, strict=strict)
 
 
 def _check_secrets(mqtt: MqttConfig, file: Path, report: ConfigReport, *, strict: bool) -> None:
