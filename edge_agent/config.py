@@ -425,7 +425,8 @@ def _format(err: ValidationError, file: Path, prefix: tuple[str, ...], model: ty
         elif e["type"] == "missing":
             parent = _model_at(model, loc[len(prefix) : -1])
             hint = getattr(parent, "missing_hints", {}).get(key)
-            lines.append(f"{head}missing required key '{key}'" + (f": {hint}" if hint else ""))
+            what = f"key '{key}'" if section else f"table [{key}]"
+            lines.append(f"{head}missing required {what}" + (f": {hint}" if hint else ""))
         elif e["type"] == "string_pattern_mismatch" and ctx.get("pattern") == ID_PATTERN:
             why = ID_WHY.get(key, ID_WHY_DEFAULT)
             lines.append(f"{head}{key}{value}: expected an id that {ID_RULE}, because {why}")
@@ -440,7 +441,7 @@ def _did_you_mean(word: str, choices: Any, lead: str = ";") -> str:
 
 
 def _expected(msg: str) -> str:
-    for lead in ("Input should be ", "String should ", "Value error, "):
+    for lead in ("Input should be ", "String should ", "Value error, ", "List should have "):
         if msg.startswith(lead):
             return msg[len(lead) :]
     return msg

@@ -546,3 +546,53 @@ def test_simulator_help_prints_a_register_map_the_agent_accepts(tmp_path: Path) 
     )
     dev = load_config(p).devices["s1"]
     assert dev.registers == DEFAULT_MAP  # type: ignore[attr-defined]
+
+
+def test_a_fragment_without_node_and_mqtt_is_named(tmp_path: Path) -> None:
+    frag = tmp_path / "frag.toml"
+    frag.write_text('[devices.t1]\ntype = "virtual"\n')
+    res = check(str(frag))
+    assert res.returncode == EX_CONFIG
+    assert res.stderr.splitlines() == [
+        f"{frag}: missing required table [node]",
+        f"{frag}: missing required table [mqtt]",
+        f"{frag}: 2 errors",
+    ]
+
+
+TYPES = (
+    "cognex_dataman, datalogic, hid_scanner, modbus_scale, mtsics_scale, serial_line_scanner, "
+    "sick_clv, sma_scale, toledo_continuous, virtual"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (
+            "[node\n",
+            "TOML syntax error: Expected ']' at the end of a table declaration "
+            "(at line 1, column 6)",
+        ),
+        ("devices = 3\n" + BASE, "[devices] expected a table of device tables"),
+        (
+            BASE.replace('{ host = "127.0.0.1", port = 1883 }', ""),
+            "[mqtt] brokers: expected at least 1 item after validation, not 0",
+        ),
+        (
+            BASE + '[devices.z]\nport = "loop://"\n',
+            f"[devices.z] missing required key 'type' (one of {TYPES})",
+        ),
+        (
+            BASE + '[devices.z]\ntype = "sik_clv"\n',
+            f"[devices.z] type = 'sik_clv': expected one of {TYPES}; did you mean 'sick_clv'?",
+        ),
+    ],
+    ids=["syntax", "devices_not_a_table", "no_brokers", "no_type", "type_typo"],
+)
+def test_bad_input_is_one_line_never_a_traceback(tmp_path: Path, text: str, line: str) -> None:
+    p = tmp_path / "x.toml"
+    p.write_text(text)
+    res = check(str(p))
+    assert res.returncode == EX_CONFIG
+    assert res.stderr.splitlines() == [f"{p}: {line}", f"{p}: 1 error"]
