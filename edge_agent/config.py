@@ -64,6 +64,9 @@ ID_WHY = {
     "group": "it is a Unix group name",
 }
 ID_WHY_DEFAULT = "it is used as a name"
+#: Environment variable names (``password_env``), and the same rule in words.
+ENV_PATTERN = r"^[A-Z_][A-Z0-9_]*$"
+ENV_RULE = "an environment variable name: upper-case letters, digits and '_', not a digit first"
 #: The end of a note about something only the line PC provides.
 STRICT_TAIL = "not checked here; the service, doctor and `config check --strict` require it"
 
@@ -113,7 +116,7 @@ class MqttConfig(StrictModel):
     protocol: Literal["5", "3.1.1"] = "5"
     username: Ident | None = None
     password_file: Path | None = None
-    password_env: Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*$")] | None = None
+    password_env: Annotated[str, StringConstraints(pattern=ENV_PATTERN)] | None = None
     password_credential: Ident | None = None
     tls: TlsConfig | None = None
     keepalive: Annotated[int, Field(ge=5, le=600)] = 15
@@ -430,6 +433,8 @@ def _format(err: ValidationError, file: Path, prefix: tuple[str, ...], model: ty
         elif e["type"] == "string_pattern_mismatch" and ctx.get("pattern") == ID_PATTERN:
             why = ID_WHY.get(key, ID_WHY_DEFAULT)
             lines.append(f"{head}{key}{value}: expected an id that {ID_RULE}, because {why}")
+        elif e["type"] == "string_pattern_mismatch" and ctx.get("pattern") == ENV_PATTERN:
+            lines.append(f"{head}{key}{value}: expected {ENV_RULE}")
         else:
             lines.append(f"{head}{key}{value}: expected {_expected(e['msg'])}")
     return lines

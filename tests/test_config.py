@@ -596,3 +596,11 @@ def test_bad_input_is_one_line_never_a_traceback(tmp_path: Path, text: str, line
     res = check(str(p))
     assert res.returncode == EX_CONFIG
     assert res.stderr.splitlines() == [f"{p}: {line}", f"{p}: 1 error"]
+
+
+def test_password_env_rule_is_in_words(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, 'password_env = "mqtt-pw"\n')
+    assert msg == (
+        f"{tmp_path / 'line.toml'}: [mqtt] password_env = 'mqtt-pw': expected an environment "
+        "variable name: upper-case letters, digits and '_', not a digit first"
+    )
