@@ -315,14 +315,14 @@ def _check_tls(mqtt: MqttConfig, file: Path, report: ConfigReport, *, strict: bo
         path = getattr(mqtt.tls, key)
         if path is None:
             continue
-        where = f"{file}: [mqtt.tls] {key} = '{path}'"
+        where = f"{file}: [mqtt.tls] {key} = {str(path)!r}"
         try:
-            exists = path.exists()
+            exists, readable = path.exists(), os.access(path, os.R_OK)
         except (OSError, ValueError):  # ValueError: a NUL in the path
-            exists = True  # and unreadable: reported below
+            exists, readable = True, False
         if not exists and not strict:
             report.notes.append(f"{where}: no such file on this machine; {STRICT_TAIL}")
-        elif not os.access(path, os.R_OK):
+        elif not readable:
             report.errors.append(f"{where}: expected a readable file")
 
 

@@ -604,3 +604,12 @@ def test_password_env_rule_is_in_words(tmp_path: Path) -> None:
         f"{tmp_path / 'line.toml'}: [mqtt] password_env = 'mqtt-pw': expected an environment "
         "variable name: upper-case letters, digits and '_', not a digit first"
     )
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_nul_in_a_tls_path_is_a_config_error(tmp_path: Path, strict: bool) -> None:
+    p = write(tmp_path, '[mqtt.tls]\nca_file = "/tmp/a\\u0000b"\n')
+    report = check_config(p, strict=strict)
+    assert report.errors == [f"{p}: [mqtt.tls] ca_file = '/tmp/a\\x00b': expected a readable file"]
+    with pytest.raises(ConfigError):
+        load_config(p)
