@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 EX_CONFIG = 78
 """sysexits.h EX_CONFIG: bad configuration; the unit's RestartPreventExitStatus names it."""
 
@@ -24,7 +26,14 @@ class EdgeAgentError(Exception):
 
 
 class ConfigError(EdgeAgentError):
-    """The configuration is invalid; the message names the file, the key and what was expected."""
+    """The configuration is invalid; the message names the file, the key and what was expected.
+
+    ``errors`` holds every problem found, one line each (the message is them joined).
+    """
+
+    def __init__(self, message: str, errors: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.errors: list[str] = list(errors) or [message]
 
 
 class DeviceError(EdgeAgentError):

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from edge_agent.errors import EX_CONFIG
+from simulators.modbus_scale import DEFAULT_MAP, ScaleSim, ScaleSimConfig
 from simulators.mosquitto import Mosquitto, free_port
 from simulators.serial_line_scanner import ScannerSim
 from tests.harness import ROOT, Agent, Subscriber, agent_config
@@ -362,3 +364,86 @@ def test_cli_survives_a_closed_pipe(line: Line) -> None:
     )
     assert shell.returncode == 0 and len(shell.stdout.splitlines()) == 1
     assert "Traceback" not in shell.stderr and "BrokenPipe" not in shell.stderr
+
+
+# ---- probe --opt: the config check's own messages; Modbus TCP without a dummy --port ---------
+def test_probe_opt_errors_are_config_check_lines() -> None:
+    res = cli(
+        "probe", "-t", "serial_line_scanner", "-p", "loop://",
+        "--opt", "baudrate=9601", "--opt", "framng=stx_etx",
+    )  # fmt: skip
+    assert res.returncode == EX_CONFIG
+    assert res.stdout == ""
+    assert res.stderr.splitlines() == [
+        "edge-agent: configuration error:",
+        "probe --opt: [devices.probe] baudrate = 9601: expected 1200, 2400, 4800, 9600, 19200, "
+        "38400, 57600, 115200 or 230400",
+        "probe --opt: [devices.probe] unknown key 'framng': did you mean 'framing'? (valid: "
+        "aim_ids, baudrate, bytesize, enabled, exclusive, framing, inter_byte_timeout_ms, "
+        "max_frame, noread, parity, port, prefix, stopbits, suffix, terminator, type)",
+    ]
+
+
+def test_probe_opt_without_equals_and_modbus_without_registers() -> None:
+    res = cli("probe", "-t", "serial_line_scanner", "-p", "loop://", "--opt", "baudrate")
+    assert (res.returncode, res.stderr.splitlines()) == (
+        EX_CONFIG,
+        [
+            "edge-agent: configuration error:",
+            "probe --opt: 'baudrate': expected KEY=VALUE (JSON values), e.g. baudrate=9600",
+        ],
+    )
+    res = cli("probe", "-t", "modbus_scale", "--opt", "transport=tcp", "--opt", "host=10.0.0.7:502")
+    assert res.returncode == EX_CONFIG and "Traceback" not in res.stderr
+    assert res.stderr.splitlines() == [
+        "edge-agent: configuration error:",
+        "probe --opt: [devices.probe] host = '10.0.0.7:502': expected a bare host name or address "
+        "(no scheme, port, brackets or '/'); put the port in tcp_port = 502",
+        "probe --opt: [devices.probe] missing required key 'registers': a [registers] table with "
+        "the indicator's register map, from its manual. Weight indicators have no standard map, "
+        "and a built-in default once produced weights 1000x off without a warning (`python -m "
+        "simulators.modbus_scale --help` prints an example map to adapt)",
+    ]
+    res = cli("probe", "-t", "serial_line_scanner")
+    assert (res.returncode, res.stderr) == (
+        1,
+        "edge-agent: --type serial_line_scanner needs --port (a pyserial URL or device path)\n",
+    )
+
+
+def test_probe_modbus_tcp_needs_no_port() -> None:
+    sim = ScaleSim(ScaleSimConfig(transport="tcp", units=(1,), auto=False, seed=5)).start()
+    try:
+        sim.place(1, 1234.0)
+        regs = json.dumps(DEFAULT_MAP.model_dump(exclude_none=True))
+        res = cli(
+            "probe", "-t", "modbus_scale", "--opt", "transport=tcp", "--opt", "host=127.0.0.1",
+            "--opt", f"tcp_port={sim.server.port}", "--opt", f"registers={regs}",
+            "--count", "1", "--seconds", "15", "--json",
+        )  # fmt: skip
+    finally:
+        sim.stop()
+    assert res.returncode == 0, res.stderr
+    shown = [json.loads(x) for x in res.stdout.splitlines()]
+    assert [(s["kind"], s["value"], s["stable"]) for s in shown] == [("weight", 1234.0, True)]
+
+
+# ---- doctor checks the config as strictly as the service -------------------------------------
+def test_doctor_config_is_strict(tmp_path: Path) -> None:
+    cfg = agent_config(tmp_path, free_port(), {}, f'[mqtt.tls]\nca_file = "{tmp_path}/ca.pem"')
+    assert cli("config", "check", str(cfg)).returncode == 0  # a note on a laptop
+    res = cli("doctor", "-c", str(cfg), "--json")
+    assert res.returncode == 1
+    first = json.loads(res.stdout)[0]
+    assert first == {
+        "name": "config",
+        "ok": False,
+        "detail": f"{cfg}: [mqtt.tls] ca_file = '{tmp_path}/ca.pem': expected a readable file",
+        "fix": f"edit {cfg}; check with `edge-agent config check --strict {cfg}`",
+    }
+    human = cli("doctor", "-c", str(cfg)).stdout.splitlines()
+    assert human[:2] == [
+        f"[FAIL] config         {cfg}: [mqtt.tls] ca_file = '{tmp_path}/ca.pem': expected a "
+        "readable file",
+        f"{'':22}fix: edit {cfg}; check with `edge-agent config check --strict {cfg}`",
+    ]

@@ -159,16 +159,6 @@ def test_every_tunnel_reading_arrives_with_values_and_gates(
     assert {r["id"] for r in rows} <= {r["id"] for _, r in backend.readings()}
 
 
-NODE = """
-[node]
-site = "S1"
-line = "L1"
-agent_id = "a1"
-[mqtt]
-brokers = [{ host = "127.0.0.1", port = 1883 }]
-"""
-
-
 def test_example_device_tables_are_valid_and_their_demo_simulators_serve(tmp_path: Path) -> None:
     text = (ROOT / "config" / "devices" / "tunnel_scanners.toml").read_text()
     # the demo's fixed ports may be taken on a shared machine: move them to free ones
@@ -176,7 +166,7 @@ def test_example_device_tables_are_valid_and_their_demo_simulators_serve(tmp_pat
         r"socket://127\.0\.0\.1:\d+\b", lambda _: f"socket://127.0.0.1:{free_port()}", text
     )
     text = text.replace("/tmp/edge-agent-demo/", f"{tmp_path}/")
-    cfg = parse_config(tomllib.loads(NODE + text), tmp_path / "line.toml")
+    cfg = parse_config(tomllib.loads(text), tmp_path / "line.toml")  # a complete config
     assert {d.type for d in cfg.devices.values()} == {"sick_clv", "cognex_dataman", "datalogic"}
     for seed, (dev_id, dev) in enumerate(cfg.devices.items(), start=1):
         demo: DemoTunnel = importlib.import_module(f"simulators.{dev.type}").for_demo(

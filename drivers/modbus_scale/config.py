@@ -2,19 +2,22 @@
 
 There is no standard register map for weight indicators (PROTOCOLS.md §3.4), so every address,
 type, word/byte order, scale and status bit is a key here, and the simulator serves the same
-:class:`RegisterMap`. Addresses are PDU addresses (0-based): holding register ``40008`` is
-``7``. All registers of the map are read with ONE request per unit and poll, so the map must
-span at most :data:`MAX_SPAN` registers (the CAS CI-600D allows 32 per query).
+:class:`RegisterMap`. The ``[registers]`` table itself is required: a built-in default map once
+read an indicator's gram register as kilograms without a word of warning. Addresses are PDU
+addresses (0-based): holding register ``40008`` is ``7``. All registers of the map are read
+with ONE request per unit and poll, so the map must span at most :data:`MAX_SPAN` registers
+(the CAS CI-600D allows 32 per query).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from edge_agent.config import DeviceConfig, StrictModel
+from edge_agent.model import bare_host_problem
 
 #: Registers one FC03/FC04 request may read (Modbus application protocol spec, §6.3).
 MAX_SPAN = 125
@@ -119,7 +122,7 @@ class ModbusScaleConfig(DeviceConfig):
     parity: Literal["N", "E", "O"] = "E"
     stopbits: Literal[1, 2] = 1
     units: list[UnitId] = Field(default_factory=lambda: [1], min_length=1, max_length=32)
-    registers: RegisterMap = RegisterMap()
+    registers: RegisterMap
     poll_ms: int = Field(default=200, ge=20, le=60_000)
     timeout_ms: int = Field(default=300, ge=20, le=10_000)
     retries: int = Field(default=1, ge=0, le=5)
@@ -129,6 +132,23 @@ class ModbusScaleConfig(DeviceConfig):
     min_change_g: float = Field(default=0.0, ge=0)
     max_weight_g: float = Field(default=60_000.0, gt=0)
     settle_polls: int = Field(default=3, ge=2, le=50)
+
+    missing_hints: ClassVar[dict[str, str]] = {
+        "registers": (
+            "a [registers] table with the indicator's register map, from its manual. Weight "
+            "indicators have no standard map, and a built-in default once produced weights "
+            "1000x off without a warning (`python -m simulators.modbus_scale --help` prints "
+            "an example map to adapt)"
+        )
+    }
+
+    @field_validator("host")
+    @classmethod
+    def _bare_host(cls, v: str | None) -> str | None:
+        problem = None if v is None else bare_host_problem(v, "tcp_port")
+        if problem is not None:
+            raise ValueError(problem)
+        return v
 
     @field_validator("port")
     @classmethod

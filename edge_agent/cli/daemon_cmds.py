@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from edge_agent.cli.common import add_config, add_json, age, ask_daemon, config, output
-from edge_agent.config import load_config
-from edge_agent.errors import EX_CONFIG, ConfigError
+from edge_agent.config import check_config
+from edge_agent.errors import EX_CONFIG
 from edge_agent.logs import setup as setup_logging
 
 
@@ -22,8 +23,19 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
-    check = cfg_sub.add_parser("check", help="validate a file with the daemon's own loader")
+    check = cfg_sub.add_parser(
+        "check",
+        help="validate a file with the daemon's own loader; every error at once",
+        description="Validate FILE and report every error (exit 78) or ok (exit 0). The MQTT "
+        "password source and TLS files are checked when present on this machine and noted "
+        "when not; --strict requires them, as the service and `doctor` do.",
+    )
     check.add_argument("file")
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="also require the password source and TLS files (what the service needs)",
+    )
     add_json(check)
     check.set_defaults(func=cmd_config_check)
 
@@ -55,21 +67,30 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    """Validate; exit 0 or 78."""
-    try:
-        cfg = load_config(args.file)
-    except ConfigError as err:
-        if args.json:
-            print(json.dumps({"file": args.file, "valid": False, "error": str(err)}))
-        else:
-            print(f"{err}", file=__import__("sys").stderr)
+    """Validate; print every error (exit 78) or ok with notes (exit 0)."""
+    report = check_config(args.file, strict=args.strict)
+    devices = sorted(report.config.devices) if report.config else []
+    valid = not report.errors
+    if args.json:
+        result = {
+            "file": args.file,
+            "valid": valid,
+            "strict": args.strict,
+            "errors": report.errors,
+            "notes": report.notes,
+            "devices": devices,
+        }
+        print(json.dumps(result))
+        return 0 if valid else EX_CONFIG
+    for note in report.notes:
+        print(f"note: {note}")
+    if not valid:
+        for line in report.errors:
+            print(line, file=sys.stderr)
+        n = len(report.errors)
+        print(f"{args.file}: {n} error{'s' if n > 1 else ''}", file=sys.stderr)
         return EX_CONFIG
-    result = {"file": args.file, "valid": True, "devices": sorted(cfg.devices)}
-    output(
-        args,
-        result,
-        lambda r: f"{r['file']}: ok ({len(r['devices'])} devices: {', '.join(r['devices'])})",
-    )
+    print(f"{args.file}: ok ({len(devices)} devices: {', '.join(devices)})")
     return 0
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from drivers import DRIVERS, config_class, driver_class
 from edge_agent.cli.common import CommandError, add_config, add_json, config, err, output
-from edge_agent.config import AgentConfig
-from edge_agent.errors import DeviceError
+from edge_agent.config import AgentConfig, DeviceConfig, validate_device
+from edge_agent.errors import ConfigError, DeviceError
 from edge_agent.reading import Decoded
 
 BY_ID = Path("/dev/serial/by-id")
@@ -34,7 +34,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     add_json(probe)
     probe.add_argument("device", nargs="?", help="device id from the config")
     probe.add_argument("-t", "--type", choices=sorted(DRIVERS), help="driver, with --port")
-    probe.add_argument("-p", "--port", help="pyserial URL / device for --type")
+    probe.add_argument(
+        "-p", "--port", help="pyserial URL / device for --type (not for Modbus TCP: --opt host=)"
+    )
     probe.add_argument(
         "--opt",
         action="append",
@@ -116,24 +118,43 @@ def _ports_human(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: What ``probe --type`` errors name instead of a file (same format as ``config check``).
+PROBE_SOURCE = Path("probe --opt")
+
+
 def _probe_driver(args: argparse.Namespace, cfg: AgentConfig | None) -> Any:
     if args.type:
-        if not args.port:
-            raise CommandError("--type needs --port")
-        table: dict[str, Any] = {"type": args.type, "port": args.port}
-        for opt in args.opt:
-            key, _, value = opt.partition("=")
-            try:
-                table[key] = json.loads(value)
-            except ValueError:
-                table[key] = value
-        return driver_class(args.type)("probe", config_class(args.type).model_validate(table))
+        return driver_class(args.type)("probe", _probe_config(args))
     if cfg is None or args.device not in cfg.devices:
         valid = ", ".join(sorted(cfg.devices)) if cfg else ""
         msg = f"give a configured device id ({valid}) or --type and --port"
         raise CommandError(msg)
     dev = cfg.devices[args.device]
     return driver_class(dev.type)(args.device, dev)
+
+
+def _probe_config(args: argparse.Namespace) -> DeviceConfig:
+    """``--type``, ``--port`` and every ``--opt`` as a device table, validated like the file.
+
+    ``--port`` is needed only when the driver requires a port (not for Modbus TCP).
+    """
+    port_field = config_class(args.type).model_fields.get("port")
+    if not args.port and port_field is not None and port_field.is_required():
+        msg = f"--type {args.type} needs --port (a pyserial URL or device path)"
+        raise CommandError(msg)
+    table: dict[str, Any] = {"type": args.type}
+    if args.port:
+        table["port"] = args.port
+    for opt in args.opt:
+        key, eq, value = opt.partition("=")
+        if not eq or not key:
+            msg = f"{PROBE_SOURCE}: {opt!r}: expected KEY=VALUE (JSON values), e.g. baudrate=9600"
+            raise ConfigError(msg)
+        try:
+            table[key] = json.loads(value)
+        except ValueError:
+            table[key] = value
+    return validate_device("probe", table, PROBE_SOURCE)
 
 
 def _show(args: argparse.Namespace, d: Decoded, trace: Any) -> None:

@@ -14,8 +14,7 @@ from pathlib import Path
 
 from edge_agent import control
 from edge_agent.cli.common import add_config, add_json, output
-from edge_agent.config import AgentConfig, load_config
-from edge_agent.errors import ConfigError
+from edge_agent.config import AgentConfig, check_config
 
 UDEV_RULES = Path("/etc/udev/rules.d/99-edge-agent.rules")
 MIN_FREE = 200 << 20
@@ -42,12 +41,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _config(path: str) -> tuple[Check, AgentConfig | None]:
-    try:
-        cfg = load_config(path, secrets=False)
-    except ConfigError as err:
-        return Check(
-            "config", False, str(err), f"edit {path}; check with `edge-agent config check`"
-        ), None
+    """Strict, as the service loads it: the password source and TLS files must be readable."""
+    report = check_config(path, strict=True)
+    fix = f"edit {path}; check with `edge-agent config check --strict {path}`"
+    if report.errors:
+        return Check("config", False, "\n".join(report.errors), fix), report.config
+    cfg = report.config
+    assert cfg is not None  # no errors: every section validated
     return Check("config", True, f"{path} valid, {len(cfg.devices)} devices"), cfg
 
 
@@ -180,7 +180,8 @@ def _human(items: list[dict[str, object]]) -> str:
     mark = {True: "PASS", False: "FAIL", None: "WARN"}
     lines = []
     for c in items:
-        lines.append(f"[{mark[c['ok']]}] {c['name']:14} {c['detail']}")  # type: ignore[index]
+        detail = str(c["detail"]).replace("\n", "\n" + " " * 22)  # one config error a line
+        lines.append(f"[{mark[c['ok']]}] {c['name']:14} {detail}")  # type: ignore[index]
         if c["fix"]:
             lines.append(f"{'':22}fix: {c['fix']}")
     return "\n".join(lines)

@@ -171,25 +171,26 @@ def validate_stations(
     waybills: WaybillConfig,
     file: Path,
 ) -> None:
-    """Cross-section checks the models cannot do alone; raises ConfigError naming the key.
+    """Cross-section checks the models cannot do alone; raises ConfigError naming each problem.
 
     Every station device must exist in ``[devices]``, a device belongs to at most one
     station, and ``carriers`` must name carriers of the waybill table.
     """
     owner: dict[str, str] = {}
     known = WaybillTable.from_config(waybills).carriers
+    errors: list[str] = []
     for sid, st in stations.items():
         where = f"{file}: [stations.{sid}]"
         missing = [d for d in st.devices if d not in devices]
         if missing:
-            msg = f"{where} devices: {missing} not defined in [devices]"
-            raise ConfigError(msg)
+            errors.append(f"{where} devices: {missing} not defined in [devices]")
         for d in st.devices:
             if d in owner:
-                msg = f"{where} devices: '{d}' already belongs to station '{owner[d]}'"
-                raise ConfigError(msg)
-            owner[d] = sid
+                errors.append(f"{where} devices: '{d}' already belongs to station '{owner[d]}'")
+            else:
+                owner[d] = sid
         bad = sorted(set(st.carriers or ()) - known)
         if bad:
-            msg = f"{where} carriers: unknown {bad} (valid: {', '.join(sorted(known))})"
-            raise ConfigError(msg)
+            errors.append(f"{where} carriers: unknown {bad} (valid: {', '.join(sorted(known))})")
+    if errors:
+        raise ConfigError("\n".join(errors), errors)

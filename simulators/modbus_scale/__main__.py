@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.modbus_scale.config import RegisterMap
-from simulators.modbus_scale.config import DEFAULT_MAP, FAULTS, ScaleSimConfig
+from simulators.modbus_scale.config import DEFAULT_MAP, FAULTS, ScaleSimConfig, registers_toml
 from simulators.modbus_scale.sim import ScaleSim
 
 
@@ -34,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m simulators.modbus_scale",
         description="A Modbus weight indicator (pymodbus server) with parcels, motion and faults.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Register map served without --map (PDU addresses, 0-based: 40001 is 0); the\n"
+        "agent's modbus_scale device needs the same [registers] table, paste it under the\n"
+        "device (its id in place of <id>):\n\n" + registers_toml(DEFAULT_MAP),
     )
     p.add_argument(
         "--transport",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -17,6 +18,15 @@ DEFAULT_MAP = RegisterMap(
     weight_register=0, weight_type="int32", unit="kg", decimals=3,
     status_register=2, stable_bit=0, motion_bit=1, zero_bit=2, overload_bit=3, under_zero_bit=4,
 )  # fmt: skip
+
+
+def registers_toml(m: RegisterMap, table: str = "devices.<id>.registers") -> str:
+    """``m`` as the ``[registers]`` table of a device, every key spelled out (pasteable TOML)."""
+    lines = [f"[{table}]"]
+    for key, value in m.model_dump(exclude_none=True).items():
+        text = json.dumps(value) if isinstance(value, str) else repr(value)
+        lines.append(f"{key} = {text}")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)

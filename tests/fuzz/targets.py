@@ -382,7 +382,9 @@ TARGETS: dict[str, DriverTarget] = {
 MODBUS_CONFIGS = tuple(
     _cfg(ModbusScaleConfig, type="modbus_scale", **kw)
     for kw in (
-        {"port": SERIAL, "units": [1, 2]},
+        # an explicit empty [registers] table: every key at its default, as the map this
+        # corpus was recorded with (the table itself is required now)
+        {"port": SERIAL, "units": [1, 2], "registers": {}},
         {
             "transport": "tcp",
             "host": "127.0.0.1",
