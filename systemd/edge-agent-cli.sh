@@ -18,6 +18,7 @@ set -eu
 
 CLI=@PREFIX@/venv/bin/edge-agent
 ETC=@ETC@
+STATE=@STATE@
 USER_NAME=edge-agent
 
 : "${EDGE_AGENT_CONFIG:=$ETC/edge-agent.toml}"
@@ -51,6 +52,12 @@ esac
 as_service_user=0
 if [ "$(id -u)" -eq 0 ] && id -u "$USER_NAME" >/dev/null 2>&1 && command -v runuser >/dev/null; then
   as_service_user=1
+fi
+
+# The queue directory is 0700 edge-agent (the unit's StateDirectoryMode=): say how to get in.
+if [ "$cmd" = queue ] && [ "$as_service_user" -eq 0 ] && [ ! -x "$STATE" ] && [ -d "$STATE" ]; then
+  echo "edge-agent: the queue in $STATE is user edge-agent's only: run \`sudo edge-agent queue" \
+    "...\`" >&2
 fi
 
 if [ "$needs_password" -eq 0 ] || [ ! -e "$ETC/mqtt.password" ]; then

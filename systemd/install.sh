@@ -234,7 +234,8 @@ install_config() {
 install_wrapper() {
   local tmp
   tmp=$(mktemp)
-  sed -e "s|@PREFIX@|$R$PREFIX|g" -e "s|@ETC@|$R$ETC|g" "$SRC/systemd/edge-agent-cli.sh" >"$tmp"
+  sed -e "s|@PREFIX@|$R$PREFIX|g" -e "s|@ETC@|$R$ETC|g" -e "s|@STATE@|$R$STATE|g" \
+    "$SRC/systemd/edge-agent-cli.sh" >"$tmp"
   install_file "$tmp" "$R$WRAPPER" 0755
   rm -f "$tmp"
 }
