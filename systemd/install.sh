@@ -254,7 +254,8 @@ Next steps:
   1. Edit the configuration: node, broker, devices${cfg}
        sudoedit $ETC/edge-agent.toml
        edge-agent ports        # finds the scanner and scale ports, with or without a config
-  2. Store the MQTT password (skip it if the broker uses client certificates only)${pw}
+  2. Store the MQTT password${pw}
+     (broker with client certificates only: no file; clear LoadCredential=, see the guide)
        sudo sh -c 'umask 077 && cat > $ETC/mqtt.password'   # type it, Enter, Ctrl-D
   3. Start the service${run}
        sudo systemctl enable --now edge-agent
