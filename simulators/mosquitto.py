@@ -51,6 +51,17 @@ def free_ports(n: int) -> list[int]:
     return sorted(ports)
 
 
+def port_in_use(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:``port`` (a bind as Mosquitto does it fails)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are fine
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def binary() -> str | None:
     """Path of the mosquitto binary, if installed."""
     return shutil.which("mosquitto") or next(
@@ -104,7 +115,14 @@ class Mosquitto:
                 parent.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
 
     def start(self, timeout: float = 10.0) -> None:
-        """Start and wait until the port accepts connections."""
+        """Start and wait until the port accepts connections, from this broker.
+
+        Refuses a port something else listens on (e.g. a broker an earlier run left behind):
+        connecting to it would look like this broker is up.
+        """
+        if port_in_use(self.port):
+            msg = f"127.0.0.1:{self.port} is already in use (a broker left running?)"
+            raise RuntimeError(msg)
         self._chown()
         self.proc = subprocess.Popen(
             [self.exe, "-c", str(self.conf)],
@@ -126,7 +144,8 @@ class Mosquitto:
                 contextlib.suppress(OSError),
                 socket.create_connection(("127.0.0.1", self.port), 0.2),
             ):
-                return
+                if self.proc.poll() is None:
+                    return
             time.sleep(0.05)
         msg = f"mosquitto did not listen on {self.port} within {timeout} s"
         raise TimeoutError(msg)

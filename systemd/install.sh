@@ -9,6 +9,9 @@
 #   /opt/edge-agent/venv         a venv with edge-agent installed from this checkout; rebuilt
 #                                only when the package sources changed (hash in .source-hash)
 #   /opt/edge-agent/README.md    the install guide (the unit's Documentation=)
+#   /usr/local/bin/edge-agent    the technician's CLI: runs the venv's edge-agent with the
+#                                service's config and, for broker commands run with sudo, the
+#                                MQTT password (from systemd/edge-agent-cli.sh)
 #   /etc/systemd/system/edge-agent.service
 #   /etc/udev/rules.d/99-edge-agent.rules    replaced on upgrade
 #   /etc/udev/rules.d/99-edge-agent-local.rules  the site's role names (/dev/edge/scanner-1),
@@ -20,17 +23,18 @@
 #   /var/lib/edge-agent/         0700 edge-agent:edge-agent (the queue; never touched again)
 # then, when systemd is running: daemon-reload, enable, and try-restart if the code or the
 # unit changed (a stopped service stays stopped). It never starts the service: the config
-# and /etc/edge-agent/mqtt.password must be edited first (see systemd/README.md).
+# and /etc/edge-agent/mqtt.password must be edited first; it ends by printing these steps.
 #
 # --uninstall removes the unit (disabling and stopping it), 99-edge-agent.rules, the
-# sysusers file and /opt/edge-agent. It keeps the data (/var/lib/edge-agent), the
+# sysusers file, /usr/local/bin/edge-agent and /opt/edge-agent. It keeps the data (/var/lib/edge-agent), the
 # configuration (/etc/edge-agent, 99-edge-agent-local.rules) and the edge-agent account,
 # which still owns the data.
 #
 # --root DIR (or DESTDIR=DIR) stages everything under DIR instead of /: users go into
 # DIR/etc/passwd and DIR/etc/group (systemd-sysusers --root), the unit is enabled with
 # `systemctl --root`, nothing is reloaded, started or restarted, and the running system is
-# not touched. Ownership is set only when run as root. The venv is built in place, so it
+# not touched. Ownership is set only when run as root. DIR/usr/local/bin/edge-agent then
+# runs DIR/opt/edge-agent/venv with DIR/etc/edge-agent. The venv is built in place, so it
 # runs from DIR/opt/edge-agent/venv but cannot be moved (venvs are not relocatable): to build
 # an image, run this script inside the image (chroot, systemd-nspawn) rather than copying DIR.
 #
@@ -55,6 +59,7 @@ UNIT=/etc/systemd/system/edge-agent.service
 RULES=/etc/udev/rules.d/99-edge-agent.rules
 LOCAL_RULES=/etc/udev/rules.d/99-edge-agent-local.rules
 SYSUSERS=/etc/sysusers.d/edge-agent.conf
+WRAPPER=/usr/local/bin/edge-agent
 
 say() { echo "install.sh: $*"; }
 die() { echo "install.sh: error: $*" >&2; exit 1; }
@@ -225,6 +230,41 @@ install_config() {
   install_once "$SRC/systemd/99-edge-agent-local.rules" "$R$LOCAL_RULES" 0644 0
 }
 
+# The CLI on the PATH, pointing at this install's venv and configuration (under DIR too).
+install_wrapper() {
+  local tmp
+  tmp=$(mktemp)
+  sed -e "s|@PREFIX@|$R$PREFIX|g" -e "s|@ETC@|$R$ETC|g" -e "s|@STATE@|$R$STATE|g" \
+    "$SRC/systemd/edge-agent-cli.sh" >"$tmp"
+  install_file "$tmp" "$R$WRAPPER" 0755
+  rm -f "$tmp"
+}
+
+# What is left for the technician, with what is already done marked.
+next_steps() {
+  local pw="" cfg="" run=""
+  [ ! -e "$R$ETC/mqtt.password" ] || pw="   (exists)"
+  if [ -f "$R$ETC/edge-agent.toml" ] && ! cmp -s "$SRC/config/example.toml" "$R$ETC/edge-agent.toml"; then
+    cfg="   (edited)"
+  fi
+  ! systemd_running || ! systemctl --quiet is-active edge-agent.service || run="   (running)"
+  cat <<EOF
+
+Next steps:
+  1. Edit the configuration: node, broker, devices${cfg}
+       sudoedit $ETC/edge-agent.toml
+       edge-agent ports        # finds the scanner and scale ports, with or without a config
+  2. Store the MQTT password${pw}
+     (broker with client certificates only: no file; clear LoadCredential=, see the guide)
+       sudo sh -c 'umask 077 && cat > $ETC/mqtt.password'   # type it, Enter, Ctrl-D
+  3. Start the service${run}
+       sudo systemctl enable --now edge-agent
+  4. Check everything
+       sudo edge-agent doctor && sudo edge-agent broker-test && edge-agent status
+  Technicians: sudo usermod -aG edge-agent,dialout,plugdev <login>   (then log in again)
+EOF
+}
+
 enable_unit() {
   if [ "$STAGED" = 1 ]; then
     if command -v systemctl >/dev/null; then
@@ -260,6 +300,7 @@ do_install() {
   install_venv
   check_venv_runs_as_service_user
   install_file "$SRC/systemd/README.md" "$R$PREFIX/README.md" 0644
+  install_wrapper
   install_file "$SRC/systemd/edge-agent.service" "$R$UNIT" 0644
   install_file "$SRC/systemd/99-edge-agent.rules" "$R$RULES" 0644
   install_config
@@ -270,6 +311,7 @@ do_install() {
   else
     say "done (nothing to change)"
   fi
+  next_steps
 }
 
 do_uninstall() {
@@ -282,7 +324,7 @@ do_uninstall() {
   fi
   rm -f "$R/etc/systemd/system/multi-user.target.wants/edge-agent.service"
   local path
-  for path in "$UNIT" "$RULES" "$SYSUSERS"; do
+  for path in "$UNIT" "$RULES" "$SYSUSERS" "$WRAPPER"; do
     if [ -e "$R$path" ]; then
       rm -f "$R$path"
       say "removed $path"

@@ -447,3 +447,80 @@ def test_doctor_config_is_strict(tmp_path: Path) -> None:
         "readable file",
         f"{'':22}fix: edit {cfg}; check with `edge-agent config check --strict {cfg}`",
     ]
+
+
+def test_ports_without_a_config_lists_ports_and_says_so(tmp_path: Path) -> None:
+    missing = tmp_path / "edge-agent.toml"
+    res = cli("ports", env={"EDGE_AGENT_CONFIG": str(missing)})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("serial ports:"), res.stdout
+    assert f"no config found at {missing}" in res.stdout
+    as_json = json.loads(cli("ports", "--json", "-c", str(missing)).stdout)
+    assert as_json["configured"] == [] and as_json["config"] is None
+    assert "no config found" in as_json["config_note"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[node\n")
+    broken = cli("ports", "-c", str(bad))
+    assert broken.returncode == 78 and "serial ports:" in broken.stdout
+    assert "TOML syntax error" in broken.stdout
+
+
+def test_ports_offers_an_onboard_uart_only_when_something_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Onboard UARTs (no VID:PID) stood in for by real ptys, as list_ports would report them."""
+    import fcntl
+
+    from serial.tools import list_ports
+    from serial.tools.list_ports_common import ListPortInfo
+
+    from edge_agent.cli import device_cmds, main
+
+    ptys = {name: os.openpty() for name in ("silent", "chatty", "held", "console")}
+    tty = {name: os.ttyname(slave) for name, (_m, slave) in ptys.items()}
+    os.write(ptys["chatty"][0], b"0123456789\r\n")  # a scanner's reading, waiting to be read
+    fcntl.flock(ptys["held"][1], fcntl.LOCK_EX)  # as the daemon's driver holds its port
+    console = tmp_path / "console-active"
+    console.write_text(tty["console"][len("/dev/") :] + "\n")
+    monkeypatch.setattr(device_cmds, "CONSOLES", console)
+    usb = ListPortInfo("/dev/ttyUSB7", skip_link_detection=True)
+    usb.vid, usb.pid, usb.description = 0x0403, 0x6001, "FT232R USB UART"
+    infos = [usb] + [ListPortInfo(t, skip_link_detection=True) for t in tty.values()]
+    monkeypatch.setattr(list_ports, "comports", lambda *_a, **_k: infos)
+    try:
+        code = main(["ports", "--json", "-c", str(tmp_path / "none.toml"), "--listen", "0.3"])
+    finally:
+        for m, s in ptys.values():
+            os.close(m)
+            os.close(s)
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    ports = {p["device"]: p for p in out["serial"]}
+    assert ports["/dev/ttyUSB7"]["candidate"] is True and ports["/dev/ttyUSB7"]["note"] is None
+    assert ports[tty["chatty"]]["candidate"] is True
+    assert "bytes received" in ports[tty["chatty"]]["note"]
+    assert ports[tty["held"]]["candidate"] is True and "busy" in ports[tty["held"]]["note"]
+    assert ports[tty["silent"]]["candidate"] is False
+    assert "nothing answered" in ports[tty["silent"]]["note"]
+    assert ports[tty["console"]]["candidate"] is False
+    assert "console" in ports[tty["console"]]["note"]
+    detected = {d["port"] for d in out["detected"] if d["kind"] == "serial_line_scanner"}
+    assert detected == {"/dev/ttyUSB7", tty["chatty"], tty["held"]}
+
+
+def test_uart_check_restores_the_port_settings() -> None:
+    import termios
+
+    from edge_agent.cli.device_cmds import uart_answers
+
+    master, slave = os.openpty()
+    try:
+        before = termios.tcgetattr(slave)
+        assert uart_answers(os.ttyname(slave), 0.1) == (
+            False,
+            "nothing answered (no modem line up, no byte in 0.1 s)",
+        )
+        assert termios.tcgetattr(slave) == before  # canonical mode, echo: as found
+    finally:
+        os.close(master)
+        os.close(slave)

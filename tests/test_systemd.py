@@ -23,6 +23,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import itertools
+import json
 import os
 import re
 import shutil
@@ -1047,7 +1048,7 @@ def test_uninstall_keeps_data_config_and_account(staged: Staged, tmp_path: Path)
     for gone in ("etc/systemd/system/edge-agent.service",
                  "etc/systemd/system/multi-user.target.wants/edge-agent.service",
                  "etc/udev/rules.d/99-edge-agent.rules", "etc/sysusers.d/edge-agent.conf",
-                 "opt/edge-agent"):  # fmt: skip
+                 "opt/edge-agent", "usr/local/bin/edge-agent"):  # fmt: skip
         assert not (root / gone).exists() and not (root / gone).is_symlink(), gone
     assert (root / "var/lib/edge-agent/queue.db").read_bytes() == b"readings"
     assert (root / "etc/edge-agent/edge-agent.toml").exists()
@@ -1056,3 +1057,101 @@ def test_uninstall_keeps_data_config_and_account(staged: Staged, tmp_path: Path)
     assert "kept /var/lib/edge-agent" in out
     again = install(staged.src, root, "--uninstall").stdout
     assert "removed" not in again
+
+
+# ---- the technician's CLI on the PATH (/usr/local/bin/edge-agent) ----------------------------
+WRAPPER = "usr/local/bin/edge-agent"
+
+
+def run_wrapper(
+    staged: Staged, tmp: Path, *args: str, config: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The installed wrapper, as a technician runs it (no systemd variables around)."""
+    unset = ("CREDENTIALS_DIRECTORY", "RUNTIME_DIRECTORY", "EDGE_AGENT_CONFIG")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env["TMPDIR"] = str(tmp)
+    if config is not None:
+        env["EDGE_AGENT_CONFIG"] = str(config)
+    return subprocess.run([str(staged.root / WRAPPER), *args], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)  # fmt: skip
+
+
+def test_install_puts_the_cli_on_the_path(staged: Staged, tmp_path: Path) -> None:
+    wrapper = staged.root / WRAPPER
+    assert mode_owner(wrapper)[0] == "0755"
+    text = wrapper.read_text()
+    assert text.startswith("#!/bin/sh\n") and "set -eu" in text and "@" not in text.split("\n")[1]
+    assert f"CLI={staged.root}/opt/edge-agent/venv/bin/edge-agent\n" in text  # --root honoured
+    assert subprocess.run(["sh", "-n", str(wrapper)], check=False).returncode == 0
+    version = run_wrapper(staged, tmp_path, "--version")
+    assert version.returncode == 0 and version.stdout.startswith("edge-agent "), version.stderr
+    # the default config is the installed one, found without -c
+    check = run_wrapper(staged, tmp_path, "ports", "--json", "--listen", "0")
+    assert json.loads(check.stdout)["config"] == str(staged.root / "etc/edge-agent/edge-agent.toml")
+    assert "Next steps:" in staged.output and "edge-agent doctor" in staged.output
+    assert "mqtt.password" in staged.output and "systemctl enable --now" in staged.output
+
+
+def test_cli_finds_the_services_control_socket() -> None:
+    """No [control] socket and no $RUNTIME_DIRECTORY (a technician's shell): the unit's path."""
+    runtime = values("Service", "RuntimeDirectory")
+    env = {k: v for k, v in os.environ.items() if k != "RUNTIME_DIRECTORY"}
+    r = subprocess.run(
+        [sys.executable, "-c", "from edge_agent.config import ControlConfig; "
+         "print(ControlConfig().path())"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert r.stdout.strip() == f"/run/{runtime[0]}/control.sock"
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="mosquitto_passwd missing")
+def test_cli_passes_the_mqtt_password_only_when_the_file_exists(
+    staged: Staged, tmp_path: Path
+) -> None:
+    secret = f"line03-{uuid.uuid4().hex[:12]}"
+    (tmp_path / "broker").mkdir()
+    passwd = tmp_path / "broker" / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "line03", secret], check=True)
+    broker = Mosquitto(tmp_path / "broker", extra=f"password_file {passwd}\n", anonymous=False)
+    open_broker = Mosquitto(tmp_path / "open")
+    broker.start()
+    open_broker.start()
+    password_file = staged.root / "etc/edge-agent/mqtt.password"
+    (tmp_path / "auth").mkdir()
+    (tmp_path / "anon").mkdir()
+    with_password = credential_config(tmp_path / "auth", broker.port)
+    without = agent_config(tmp_path / "anon", open_broker.port, {})
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    try:
+        # No password file (yet): nothing passed, no error from the wrapper itself.
+        r = run_wrapper(staged, tmp, "broker-test", config=with_password)
+        assert r.returncode == 78 and "CREDENTIALS_DIRECTORY" in r.stderr, r.stderr
+        # Client certificates / no auth: no file, no password_credential: works.
+        r = run_wrapper(staged, tmp, "broker-test", config=without)
+        assert r.returncode == 0, r.stdout + r.stderr
+        password_file.write_text(secret + "\n")
+        password_file.chmod(0o600)
+        r = run_wrapper(staged, tmp, "broker-test", config=with_password)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert secret not in r.stdout + r.stderr
+        assert list(tmp.iterdir()) == [], "the password copy must be removed"
+        # Commands that do not talk to the broker get no credential.
+        r = run_wrapper(staged, tmp, "config", "check", str(with_password), config=with_password)
+        assert r.returncode == 0, r.stderr
+        cli = staged.root / "opt/edge-agent/venv/bin/edge-agent"
+        real = cli.read_bytes()
+        try:
+            # what the wrapper hands over, seen from the CLI
+            cli.write_text('#!/bin/sh\necho "creds=${CREDENTIALS_DIRECTORY:-none}"\n')
+            seen = run_wrapper(staged, tmp, "status", config=with_password).stdout
+            assert seen == "creds=none\n"
+            seen = run_wrapper(staged, tmp, "queue", "replay", "--since", "1h").stdout
+            assert seen.startswith(f"creds={tmp}/edge-agent-cred."), seen
+        finally:
+            cli.write_bytes(real)
+        assert list(tmp.iterdir()) == []
+    finally:
+        password_file.unlink(missing_ok=True)
+        broker.stop()
+        open_broker.stop()
