@@ -628,10 +628,20 @@ BUILTINS = {"usb_id", "path_id", "input_id", "hwdb", "blkid", "keyboard", "kmod"
 KERNEL_LIKE = re.compile(r"^(tty[A-Za-z]*|hidraw|sd[a-z]+|sr|video|event|usbdev|bus|ttyS)\d*$")
 
 
-def parse_rules(path: Path) -> list[Rule]:
+#: The local template ships its example rules commented out (``#ATTRS{...}``), so a fresh
+#: install names nothing; the rule tests read them as a site has them once uncommented.
+EXAMPLE_RULE = re.compile(r"^#(?=ATTRS?\{)", re.MULTILINE)
+
+
+def local_rules_as_edited() -> str:
+    """The local template with its example rules uncommented, as a site edits it."""
+    return EXAMPLE_RULE.sub("", LOCAL_RULES.read_text())
+
+
+def parse_rules(path: Path, text: str | None = None) -> list[Rule]:
     """udev(7) syntax: comma-separated ``KEY[{attr}] OP "value"``; fails on anything else."""
     rules = []
-    lines = path.read_text().replace("\\\n", "").splitlines()
+    lines = (path.read_text() if text is None else text).replace("\\\n", "").splitlines()
     for n, raw in enumerate(lines, 1):
         if not raw.strip() or raw.lstrip().startswith("#"):
             continue
@@ -652,8 +662,23 @@ def parse_rules(path: Path) -> list[Rule]:
 
 
 def rule_files() -> list[tuple[Path, list[Rule]]]:
-    """In udev's order: lexical by file name (``-local`` sorts before ``.rules``)."""
-    return [(p, parse_rules(p)) for p in sorted([RULES, LOCAL_RULES], key=lambda p: p.name)]
+    """In udev's order: lexical by file name (``-local`` sorts before ``.rules``).
+
+    The local file with its examples uncommented (``local_rules_as_edited``).
+    """
+    files = [
+        (RULES, parse_rules(RULES)),
+        (LOCAL_RULES, parse_rules(LOCAL_RULES, local_rules_as_edited())),
+    ]
+    return sorted(files, key=lambda f: f[0].name)
+
+
+def test_local_rules_template_names_nothing_until_edited() -> None:
+    shipped = [t for r in parse_rules(LOCAL_RULES) for t in r.tokens]
+    assert not [t for t in shipped if t.key in ("SYMLINK", "GROUP", "MODE", "ATTRS", "ATTR")]
+    edited = [t for r in parse_rules(LOCAL_RULES, local_rules_as_edited()) for t in r.tokens]
+    assert sum(t.key == "SYMLINK" for t in edited) >= 7
+    assert sum(t.key == "GROUP" for t in edited) == 1  # the HID example for another vendor
 
 
 def test_rules_syntax_labels_and_values() -> None:
