@@ -8,7 +8,9 @@
 #                                (also makes sure groups dialout and plugdev exist)
 #   /opt/edge-agent/venv         a venv with edge-agent installed from this checkout; rebuilt
 #                                only when the package sources changed (hash in .source-hash)
-#   /opt/edge-agent/README.md    the install guide (the unit's Documentation=)
+#   /opt/edge-agent/README.md    where the install guide is (points to the docs below)
+#   /usr/share/doc/edge-agent/   docs/*.md: install guide, protocols, reliability, backend
+#                                contract (the unit's Documentation=); replaced on upgrade
 #   /etc/systemd/system/edge-agent.service
 #   /etc/udev/rules.d/99-edge-agent.rules    replaced on upgrade
 #   /etc/udev/rules.d/99-edge-agent-local.rules  the site's role names (/dev/edge/scanner-1),
@@ -20,10 +22,10 @@
 #   /var/lib/edge-agent/         0700 edge-agent:edge-agent (the queue; never touched again)
 # then, when systemd is running: daemon-reload, enable, and try-restart if the code or the
 # unit changed (a stopped service stays stopped). It never starts the service: the config
-# and /etc/edge-agent/mqtt.password must be edited first (see systemd/README.md).
+# and /etc/edge-agent/mqtt.password must be edited first (see docs/install.md).
 #
 # --uninstall removes the unit (disabling and stopping it), 99-edge-agent.rules, the
-# sysusers file and /opt/edge-agent. It keeps the data (/var/lib/edge-agent), the
+# sysusers file, /opt/edge-agent and /usr/share/doc/edge-agent. It keeps the data (/var/lib/edge-agent), the
 # configuration (/etc/edge-agent, 99-edge-agent-local.rules) and the edge-agent account,
 # which still owns the data.
 #
@@ -244,6 +246,25 @@ enable_unit() {
   fi
 }
 
+# The documents in docs/ -> /usr/share/doc/edge-agent (the unit's Documentation= points there).
+# Files no longer in docs/ are removed, so the installed set always equals the checkout's.
+DOCS=/usr/share/doc/edge-agent
+install_docs() {
+  local f name
+  for f in "$SRC"/docs/*.md; do
+    [ -e "$f" ] || continue
+    install_file "$f" "$R$DOCS/${f##*/}" 0644
+  done
+  for f in "$R$DOCS"/*; do
+    [ -e "$f" ] || continue
+    name=${f##*/}
+    [ -e "$SRC/docs/$name" ] && continue
+    rm -f "$f"
+    say "removed $DOCS/$name"
+    echo "$f" >>"$CHANGES"
+  done
+}
+
 reload_udev() {
   if udev_running && grep -qF -e "$RULES" -e "$LOCAL_RULES" "$CHANGES"; then
     udevadm control --reload
@@ -260,6 +281,7 @@ do_install() {
   install_venv
   check_venv_runs_as_service_user
   install_file "$SRC/systemd/README.md" "$R$PREFIX/README.md" 0644
+  install_docs
   install_file "$SRC/systemd/edge-agent.service" "$R$UNIT" 0644
   install_file "$SRC/systemd/99-edge-agent.rules" "$R$RULES" 0644
   install_config
@@ -292,6 +314,10 @@ do_uninstall() {
   if [ -e "$R$PREFIX" ]; then
     rm -rf "$R$PREFIX"
     say "removed $PREFIX"
+  fi
+  if [ -e "$R$DOCS" ]; then
+    rm -rf "$R$DOCS"
+    say "removed $DOCS"
   fi
   ! systemd_running || systemctl daemon-reload
   reload_udev

@@ -11,7 +11,7 @@
 * ``LoadCredential=``: the daemon reads ``password_credential`` from
   ``$CREDENTIALS_DIRECTORY``. The proof is a broker that refuses anyone without that
   password. A missing credential exits 78.
-* A restart keeps unsent readings (what systemd/README.md recommends instead of SIGHUP).
+* A restart keeps unsent readings (what docs/install.md recommends for config changes).
 * udev rules: ``udevadm verify`` where systemd >= 254 ships it. Always: a syntax lint, and a
   small model of udev's matching (not udev itself) run on synthetic device events.
 * ``install.sh --root`` into a temp dir: files, modes, owners, passwd and group entries,
@@ -57,6 +57,7 @@ SYSUSERS = SYSTEMD / "edge-agent.sysusers"
 RULES = SYSTEMD / "99-edge-agent.rules"
 LOCAL_RULES = SYSTEMD / "99-edge-agent-local.rules"
 INSTALL = SYSTEMD / "install.sh"
+DOCS = ROOT / "docs"
 EXEC_START = "/opt/edge-agent/venv/bin/edge-agent"
 
 needs_analyze = pytest.mark.skipif(
@@ -926,7 +927,7 @@ def snapshot_checkout(dest: Path) -> Path:
     dest.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, dest / name)
-    for d in (ROOT / "config", ROOT / "systemd", *installed_packages()):
+    for d in (ROOT / "config", ROOT / "systemd", ROOT / "docs", *installed_packages()):
         shutil.copytree(d, dest / d.name, ignore=skip)
     return dest
 
@@ -1007,6 +1008,7 @@ def test_install_lays_down_user_files_and_modes(staged: Staged) -> None:
         (LOCAL_RULES, "etc/udev/rules.d/99-edge-agent-local.rules"),
         (SYSUSERS, "etc/sysusers.d/edge-agent.conf"),
         (SYSTEMD / "README.md", "opt/edge-agent/README.md"),
+        *[(doc, f"usr/share/doc/edge-agent/{doc.name}") for doc in sorted(DOCS.glob("*.md"))],
     ]:
         assert (r / installed).read_bytes() == (staged.src / shipped.relative_to(ROOT)).read_bytes()
         assert mode_owner(r / installed)[0] == "0644", installed
@@ -1025,6 +1027,35 @@ def test_install_lays_down_user_files_and_modes(staged: Staged) -> None:
     if shutil.which("systemctl"):
         wants = r / "etc/systemd/system/multi-user.target.wants/edge-agent.service"
         assert os.readlink(wants) == "/etc/systemd/system/edge-agent.service"
+
+
+def test_unit_documentation_is_an_installed_copy(staged: Staged) -> None:
+    docs = [v for k, v in unit_settings(UNIT_TEXT)["Unit"] if k == "Documentation"]
+    assert docs and docs[0] == "file:///usr/share/doc/edge-agent/install.md", docs
+    for uri in docs:
+        assert uri.startswith("file:///usr/share/doc/edge-agent/"), uri
+        path = uri.removeprefix("file://")
+        shipped = DOCS / Path(path).name
+        assert (staged.root / path.lstrip("/")).read_bytes() == shipped.read_bytes(), uri
+
+
+def test_install_removes_documents_no_longer_shipped(staged: Staged, tmp_path: Path) -> None:
+    # A checkout whose docs/ lost a file; its packages are the same, so the venv is kept.
+    src = tmp_path / "src"
+    shutil.copytree(staged.src, src, symlinks=True)
+    (src / "docs" / "protocols.md").unlink()
+    stale = staged.root / "usr/share/doc/edge-agent/old-guide.md"
+    stale.write_text("renamed since\n")
+    try:
+        out = install(src, staged.root).stdout
+        assert not stale.exists()
+        assert not (staged.root / "usr/share/doc/edge-agent/protocols.md").exists()
+        assert "removed /usr/share/doc/edge-agent/old-guide.md" in out
+        assert "venv" not in out, out
+    finally:
+        stale.unlink(missing_ok=True)
+        install(staged.src, staged.root)
+    assert (staged.root / "usr/share/doc/edge-agent/protocols.md").is_file()
 
 
 def test_installed_venv_runs_and_accepts_the_example_config(staged: Staged, tmp_path: Path) -> None:
@@ -1069,7 +1100,7 @@ def test_uninstall_keeps_data_config_and_account(staged: Staged, tmp_path: Path)
     for gone in ("etc/systemd/system/edge-agent.service",
                  "etc/systemd/system/multi-user.target.wants/edge-agent.service",
                  "etc/udev/rules.d/99-edge-agent.rules", "etc/sysusers.d/edge-agent.conf",
-                 "opt/edge-agent"):  # fmt: skip
+                 "opt/edge-agent", "usr/share/doc/edge-agent"):  # fmt: skip
         assert not (root / gone).exists() and not (root / gone).is_symlink(), gone
     assert (root / "var/lib/edge-agent/queue.db").read_bytes() == b"readings"
     assert (root / "etc/edge-agent/edge-agent.toml").exists()
