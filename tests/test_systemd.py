@@ -1,4 +1,4 @@
-"""edge-agent as a systemd service, with real parts (issue 6; RELIABILITY.md (d) and (e)).
+"""edge-agent as a systemd service, with real parts (issue 6; docs/reliability.md (d) and (e)).
 
 * The unit: ``systemd-analyze verify`` and ``systemd-analyze security --offline=true
   --threshold=20`` (D1), and lint asserts for D2, D3, D6 and D7.
