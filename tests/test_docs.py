@@ -2,8 +2,9 @@
 
 Code, config and test comments cite ``docs/protocols.md §3.4`` or ``docs/reliability.md T12``.
 These tests fail when a file outside ``docs/`` still points at the unshipped research notes
-(run ``repoint-docs.sh`` after a merge), when a ``docs/<file>`` named anywhere does not exist,
-or when a cited section or plan id is missing from the document.
+(after a merge, the repoint script renames such references mechanically), when a
+``docs/<file>`` named anywhere does not exist, or when a cited section or plan id is missing
+from the document.
 """
 
 from __future__ import annotations
@@ -65,9 +66,8 @@ def test_nothing_points_at_the_unshipped_notes(sources: list[tuple[str, str]]) -
         for n, line in enumerate(text.splitlines(), 1)
         if OLD_NOTES.search(line)
     ]
-    assert not hits, "run repoint-docs.sh; still pointing outside the repository:\n" + "\n".join(
-        hits
-    )
+    why = "cite docs/protocols.md or docs/reliability.md (same § / plan id) instead of:\n"
+    assert not hits, why + "\n".join(hits)
 
 
 def test_every_docs_path_named_exists(sources: list[tuple[str, str]]) -> None:
