@@ -168,7 +168,7 @@ def test_unit_type_notify_watchdog_restart_credential() -> None:
     assert one("Service", "Restart") == "on-failure"
     assert "78" in values("Service", "RestartPreventExitStatus")  # EX_CONFIG: no restart loop
     assert one("Service", "ExecReload") == "/bin/kill -HUP $MAINPID"  # SIGHUP reloads devices
-    # daemon.stop() can take about 4 s in the worst case (measured: under 1.5 s, docs/install.md);
+    # daemon.stop() can take about 4 s in the worst case (measured: up to ~1.5 s, docs/install.md);
     # systemd must not SIGKILL before that.
     assert 10 <= seconds(one("Service", "TimeoutStopSec")) <= 60
     assert one("Service", "ExecStart") == (
