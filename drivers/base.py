@@ -6,7 +6,7 @@ cannot be parsed is counted in ``rejects[reason]`` and logged, never raised, nev
 silently. Link failures come out as :class:`~edge_agent.errors.DeviceIOError`.
 
 Whatever a driver's parser accepts is screened once more here, for every driver alike
-(RELIABILITY D16, T19): a code must be at most ``MAX_CODE_BYTES`` of UTF-8 made of printable
+(docs/reliability.md D16, T19): a code must be at most ``MAX_CODE_BYTES`` of UTF-8 made of printable
 characters (GS, FNC1 in GS1-128, is the one control character kept; C0/C1 controls, DEL, bidi
 and line-separator format characters, unassigned and private-use code points make a
 ``bad_code`` reject); a weight must be a finite number (``not_finite``). A parser that raises

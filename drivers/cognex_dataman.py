@@ -1,6 +1,6 @@
 """Cognex DataMan fixed reader: result strings and DMCC responses, CR LF terminated.
 
-Wire format (``../shared/PROTOCOLS.md`` §1.2; Cognex *DataMan Communications & Programming*,
+Wire format (``docs/protocols.md`` §1.2; Cognex *DataMan Communications & Programming*,
 DMCC overview, docs.cognex.com ``dmst_2310/.../dmcc-main.html`` and manualslib p.18-19)::
 
     result (silent mode)   [index SEP] code CR LF             "Format Data" output

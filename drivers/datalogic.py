@@ -1,6 +1,6 @@
 """Datalogic fixed scanners (DS8110, DX8210, Matrix): ``STX code{,code} CR LF`` messages.
 
-Wire format (``../shared/PROTOCOLS.md`` §1.3; DS8110 manual p.76-78, DX8210 manual p.84,
+Wire format (``docs/protocols.md`` §1.3; DS8110 manual p.76-78, DX8210 manual p.84,
 DX8200 PackTrack manual p.48)::
 
     <header> code [<sep> code ...] <terminator>       header STX, terminator CR LF, sep ","

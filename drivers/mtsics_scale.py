@@ -1,6 +1,6 @@
 """Mettler Toledo MT-SICS scale, polled: the driver sends ``S`` or ``SI`` and parses the reply.
 
-Wire format (PROTOCOLS.md §3.1; InstrumentKit ``mt_sics.py``; Mettler operating instructions)::
+Wire format (docs/protocols.md §3.1; InstrumentKit ``mt_sics.py``; Mettler operating instructions)::
 
     host -> scale   SI CR LF                       (or S: wait for a stable weight)
     scale -> host   S S      1.234 kg CR LF        stable        -> a reading (grams, unit "kg")

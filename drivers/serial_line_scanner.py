@@ -1,6 +1,6 @@
 """Serial line scanner: fixed or handheld barcode scanner sending one ASCII line per read.
 
-Wire format (configurable, see ``../shared/PROTOCOLS.md`` §1.1, §1.3, §2.4)::
+Wire format (configurable, see ``docs/protocols.md`` §1.1, §1.3, §2.4)::
 
     framing = "stx_etx":     STX [prefix] [AIM id] data [suffix] ETX
     framing = "terminator":  [prefix] [AIM id] data [suffix] CR | LF | CR LF

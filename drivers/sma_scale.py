@@ -1,6 +1,6 @@
 """SMA scale protocol (SMA SCP-0499, levels 1 and 2), polled or continuous.
 
-Wire format (PROTOCOLS.md §3.3; SMA standard transcript, Sartorius PR 5220 p.130, Fairbanks
+Wire format (docs/protocols.md §3.3; SMA standard transcript, Sartorius PR 5220 p.130, Fairbanks
 PR 5410 p.120, Cardinal 190, BTEK T419S p.61, Minebea PR 5310 p.145)::
 
     host -> scale   LF W CR              (poll_command W / H / Q; continuous: R or S once)

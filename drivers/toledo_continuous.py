@@ -1,6 +1,6 @@
 """Toledo continuous output: the indicator broadcasts fixed-length frames; no polling.
 
-Wire format (PROTOCOLS.md §3.2; Mettler WILDCAT technical manual p.6-4/6-5, Rockwell 57C428
+Wire format (docs/protocols.md §3.2; Mettler WILDCAT technical manual p.6-4/6-5, Rockwell 57C428
 Appendix D, Fairbanks FB3000 p.55, Cardinal 225 p.118)::
 
     STX  SWA SWB SWC  W W W W W W  [T T T T T T]  CR  [CHK]       18 bytes (17 / 12 / 11)

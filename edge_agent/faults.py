@@ -1,4 +1,4 @@
-"""Deterministic crash points for the fault-injection suite (RELIABILITY.md (c), T2).
+"""Deterministic crash points for the fault-injection suite (docs/reliability.md (c), T2).
 
 ``EDGE_AGENT_FAULT=<point>:<n>`` makes the daemon SIGKILL itself at the n-th time execution
 passes ``hit(<point>)``, so a crash right after a COMMIT, a publish call, a PUBACK or right

@@ -3,7 +3,7 @@
 Secrets never reach a log line: a processor blanks keys that look like secrets and any value
 equal to a registered secret (the MQTT password), wherever it appears.
 
-No log line carries a raw control character (RELIABILITY T19): device bytes can end up in a
+No log line carries a raw control character (docs/reliability.md T19): device bytes can end up in a
 value (a reply text, an error message), and an ESC sequence or a CR would rewrite what a
 technician sees on a terminal. The JSON renderer escapes them (``ensure_ascii``); for the
 console renderer a processor escapes C0/C1 controls, DEL and the bidi and line-separator

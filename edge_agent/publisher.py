@@ -1,9 +1,9 @@
 """The MQTT publisher: drains the SQLite queue to the broker, at least once, in a bounded window.
 
 One owner thread makes every paho call; paho's callbacks only put events on a queue (paho's
-lock-order deadlocks, RELIABILITY P7). The queue is the only source of truth (P1): paho is handed
-at most ``inflight`` messages at a time, so its in-memory queue never grows and message ids never
-collide past 65,535 (P2). A row is marked sent only on a PUBACK whose reason code is a success
+lock-order deadlocks, docs/reliability.md P7). The queue is the only source of truth (P1): paho is
+handed at most ``inflight`` messages at a time, so its in-memory queue never grows and message ids
+never collide past 65,535 (P2). A row is marked sent only on a PUBACK whose reason code is a success
 (< 0x80); a failure code keeps the row, stores the code and raises an alarm; such rows are
 retried once a minute (``reject_retry_s``, P5).
 

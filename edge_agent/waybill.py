@@ -2,7 +2,7 @@
 
 The table is an ordered list of rules, each a carrier id, a regex matched against the *whole*
 code (``re.fullmatch``, ASCII digits only) and an optional check-digit scheme. The first rule
-whose pattern matches and whose check digit holds wins. Sources: ``PROTOCOLS.md`` section 5
+whose pattern matches and whose check digit holds wins. Sources: ``docs/protocols.md`` section 5
 (patterns of two public validators; UPU S10; GS1 General Specifications for the SSCC)::
 
     sscc     (00)? + 18 digits, GS1 mod-10 check digit       069012340000000016
@@ -106,7 +106,7 @@ class WaybillRule(StrictModel):
         return v
 
 
-#: The built-in table (PROTOCOLS.md section 5.2 pattern A, plus S10 and SSCC), in match order.
+#: The built-in table (docs/protocols.md section 5.2 pattern A, plus S10 and SSCC), in match order.
 DEFAULT_RULES: tuple[WaybillRule, ...] = (
     WaybillRule(carrier="sscc", pattern=r"^(?:00)?(?P<check>\d{18})$", check="gs1_mod10",
                 role="logistic"),

@@ -6,7 +6,7 @@ readings share one fsync, and at line rate each reading is committed within one 
 After each commit it tells its listeners which readings were accepted (with their row numbers)
 and which were dropped at the queue bound.
 
-When commits fail (disk full, I/O error; RELIABILITY Q3, T7) the thread keeps looping: the
+When commits fail (disk full, I/O error; docs/reliability.md Q3, T7) the thread keeps looping: the
 captures are held in RAM, at most ``SPILL_MAX`` of them, and the commit is retried every
 ``RETRY_S``. Once the spill is full, new captures are refused at once, so a device thread never
 blocks on a disk that is known to be failing (a blocked thread lets the port's buffer overflow,

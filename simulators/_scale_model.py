@@ -1,12 +1,12 @@
 """Shared parts of the scale simulators: weight model, truth records, fault-injecting pty runner.
 
-Weight model (PROTOCOLS.md §3.5, [D/U]): empty (0) -> load -> motion (damped oscillation,
+Weight model (docs/protocols.md §3.5, [D/U]): empty (0) -> load -> motion (damped oscillation,
 ±0.5-3 % for 200-800 ms) -> stable (the quantised target) -> unload (short motion) -> empty.
 Parcels weigh 50 g - 30 kg (log-uniform), quantised to the division ``step`` (counts of the
 last displayed digit). ``overload`` puts a parcel above Max + 9 d; ``underload`` makes an empty
 period read below zero. Zero and tare act on the displayed weight as an indicator does.
 
-Faults (PROTOCOLS.md §0, each a seedable probability per frame): ``garble`` (bit flips),
+Faults (docs/protocols.md §0, each a seedable probability per frame): ``garble`` (bit flips),
 ``partial`` (frame cut off), ``noise`` (0x00/0xFF burst between frames), ``fragment`` (frame in
 1-5 chunks), ``coalesce`` (several streamed frames in one write), ``stall`` (connected but
 silent for ``stall_s``), ``overload``, ``underload``; ``unplug()`` replugs under a new pty.

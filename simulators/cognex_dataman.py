@@ -1,6 +1,6 @@
 """Simulator of a Cognex DataMan fixed reader: result lines and DMCC over TCP or a pty.
 
-It speaks the bytes :mod:`drivers.cognex_dataman` reads (PROTOCOLS.md §1.2)::
+It speaks the bytes :mod:`drivers.cognex_dataman` reads (docs/protocols.md §1.2)::
 
     [17,]SF1000000000004 CR LF                 result (silent mode; optional trigger index)
     NoRead CR LF | CR LF | nothing             no-read: noread_mode = text | empty | none

@@ -1,6 +1,6 @@
 """Simulator of a Datalogic fixed scanner (DS8110, DX8210, Matrix) over TCP or a pty.
 
-It speaks the bytes :mod:`drivers.datalogic` reads (PROTOCOLS.md §1.3)::
+It speaks the bytes :mod:`drivers.datalogic` reads (docs/protocols.md §1.3)::
 
     STX SF1000000000004,YT1000000000005 CR LF      one message per parcel, slots split by ","
     STX ??????? CR LF                               global no-read (fault ``noread``)

@@ -1,6 +1,6 @@
 """A private Mosquitto broker on a free loopback port, standing in for the hub's broker.
 
-Configured the way edge-agent's guarantee needs a broker to be (RELIABILITY B1, B2):
+Configured the way edge-agent's guarantee needs a broker to be (docs/reliability.md B1, B2):
 ``persistence true``, ``autosave_interval 1``, ``autosave_on_changes true`` (a PUBACKed message
 survives a broker ``kill -9``) and ``max_queued_messages 0`` (a backend session that is offline
 for a long time loses nothing). Started as root, Mosquitto drops to user ``mosquitto``, so its

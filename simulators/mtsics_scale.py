@@ -1,4 +1,4 @@
-"""Simulator of a Mettler Toledo MT-SICS balance/terminal on a real pty (PROTOCOLS.md §3.1).
+"""Simulator of a Mettler Toledo MT-SICS balance/terminal on a real pty (docs/protocols.md §3.1).
 
 Answers the commands ``drivers/mtsics_scale.py`` sends, from the shared weight model::
 

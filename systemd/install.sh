@@ -8,7 +8,9 @@
 #                                (also makes sure groups dialout and plugdev exist)
 #   /opt/edge-agent/venv         a venv with edge-agent installed from this checkout; rebuilt
 #                                only when the package sources changed (hash in .source-hash)
-#   /opt/edge-agent/README.md    the install guide (the unit's Documentation=)
+#   /opt/edge-agent/README.md    where the install guide is (points to the docs below)
+#   /usr/share/doc/edge-agent/   docs/*.md: install guide, protocols, reliability, backend
+#                                contract (the unit's Documentation=); replaced on upgrade
 #   /usr/local/bin/edge-agent    the technician's CLI: runs the venv's edge-agent with the
 #                                service's config and, for broker commands run with sudo, the
 #                                MQTT password (from systemd/edge-agent-cli.sh)
@@ -23,10 +25,11 @@
 #   /var/lib/edge-agent/         0700 edge-agent:edge-agent (the queue; never touched again)
 # then, when systemd is running: daemon-reload, enable, and try-restart if the code or the
 # unit changed (a stopped service stays stopped). It never starts the service: the config
-# and /etc/edge-agent/mqtt.password must be edited first; it ends by printing these steps.
+# and /etc/edge-agent/mqtt.password must be edited first (see docs/install.md); it ends by
+# printing these steps.
 #
 # --uninstall removes the unit (disabling and stopping it), 99-edge-agent.rules, the
-# sysusers file, /usr/local/bin/edge-agent and /opt/edge-agent. It keeps the data (/var/lib/edge-agent), the
+# sysusers file, /usr/local/bin/edge-agent, /opt/edge-agent and /usr/share/doc/edge-agent. It keeps the data (/var/lib/edge-agent), the
 # configuration (/etc/edge-agent, 99-edge-agent-local.rules) and the edge-agent account,
 # which still owns the data.
 #
@@ -284,6 +287,25 @@ enable_unit() {
   fi
 }
 
+# The documents in docs/ -> /usr/share/doc/edge-agent (the unit's Documentation= points there).
+# Files no longer in docs/ are removed, so the installed set always equals the checkout's.
+DOCS=/usr/share/doc/edge-agent
+install_docs() {
+  local f name
+  for f in "$SRC"/docs/*.md; do
+    [ -e "$f" ] || continue
+    install_file "$f" "$R$DOCS/${f##*/}" 0644
+  done
+  for f in "$R$DOCS"/*; do
+    [ -e "$f" ] || continue
+    name=${f##*/}
+    [ -e "$SRC/docs/$name" ] && continue
+    rm -f "$f"
+    say "removed $DOCS/$name"
+    echo "$f" >>"$CHANGES"
+  done
+}
+
 reload_udev() {
   if udev_running && grep -qF -e "$RULES" -e "$LOCAL_RULES" "$CHANGES"; then
     udevadm control --reload
@@ -301,6 +323,7 @@ do_install() {
   check_venv_runs_as_service_user
   install_file "$SRC/systemd/README.md" "$R$PREFIX/README.md" 0644
   install_wrapper
+  install_docs
   install_file "$SRC/systemd/edge-agent.service" "$R$UNIT" 0644
   install_file "$SRC/systemd/99-edge-agent.rules" "$R$RULES" 0644
   install_config
@@ -334,6 +357,10 @@ do_uninstall() {
   if [ -e "$R$PREFIX" ]; then
     rm -rf "$R$PREFIX"
     say "removed $PREFIX"
+  fi
+  if [ -e "$R$DOCS" ]; then
+    rm -rf "$R$DOCS"
+    say "removed $DOCS"
   fi
   ! systemd_running || systemctl daemon-reload
   reload_udev

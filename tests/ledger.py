@@ -1,4 +1,5 @@
-"""The accounting oracle of the fault suite (RELIABILITY.md (c)): every emitted id accounted for.
+"""The accounting oracle of the fault suite (docs/reliability.md (c)):
+every emitted id accounted for.
 
 After a fault test, every reading is in exactly one of these places:
 

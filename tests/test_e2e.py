@@ -1,6 +1,6 @@
 """End to end with real parts: simulator -> pty -> `edge-agent run` -> Mosquitto -> subscriber.
 
-Each test ends with the accounting oracle (RELIABILITY.md (c)): every row the agent committed
+Each test ends with the accounting oracle (docs/reliability.md (c)): every row the agent committed
 reached the backend; duplicates carry the same id; the queue file passes integrity_check.
 The broker-outage and kill -9 scenarios live in tests/faults/ (T1-T4).
 """

@@ -19,7 +19,7 @@ from simulators.mosquitto import Mosquitto
 from tests.harness import Subscriber, agent_config, queue_rows
 
 VID, PID = 0x0C2E, 0x0B8F
-#: Symbology names the backend must see per AIM id (PROTOCOLS.md §2.5, written independently).
+#: Symbology names the backend must see per AIM id (docs/protocols.md §2.5, written independently).
 SYMBOLOGY = {"]C0": "code128", "]C1": "gs1-128", "]d2": "gs1-datamatrix", "]Q1": "qr"}
 Factory = Callable[..., Any]
 

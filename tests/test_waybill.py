@@ -1,4 +1,5 @@
-"""Waybill validation: PROTOCOLS.md section 5 examples, check digits, site rules, properties."""
+"""Waybill validation: docs/protocols.md section 5 examples, check digits, site rules,
+properties."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from simulators.line.codes import CARRIERS, invalid_code, waybill
 
 TABLE = WaybillTable()
 
-#: "Example for tests" column of PROTOCOLS.md section 5.2, plus 5.3's SSCC and an S10.
+#: "Example for tests" column of docs/protocols.md section 5.2, plus 5.3's SSCC and an S10.
 EXAMPLES = [
     ("SF1000000000000", "sf"),
     ("75312345678901", "zto"),
@@ -95,7 +96,7 @@ def test_lexical_and_pattern_rejects(code: str, reason: str) -> None:
 
 
 def test_overlapping_patterns_follow_table_order() -> None:
-    # STO's 43 + 13 digits is also a Yunda shape; STO comes first (PROTOCOLS.md table order).
+    # STO's 43 + 13 digits is also a Yunda shape; STO comes first (docs/protocols.md table order).
     assert TABLE.classify("431234567890123").carrier == "sto"
     assert TABLE.classify("461234567890123").carrier == "yunda"
 

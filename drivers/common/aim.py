@@ -1,12 +1,12 @@
 """AIM symbology identifiers (ISO/IEC 15424): ``]`` + code character + modifier.
 
 Shared by every scanner driver that sees AIM ids (serial line scanners, HID POS, tunnel
-scanners). Source: ``../shared/PROTOCOLS.md`` §2.5 (NCR programming reference, Datalogic KB).
+scanners). Source: ``docs/protocols.md`` §2.5 (NCR programming reference, Datalogic KB).
 """
 
 from __future__ import annotations
 
-#: AIM code character -> symbology name (ISO/IEC 15424; PROTOCOLS.md §2.5).
+#: AIM code character -> symbology name (ISO/IEC 15424; docs/protocols.md §2.5).
 AIM_SYMBOLOGY = {
     "A": "code39",
     "C": "code128",

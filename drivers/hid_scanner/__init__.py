@@ -9,6 +9,6 @@ The driver is a package because it has four separable parts, each a module:
   documented ``EDGE_AGENT_USB_BACKEND`` hook that lets the simulator stand in for libusb;
 * :mod:`drivers.hid_scanner.driver`: ``HidScannerDriver``, the class the registry names.
 
-Wire formats (``../shared/PROTOCOLS.md`` §2.1-2.3, §2.5, §2.6) are documented in the framer and
+Wire formats (``docs/protocols.md`` §2.1-2.3, §2.5, §2.6) are documented in the framer and
 parser modules. Nothing here is imported until a configured device uses it.
 """

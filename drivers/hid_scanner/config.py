@@ -1,6 +1,6 @@
 """``HidScannerConfig``: the ``[devices.<id>]`` table of a ``type = "hid_scanner"`` device.
 
-Items marked [U] in ``../shared/PROTOCOLS.md`` (not confirmed on the site's scanners) are settings
+Items marked [U] in ``docs/protocols.md`` (not confirmed on the site's scanners) are settings
 here rather than constants, so a scanner that differs needs a config change, not a code change.
 """
 
@@ -28,8 +28,8 @@ class HidScannerConfig(DeviceConfig):
         serial: iSerialNumber string; tells two scanners with the same VID:PID apart.
         mode: ``keyboard`` (boot keyboard wedge, §2.2) or ``pos`` (HID POS, usage page 0x8C, §2.3).
         interface: bInterfaceNumber of the HID interface to claim.
-        read_timeout_ms: longest single interrupt read, 100-500 ms (RELIABILITY U4: a timeout of
-            0 blocks forever and cannot be stopped).
+        read_timeout_ms: longest single interrupt read, 100-500 ms (docs/reliability.md U4: a
+            timeout of 0 blocks forever and cannot be stopped).
         max_code_len: longest code accepted, in characters.
         layout: keyboard layout the scanner types in; only ``us`` (AIM ``]`` is 0x30 only there).
         terminator: key ending a code in keyboard mode ([S] Datalogic default "ENTER").

@@ -1,6 +1,6 @@
 """``HidScannerDriver``: a USB HID handheld scanner read directly through pyusb.
 
-Open sequence (``../shared/RELIABILITY.md`` U1-U4; PROTOCOLS.md §2.2 "Reading with pyusb")::
+Open sequence (``docs/reliability.md`` U1-U4; docs/protocols.md §2.2 "Reading with pyusb")::
 
     usb.core.find(idVendor, idProduct[, serial], backend)   absent -> DeviceNotFoundError
     is_kernel_driver_active(intf) -> detach_kernel_driver   once per attach: usbhid re-binds

@@ -5,7 +5,7 @@ over the wire and the parser can be tested on its own. Framers never raise; what
 of a frame comes out as a :class:`~drivers.common.framing.Reject` (L4/L5). Feeding a capture whole
 or one report at a time gives the same events (tests check it).
 
-Keyboard wedge (``../shared/PROTOCOLS.md`` §2.2), 8-byte boot reports::
+Keyboard wedge (``docs/protocols.md`` §2.2), 8-byte boot reports::
 
     [modifiers, 0x00, key1, key2, key3, key4, key5, key6]     a press
     [0x00] * 8                                                all keys released

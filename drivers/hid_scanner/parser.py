@@ -1,6 +1,6 @@
 """Parser: one code frame (raw reports) -> ``Decoded``. A pure function of bytes.
 
-Keyboard wedge (``../shared/PROTOCOLS.md`` §2.2, US layout):
+Keyboard wedge (``docs/protocols.md`` §2.2, US layout):
 
 * Usage ids: ``a``-``z`` 0x04-0x1D, ``1``-``9`` ``0`` 0x1E-0x27, Enter 0x28, Esc 0x29,
   Backspace 0x2A, Tab 0x2B, Space 0x2C, ``-=[]\\`` 0x2D-0x31, ``;'`,./`` 0x33-0x38, keypad

@@ -1,6 +1,6 @@
 """pyusb plumbing for the HID scanner: backend choice, device lookup, error translation.
 
-Error translation at the driver boundary (L6; ``../shared/RELIABILITY.md`` U1-U4)::
+Error translation at the driver boundary (L6; ``docs/reliability.md`` U1-U4)::
 
     USBTimeoutError / [Errno 110]   idle: no report within the read timeout (not an error)
     [Errno 19] No such device       unplugged: DeviceIOError mid-read, DeviceNotFoundError on open
@@ -44,7 +44,7 @@ ENV_BACKEND = "EDGE_AGENT_USB_BACKEND"
 PYUSB_BACKENDS = ("libusb1", "libusb0", "openusb")
 #: HID class-specific descriptor types (HID 1.11 §7.1).
 HID_REPORT_DESCRIPTOR = 0x22
-#: HID POS Bar Code Scanner usage page (PROTOCOLS.md §2.1).
+#: HID POS Bar Code Scanner usage page (docs/protocols.md §2.1).
 POS_USAGE_PAGE = 0x8C
 
 

@@ -1,6 +1,6 @@
 """Configuration of a Modbus weight indicator: the link, the units on it and the register map.
 
-There is no standard register map for weight indicators (PROTOCOLS.md §3.4), so every address,
+There is no standard register map for weight indicators (docs/protocols.md §3.4), so every address,
 type, word/byte order, scale and status bit is a key here, and the simulator serves the same
 :class:`RegisterMap`. The ``[registers]`` table itself is required: a built-in default map once
 read an indicator's gram register as kilograms without a word of warning. Addresses are PDU

@@ -61,7 +61,7 @@ class ModbusScaleDriver(Driver[ModbusScaleConfig]):
     ``read()`` polls the units as they fall due and returns a reading per new stable weight
     (see :mod:`drivers.modbus_scale.poller`). Link errors (``OSError``, ``SerialException``,
     pymodbus ``ConnectionException``) close the client, drop the object and raise
-    ``DeviceIOError``; the supervisor reopens with a *new* client (RELIABILITY.md M1, M6).
+    ``DeviceIOError``; the supervisor reopens with a *new* client (docs/reliability.md M1, M6).
     A unit that times out is that unit's problem (M3), unless none answers for
     ``reopen_after_ms``: then the link is reopened too.
     """

@@ -1,7 +1,7 @@
 """Modbus response ADUs (RTU and TCP) -> a weight reading. Pure functions of bytes.
 
 Wire format (Modbus application protocol spec §6.3/§7, serial-line spec §2.5; byte examples
-computed in PROTOCOLS.md §3.4 [D])::
+computed in docs/protocols.md §3.4 [D])::
 
     RTU  unit fc bytecount data... crc_lo crc_hi      01 03 0A 00 00 04 D2 00 00 04 D2 00 11 B6 4D
     RTU  unit fc|0x80 code crc_lo crc_hi              01 83 02 C0 F1   (exception 02)

@@ -1,6 +1,6 @@
 """Bus time for several units on one link, and when a unit's weight becomes a reading.
 
-Scheduling (RELIABILITY.md M3, T12): one thread owns the link and picks the unit whose poll is
+Scheduling (docs/reliability.md M3, T12): one thread owns the link and picks the unit whose poll is
 most overdue. A failed attempt is retried at once, but *after* every other unit already due,
 so a dead slave never takes two timeouts in a row from the others. After ``1 + retries``
 attempts in a row without any answer a unit goes offline and is probed once every

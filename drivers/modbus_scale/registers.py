@@ -2,7 +2,7 @@
 
 A weight value is decoded *per value* from its own registers, never by reversing the whole
 register list (pymodbus ``convert_from_registers(word_order=...)`` reverses the list, not each
-pair: pymodbus-dev/pymodbus#2675, PROTOCOLS.md §3.4). Example (PROTOCOLS.md §3.4, [D])::
+pair: pymodbus-dev/pymodbus#2675, docs/protocols.md §3.4). Example (docs/protocols.md §3.4, [D])::
 
     float32 1.234 as ABCD: 3F9D F3B6      as CDAB: F3B6 3F9D
 """

@@ -1,6 +1,6 @@
 """SICK CLV/Lector CoLa A telegrams: the config that describes them and a pure parser.
 
-Wire format (``../shared/PROTOCOLS.md`` §1.1; SICK CLV 410 manual p.43-46 for the output
+Wire format (``docs/protocols.md`` §1.1; SICK CLV 410 manual p.43-46 for the output
 format, Lector620 online help §5.8.7 and §5.10.5.2 for gate diagnostics and the heartbeat,
 Wireshark ``epan/dissectors/packet-cola.c`` for CoLa A)::
 
@@ -12,7 +12,7 @@ Wireshark ``epan/dissectors/packet-cola.c`` for CoLa A)::
 
 Example: ``\\x02000123;2;SF1234567890123;YT1234567890123\\x03`` is gate 123 with two codes.
 
-Vendor details that are user-configured on the device, or not verified ([U] in PROTOCOLS.md),
+Vendor details that are user-configured on the device, or not verified ([U] in docs/protocols.md),
 are config keys here: the separator, which diagnostic fields precede the codes, the no-read
 text, and the heartbeat payload. A ``count`` field is checked against the codes sent
 (``check = "count"``). A mismatch means a cut or corrupted telegram, so it is the reject

@@ -24,7 +24,7 @@ The three drivers share four things:
 
 Duplicates: a telegram that carries a gate or trigger counter and is byte-identical to one of the
 last ``dedup_window`` such telegrams is dropped as the reject ``duplicate``. This is a device
-repeating its output (PROTOCOLS.md §0.3). Without a counter, two identical telegrams can be two
+repeating its output (docs/protocols.md §0.3). Without a counter, two identical telegrams can be two
 parcels, so both are published.
 """
 

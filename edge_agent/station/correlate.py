@@ -1,6 +1,7 @@
 """Which passage a reading belongs to: by gate index, by time window, or none (an orphan).
 
-Rules (``PROTOCOLS.md`` section 4.1: key first, time as the fallback, never the nearest parcel):
+Rules (``docs/protocols.md`` section 4.1: key first, time as the fallback,
+never the nearest parcel):
 
 * **gate mode**, reading with a gate: the passage of that gate if its window is still open
   and the reading is not past its end; a gate closed less than ``gate_memory_ms`` ago makes the

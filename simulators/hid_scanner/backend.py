@@ -5,7 +5,7 @@ the way pyusb's own ``tests/test_find.py`` fakes a bus; every call above the bac
 Device, claim, read, dispose_resources) is the real pyusb stack. Descriptors: see
 :mod:`simulators.hid_scanner.device`.
 
-Behaviour of a real device under Linux usbfs, as pyusb raises it (``../shared/RELIABILITY.md``
+Behaviour of a real device under Linux usbfs, as pyusb raises it (``docs/reliability.md``
 U1-U4): the ``usbhid`` kernel driver is bound after every (re-)enumeration, so claiming before
 ``detach_kernel_driver`` fails with ``[Errno 16]``; ``busy_claims`` more claims fail with errno 16
 after the detach too; a read with no report raises ``USBTimeoutError`` (errno 110) after the

@@ -1,6 +1,6 @@
 """What a HID scanner puts on the interrupt IN endpoint for a code, byte for byte (device side).
 
-Written from ``../shared/PROTOCOLS.md`` independently of the driver's decoding tables, so a wrong
+Written from ``docs/protocols.md`` independently of the driver's decoding tables, so a wrong
 table on either side shows up as a failed test rather than as two matching mistakes.
 
 Keyboard wedge (§2.2): one press report ``[mods, 0, usage, 0, 0, 0, 0, 0]`` and one all-zero

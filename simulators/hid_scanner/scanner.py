@@ -2,10 +2,10 @@
 
 A :class:`HidScannerSim` writes to a *sink*: a :class:`~simulators.hid_scanner.backend.SimDevice`
 in the same process, or a :class:`~simulators.hid_scanner.spool.SpoolDevice` feeding a daemon.
-Codes are courier waybills (PROTOCOLS.md §5: SF, YTO, J&T, GS1 SSCC as ``]C1``) and two long
+Codes are courier waybills (docs/protocols.md §5: SF, YTO, J&T, GS1 SSCC as ``]C1``) and two long
 2-D codes (GS1 DataMatrix ``]d2`` with GS separators, a QR URL) that need 2-3 HID POS packets.
 
-Fault modes, each a probability per code, seedable (PROTOCOLS.md §6, Handheld HID rows)::
+Fault modes, each a probability per code, seedable (docs/protocols.md §6, Handheld HID rows)::
 
     keyboard  drop_release   one release report lost (the code must still decode)
               rollover       one press replaced by ErrorRollOver 01x6  -> reject "rollover"

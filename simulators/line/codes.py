@@ -1,4 +1,4 @@
-"""Codes and reading.v1 fields the simulated devices produce (``PROTOCOLS.md`` section 5)."""
+"""Codes and reading.v1 fields the simulated devices produce (``docs/protocols.md`` section 5)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,13 @@
 """Simulator of Modbus weight indicators: a real pymodbus server serving the driver's map.
 
-Speaks what ``drivers/modbus_scale`` reads (PROTOCOLS.md §3.4), through a real pymodbus server:
+Speaks what ``drivers/modbus_scale`` reads (docs/protocols.md §3.4), through a real pymodbus server:
 
 * ``rtu``: RTU on a pty behind a stable symlink (unplug/replug gives a new ``/dev/pts/N``);
 * ``rtu-tcp``: RTU frames over TCP (a transparent serial gateway; driver port ``socket://``);
 * ``tcp``: Modbus TCP (MBAP) on 127.0.0.1.
 
 Several unit ids share the link, each with its own platform: parcels of 50 g - 30 kg land,
-oscillate (motion bit), settle (stable bit) and leave (PROTOCOLS.md §3.5). The register map is
+oscillate (motion bit), settle (stable bit) and leave (docs/protocols.md §3.5). The register map is
 the driver's own :class:`~drivers.modbus_scale.config.RegisterMap` (int32/float32, word and
 byte order, decimals, status bits). Faults (seedable): CRC-corrupted responses, a unit that
 stops answering, a wrong unit id, exception codes 01/02/03/04/06/0B, over-capacity parcels,

@@ -1,4 +1,5 @@
-"""Weight model of one platform (PROTOCOLS.md §3.5): empty -> load -> motion -> stable -> unload.
+"""Weight model of one platform (docs/protocols.md §3.5):
+empty -> load -> motion -> stable -> unload.
 
 A parcel of 50 g - 30 kg lands (a step), oscillates (damped, +-0.5-3 % for 200-800 ms, motion
 flag on), then holds its weight quantised to the division d (2 g up to 6 kg, 5 g up to 15 kg,
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 EMPTY_S = (0.3, 0.8)
 MOTION_S = (0.2, 0.8)
 UNLOAD_S = 0.15
-#: Parcel weights, grams (PROTOCOLS.md §3.5; a courier line's range).
+#: Parcel weights, grams (docs/protocols.md §3.5; a courier line's range).
 PARCEL_G = (50.0, 30_000.0)
 
 

@@ -36,7 +36,7 @@ from simulators.pty_port import PtyPort
 if TYPE_CHECKING:
     from simulators.modbus_scale.sim import ScaleSim
 
-#: Exception codes the ``exception`` fault picks from (PROTOCOLS.md §3.4).
+#: Exception codes the ``exception`` fault picks from (docs/protocols.md §3.4).
 EXCEPTION_CODES = (0x01, 0x02, 0x03, 0x04, 0x06, 0x0B)
 
 

@@ -1,6 +1,6 @@
 """Simulator of a SICK CLV6xx / Lector6xx fixed scanner: CoLa A over TCP or a pty.
 
-It speaks the bytes :mod:`drivers.sick_clv` reads (PROTOCOLS.md §1.1)::
+It speaks the bytes :mod:`drivers.sick_clv` reads (docs/protocols.md §1.1)::
 
     STX [gate;] [count;] SF1000000000004;YT1000000000005 ETX    one result per reading gate
     STX [gate;] [count;] NoRead ETX                              no-read (fault ``noread``)

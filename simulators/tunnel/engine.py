@@ -8,7 +8,7 @@ corruption the driver can detect) and, optionally, ``on_input`` (host commands) 
 ``heartbeat_frame``.
 
 Gates are triggered by the simulator at ``rate`` (``trigger = "self"``, the photo-eye) or only
-by host commands (``trigger = "command"``). Fault modes (PROTOCOLS.md §0.3) are each a
+by host commands (``trigger = "command"``). Fault modes (docs/protocols.md §0.3) are each a
 probability per gate, drawn from the seeded RNG:
 
 ``fragment`` (1-5 chunks, gaps of 1-20 ms), ``coalesce`` (up to 4 telegrams in one write), ``noise``

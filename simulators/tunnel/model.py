@@ -1,6 +1,6 @@
 """The data model of the tunnel scanner simulators: truth records, config, ports, waybills.
 
-Waybill numbers follow the carrier patterns of PROTOCOLS.md §5.2 (public validators A and B),
+Waybill numbers follow the carrier patterns of docs/protocols.md §5.2 (public validators A and B),
 plus GS1 SSCCs with a GS1 China prefix (§5.3). They are unique per simulator (``scanner_no``)
 and per gate, so a test can match every published value to the gate it came from.
 """
@@ -74,7 +74,7 @@ def sscc(data17: str) -> str:
     return data17 + str((10 - total % 10) % 10)
 
 
-#: (carrier, pattern from PROTOCOLS.md §5.2/§5.3, format(scanner digit, serial)).
+#: (carrier, pattern from docs/protocols.md §5.2/§5.3, format(scanner digit, serial)).
 CARRIERS: tuple[tuple[str, str, Callable[[int, int], str]], ...] = (
     ("SF", r"^SF[A-Z0-9]\d{12}$", lambda s, n: f"SF{s}{n:012d}"),
     ("ZTO", r"^7[3-68]\d{12}$", lambda s, n: f"75{s}{n:011d}"),

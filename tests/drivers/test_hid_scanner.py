@@ -235,7 +235,7 @@ def test_registry_and_example_config() -> None:
     modes = {d.mode for d in agent.devices.values() if isinstance(d, HidScannerConfig)}
     assert modes == {"keyboard", "pos"}
     with pytest.raises(ValueError, match="read_timeout_ms"):
-        cfg(read_timeout_ms=0)  # 0 would block forever in libusb (RELIABILITY U4)
+        cfg(read_timeout_ms=0)  # 0 would block forever in libusb (docs/reliability.md U4)
 
 
 # ---- T11: unplug mid-read, busy first claim, one detach per attach, quiet idle ---------------

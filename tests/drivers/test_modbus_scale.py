@@ -127,7 +127,7 @@ class TestContract(DriverContract):
         drv.close()
 
 
-# ---- recorded frames (PROTOCOLS.md §3.4) -----------------------------------------------
+# ---- recorded frames (docs/protocols.md §3.4) -----------------------------------------------
 def _spec(case: str) -> dict[str, Any]:
     spec: dict[str, Any] = json.loads((CAPTURES / f"{case}.json").read_text())
     return spec

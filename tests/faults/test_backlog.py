@@ -1,6 +1,6 @@
 """T6: a long outage's backlog drains fast while live readings keep their latency.
 
-RELIABILITY.md (c). 100,000 unsent rows (about 5.5 h of a line at 5 readings/s) wait in the
+docs/reliability.md (c). 100,000 unsent rows (about 5.5 h of a line at 5 readings/s) wait in the
 queue when the agent starts; the broker is up and a scanner reads live at 5/s. The backlog goes
 out in batches on its own cursor, live readings on theirs, so a live reading never waits for
 the backlog. The backend's persistent session is offline for part of the drain and must still

@@ -1,6 +1,6 @@
 """T3 and T4: the broker restarted gracefully and killed with -9 mid-stream; the guard test.
 
-RELIABILITY.md (c). The agent keeps committing while the broker is away and publishes the
+docs/reliability.md (c). The agent keeps committing while the broker is away and publishes the
 backlog when it is back; the backend (a persistent MQTT 5 session) must get every reading.
 The broker is configured for durability (B1, B2): without ``autosave_on_changes`` a
 ``kill -9`` loses every message it had PUBACKed but not yet delivered, which the guard test
@@ -119,6 +119,6 @@ def test_broker_down_3s_at_10_per_s(
     assert puback is not None and puback - t_back <= 5.0, fig.extra
     assert drained is not None and drained - t_back <= 10.0, fig.extra
     assert fig.emitted == fig.emitted_received >= 50
-    # RELIABILITY's dup_ratio <= 0.01 comes from a long run (1 in 2,000). Over this 7 s run of
-    # ~70 readings one re-sent in-flight message is already 1.4 %: allow that one, no more.
+    # docs/reliability.md's dup_ratio <= 0.01 comes from a long run (1 in 2,000). Over this 7 s run
+    # of ~70 readings one re-sent in-flight message is already 1.4 %: allow that one, no more.
     assert fig.duplicates <= max(1, int(0.01 * fig.unique)), fig

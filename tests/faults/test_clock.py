@@ -1,4 +1,4 @@
-"""T9 (RELIABILITY.md (c)): the wall clock jumps -1 h, back, then +1 day while readings flow.
+"""T9 (docs/reliability.md (c)): the wall clock jumps -1 h, back, then +1 day while readings flow.
 
 The real daemon runs under libfaketime (Debian package ``faketime``) with
 ``FAKETIME_TIMESTAMP_FILE`` rewritten by the test (``FAKETIME_NO_CACHE=1``: read on every call)

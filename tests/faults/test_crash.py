@@ -1,6 +1,6 @@
 """T1 and T2: the agent SIGKILLed at random moments and at each named crash point.
 
-RELIABILITY.md (c). Every test ends with the ledger (tests/ledger.py): every committed row
+docs/reliability.md (c). Every test ends with the ledger (tests/ledger.py): every committed row
 reached the backend, duplicates carry the same id and seq, seq has no holes, integrity_check
 is ok, and every reading a simulator emitted was received or fell inside a logged downtime
 window (kill -> the device reopened by the next start).
@@ -190,7 +190,7 @@ def test_t2_kill_9_at_named_crash_point(
     """The hook SIGKILLs the agent at the 1st, 7th and 50th pass; then a clean start drains.
 
     ``batch_max = 1``: one reading per message, so "at most the in-flight window (20) replayed
-    per crash" is a bound in readings, as RELIABILITY.md states it. With batching, a crash
+    per crash" is a bound in readings, as docs/reliability.md states it. With batching, a crash
     replays the in-flight messages whole (T1 measures that with the default config).
     """
     sim = scanner("scan", rate=100, seed=61)
@@ -243,7 +243,7 @@ def test_t2_kill_9_at_named_crash_point(
     )
     # A crash replays the rows in flight (the window: 20 messages of one reading) plus those
     # PUBACKed whose sent marks wait for the writer's next commit (one fsync): at most the
-    # window again on a loaded box. RELIABILITY's "<= 20" assumes marks cost nothing.
+    # window again on a loaded box. docs/reliability.md's "<= 20" assumes marks cost nothing.
     assert max(replays) <= 2 * 20, replays
     assert fig.duplicates <= resends + 20, (fig.duplicates, resends)
     if point in ("crash_after_puback", "crash_before_mark_sent"):

@@ -1,4 +1,4 @@
-"""T7 (RELIABILITY.md (c), Q3): the queue's disk fills up during readings, then space returns.
+"""T7 (docs/reliability.md (c), Q3): the queue's disk fills up during readings, then space returns.
 
 The agent's state directory is a 16 MB tmpfs mounted by the test; a filler leaves 2 MB.
 The scanner (a real pty) sends 20 readings/s; the test fills the disk to 0 bytes free, holds

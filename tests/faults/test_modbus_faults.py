@@ -1,4 +1,4 @@
-"""T12 (RELIABILITY.md (c)) and the Modbus part of T10/D18, through the real daemon.
+"""T12 (docs/reliability.md (c)) and the Modbus part of T10/D18, through the real daemon.
 
 One pymodbus RTU server on a pty behind a stable symlink serves two scales (unit ids 1 and 2)
 on one bus; the daemon polls both over one ``modbus_scale`` device (one client, one port).

@@ -1,4 +1,4 @@
-"""T5 (network partition) and T13 (slow broker) of RELIABILITY.md (c), with real parts.
+"""T5 (network partition) and T13 (slow broker) of docs/reliability.md (c), with real parts.
 
 T5: the agent runs in a network namespace made by the test (:mod:`tests.netns`), joined by a
 veth pair to the root namespace, where the broker listens on the veth address (and on

@@ -1,4 +1,5 @@
-"""T15: a stateful model test of the real ``Outbox`` on a real SQLite file (RELIABILITY.md (c)).
+"""T15: a stateful model test of the real ``Outbox`` on a real SQLite file
+(docs/reliability.md (c)).
 
 Rules drive the outbox the way the daemon does: the writer's ``Outbox.apply`` (captures, station
 events, PUBACK marks in one transaction), the publisher's cursors over ``fetch_pending`` with a

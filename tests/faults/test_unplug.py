@@ -1,4 +1,5 @@
-"""T10/T11 (RELIABILITY.md (c)) and D18 ((d)): unplug/replug through the real daemon, 50 cycles.
+"""T10/T11 (docs/reliability.md (c)) and D18 ((d)): unplug/replug through the real daemon,
+50 cycles.
 
 The daemon is ``edge-agent run`` as a subprocess, so the fd and thread counts are its own
 (``/proc/<pid>/fd``, ``/proc/<pid>/task``) and so is the CPU share while the device is gone
@@ -47,7 +48,7 @@ CYCLES = 50
 #: Unplugged time per cycle, s ("a short gap"); one cycle is unplugged 1 s for the CPU sample.
 GAP_S = 0.15
 CPU_CYCLE = 25
-#: Pass criteria (RELIABILITY.md (c) T10/T11).
+#: Pass criteria (docs/reliability.md (c) T10/T11).
 REOPEN_P95_S = 2.0
 CPU_MAX = 0.05
 #: One cycle must not take longer than this to get a new reading committed, s.

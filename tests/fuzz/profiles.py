@@ -1,6 +1,6 @@
 """Hypothesis sizes for the fuzz and model tests, chosen by ``HYPOTHESIS_PROFILE``.
 
-``ci`` (the default) fits the suite's time budget; ``nightly`` is the RELIABILITY.md size
+``ci`` (the default) fits the suite's time budget; ``nightly`` is the docs/reliability.md size
 and more (10,000 examples per parser, D16; 1,000 examples x 50 steps for the outbox model,
 where T15 asks 200 x 50)::
 
