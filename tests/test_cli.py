@@ -389,8 +389,8 @@ def test_probe_opt_without_equals_and_modbus_without_registers() -> None:
     assert (res.returncode, res.stderr.splitlines()) == (
         EX_CONFIG,
         [
-            "edge-agent: configuration error:",
-            "probe --opt: 'baudrate': expected KEY=VALUE (JSON values), e.g. baudrate=9600",
+            "edge-agent: configuration error: probe --opt: 'baudrate': expected KEY=VALUE (JSON "
+            "values), e.g. baudrate=9600",
         ],
     )
     res = cli("probe", "-t", "modbus_scale", "--opt", "transport=tcp", "--opt", "host=10.0.0.7:502")

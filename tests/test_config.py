@@ -446,10 +446,9 @@ def test_run_loads_strictly(tmp_path: Path) -> None:
         env=env,
     )
     assert res.returncode == EX_CONFIG
-    assert res.stderr.splitlines() == [
-        "edge-agent: configuration error:",
-        f"{cfg}: [mqtt] password_credential = 'mqtt_password': $CREDENTIALS_DIRECTORY is not set "
-        "(systemd sets it for the service, from LoadCredential=)",
+    assert res.stderr.splitlines() == [  # one error: one line
+        f"edge-agent: configuration error: {cfg}: [mqtt] password_credential = 'mqtt_password': "
+        "$CREDENTIALS_DIRECTORY is not set (systemd sets it for the service, from LoadCredential=)",
     ]
     assert check(str(cfg)).returncode == 0
 

@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.func(args)
         sys.stdout.flush()  # a reader that went away is found here, not at interpreter exit
     except ConfigError as err:
-        print(f"edge-agent: configuration error:\n{err}", file=sys.stderr)
+        text = str(err)
+        sep = "\n" if "\n" in text else " "  # one error: one line; several: one line each
+        print(f"edge-agent: configuration error:{sep}{text}", file=sys.stderr)
         return EX_CONFIG
     except AlreadyRunningError as err:
         print(f"edge-agent: {err}", file=sys.stderr)

@@ -138,7 +138,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     """The live TUI."""
     from edge_agent.monitor import run_monitor  # noqa: PLC0415 - rich is only needed here
 
-    return run_monitor(config(args), once=args.once)
+    cfg = config(args)
+    ask_daemon(cfg, {"cmd": "ping"})  # no daemon: one line and exit 1, not an empty screen
+    return run_monitor(cfg, once=args.once)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -265,7 +265,12 @@ def _probe_driver(args: argparse.Namespace, cfg: AgentConfig | None) -> Any:
         return driver_class(args.type)("probe", _probe_config(args))
     if cfg is None or args.device not in cfg.devices:
         valid = ", ".join(sorted(cfg.devices)) if cfg else ""
-        msg = f"give a configured device id ({valid}) or --type and --port"
+        msg = f"give a configured device id ({valid or 'none configured'}) or --type and --port"
+        if args.device and cfg is not None:
+            msg = (
+                f"no device {args.device!r} in {cfg.source} (configured: {valid or 'none'}); "
+                "or probe a port directly with --type and --port"
+            )
         raise CommandError(msg)
     dev = cfg.devices[args.device]
     return driver_class(dev.type)(args.device, dev)
