@@ -68,6 +68,28 @@ def _escape(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutabl
     }
 
 
+class _StderrLogger(structlog.PrintLogger):
+    """Prints to whatever ``sys.stderr`` is *now*, not the object it was when logging was set
+    up: a caller that swaps stderr (a test harness capturing output, then closing its file)
+    must not leave the process logging into a closed file."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    def msg(self, message: str) -> None:
+        """Print one rendered event line."""
+        err = sys.stderr
+        with self._lock:
+            err.write(message + "\n")
+            err.flush()
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+_STDERR = _StderrLogger()
+
+
 def setup(level: str = "info", fmt: str = "auto") -> None:
     """Configure structlog for the process (idempotent)."""
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
@@ -89,6 +111,6 @@ def setup(level: str = "info", fmt: str = "auto") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=lambda *_args: _STDERR,
         cache_logger_on_first_use=False,
     )

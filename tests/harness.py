@@ -44,6 +44,9 @@ class Subscriber:
         )
         self.client.on_message = self._on_message
         self.client.on_connect = lambda c, _u, _f, _rc, _p=None: c.subscribe(topic, qos=1)
+        #: Set once the broker acknowledged the subscription.
+        self.subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_a: self.subscribed.set()
         self.client.reconnect_delay_set(1, 1)
         if auth:
             self.client.username_pw_set(*auth)
@@ -102,6 +105,20 @@ class Subscriber:
         """Disconnect."""
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def backend_session_before(broker: Any) -> None:
+    """Give the backend its persistent session and subscription on a broker that is not running
+    yet, then stop it again: whatever the agent publishes once the broker is back waits in that
+    session, even if the agent reconnects before the test's :class:`Subscriber` does (its
+    reconnect delay is at most 1 s, so that race is real)."""
+    broker.start()
+    sub = Subscriber(broker.port)
+    try:
+        assert sub.subscribed.wait(10), "backend subscription not acknowledged"
+    finally:
+        sub.close()
+    broker.stop()
 
 
 def agent_config(

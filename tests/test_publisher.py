@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from simulators.mosquitto import Mosquitto, free_port
-from tests.harness import Subscriber, agent_config, queue_rows
+from tests.harness import Subscriber, agent_config, backend_session_before, queue_rows
 from tests.test_e2e import assert_oracle, emitted, received, scanner_device
 from tests.tls import make_ca, make_server_cert
 
@@ -129,6 +129,7 @@ def test_queue_bound_refuses_new_readings_counts_and_alarms(
     tmp_path: Path, scanner: Factory, agent_factory: Factory
 ) -> None:
     broker = Mosquitto(tmp_path / "broker")  # configured, not started: the broker is down
+    backend_session_before(broker)  # no message lost to the subscriber's late start
     sim = scanner("scan", rate=2000, seed=27)
     cfg = agent_config(
         tmp_path, broker.port, {"s1": scanner_device(sim)}, queue_extra="max_bytes = 1048576"

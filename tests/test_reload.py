@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from simulators.mosquitto import Mosquitto
-from tests.harness import Subscriber, agent_config, queue_rows
+from tests.harness import Subscriber, agent_config, backend_session_before, queue_rows
 from tests.test_e2e import assert_oracle, emitted, received, scanner_device
 
 Factory = Callable[..., Any]
@@ -19,6 +19,7 @@ def test_sighup_adds_and_removes_devices_without_losing_queued_readings(
     tmp_path: Path, scanner: Factory, agent_factory: Factory
 ) -> None:
     broker = Mosquitto(tmp_path / "broker")  # down at first: readings pile up in the queue
+    backend_session_before(broker)  # no message lost to the subscriber's late start
     a = scanner("a", rate=50, seed=41, scanner_no=1)
     b = scanner("b", rate=50, seed=42, scanner_no=2)
     cfg = agent_config(tmp_path, broker.port, {"scan_a": scanner_device(a)})
