@@ -297,10 +297,12 @@ class Daemon:
         return {
             "type": w.driver.kind,
             "port": getattr(w.driver.cfg, "port", None),
+            "address": w.driver.address,
             "state": w.state,
             "reason": w.reason,
             "readings": w.readings,
             "last_reading_age_s": last,
+            "last_value": w.last_value,
             "rejects": dict(w.driver.rejects),
             "readings_per_min": per_min[0],
             "rejects_per_min": per_min[1],

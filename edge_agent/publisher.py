@@ -47,7 +47,7 @@ from pydantic import SecretStr
 from edge_agent import faults
 from edge_agent import queue as q
 from edge_agent.config import MqttConfig
-from edge_agent.mqtt_client import build_client, connect_error
+from edge_agent.mqtt_client import build_client, connect_error, next_retry_in, reason_words
 from edge_agent.reading import SCHEMA_BATCH
 from edge_agent.topics import Topics
 from edge_agent.writer import Writer
@@ -197,6 +197,9 @@ class Publisher(threading.Thread):
             "paho_messages": len(getattr(self.client, "_out_messages", ())),
             "rejects": dict(self.rejects), "reconnects": self.reconnects,
             "last_error": self.last_error, "connect_failures": self.connect_failures,
+            # why, in words, and when paho's reconnect loop tries next (None: connected/trying)
+            "reason": reason_words(self.last_error),
+            "next_retry_in_s": None if self.connected else next_retry_in(self.client),
         }  # fmt: skip
 
     # ---- paho callbacks: only enqueue ----------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -87,9 +88,48 @@ def test_status_human_and_json(line: Line) -> None:
     assert st["queue"]["accepted"] >= 10 and st["queue"]["disk_bytes"] > 0
     human = cli("status", "-c", str(line.cfg))
     assert human.returncode == 0
-    assert (
-        "scan_1" in human.stdout and "connected" in human.stdout and "last PUBACK" in human.stdout
+    out = human.stdout
+    assert re.search(r"^  scan_1  serial_line_scanner +connected$", out, re.M), out
+    # the device's port, its last reading (a code: no unit), readings and reconnects in words
+    m = re.search(
+        rf"^ {{10}}port {re.escape(dev['port'])}; last reading \d+\.\d s ago \((\S+)\); "
+        r"(\d+) readings \([\d.]+/min\); rejects none \([\d.]+/min\); 0 reconnects$",
+        out,
+        re.M,
     )
+    assert m is not None and int(m.group(2)) >= 10, out
+    assert re.search(r"\d+(\.\d)? (B|KiB|MiB) on disk;", out), out
+    assert re.search(
+        r"^broker: connected; 127\.0\.0\.1:\d+ MQTT 5; last PUBACK \d+\.\d s ago", out, re.M
+    ), out
+    assert "never ago" not in out and "port None" not in out
+
+
+def test_status_says_why_the_broker_is_down_and_when_it_retries(line: Line) -> None:
+    line.broker.stop()
+
+    def broker() -> dict[str, Any]:
+        res = cli("status", "-c", str(line.cfg), "--json")
+        assert res.returncode == 0, res.stderr
+        return dict(json.loads(res.stdout)["broker"])
+
+    deadline = time.monotonic() + 15
+    b = broker()
+    while time.monotonic() < deadline and not (
+        b["reason"] == "connection refused" and b["next_retry_in_s"] is not None
+    ):
+        time.sleep(0.3)
+        b = broker()
+    assert b["connected"] is False and b["reason"] == "connection refused", b
+    assert "Connection refused" in b["last_error"], b
+    assert 0 <= b["next_retry_in_s"] <= 1, b  # reconnect_max_s = 1 in the test config
+    human = cli("status", "-c", str(line.cfg)).stdout
+    assert re.search(
+        r"^broker: DISCONNECTED \((connection refused|broker closed the connection)\); "
+        r"(next try in \d+\.\d s|trying now); 127\.0\.0\.1:",
+        human,
+        re.M,
+    ), human
 
 
 def test_status_without_daemon_fails_clearly(tmp_path: Path) -> None:

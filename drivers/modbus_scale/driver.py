@@ -111,6 +111,11 @@ class ModbusScaleDriver(Driver[ModbusScaleConfig]):
         self.polls: deque[Poll] = deque(maxlen=self.POLL_HISTORY)
 
     @property
+    def address(self) -> str | None:
+        """The RTU port, or ``host:port`` of a Modbus TCP device."""
+        return self.cfg.where
+
+    @property
     def units(self) -> dict[int, UnitState]:
         """Per-unit state and outcome counters."""
         return self._sched.units

@@ -75,6 +75,28 @@ def age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def ago(seconds: float | None) -> str:
+    """``3.2 s ago`` / ``5 min ago`` / ``never`` (not "never ago")."""
+    return "never" if seconds is None else f"{age(seconds)} ago"
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 reading`` / ``2 readings`` / ``0 readings``."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def size(n: int) -> str:
+    """Bytes for a person: ``512 B``, ``12.5 KiB``, ``3.2 MiB``, ``1.1 GiB``."""
+    if n < 1024:
+        return f"{n} B"
+    value, unit = n / 1024, "KiB"
+    for bigger in ("MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f} {unit}"
+
+
 def err(text: str) -> None:
     """A line on stderr."""
     print(text, file=sys.stderr)
