@@ -16,6 +16,10 @@ from typing import Any
 
 import pytest
 
+from drivers.cognex_dataman import CognexDatamanDriver
+from drivers.modbus_scale.config import ModbusScaleConfig
+from drivers.modbus_scale.driver import ModbusScaleDriver
+from edge_agent.cli.daemon_cmds import render_device
 from simulators.mosquitto import Mosquitto, free_port
 from simulators.serial_line_scanner import ScannerSim
 from tests.harness import ROOT, Agent, Subscriber, agent_config
@@ -284,6 +288,10 @@ def test_probe_direct_shows_readings_rejects_and_trace(tmp_path: Path, scanner: 
         assert "REJECT garbled" in res.stderr
 
 
+def _tmux_alive(session: str) -> bool:
+    return subprocess.run(["tmux", "has-session", "-t", session], check=False).returncode == 0
+
+
 def test_monitor_in_a_real_terminal(line: Line) -> None:
     if shutil.which("tmux") is None:
         pytest.skip("tmux not installed (scripts/apt-packages.txt installs it)")
@@ -306,6 +314,13 @@ def test_monitor_in_a_real_terminal(line: Line) -> None:
         # a reading emitted in the last seconds shows in the scrolling log
         recent = [r["value"] for r in received(line.backend, "scan_1")[-40:]]
         assert any(v in screen for v in recent), (screen, newest)
+        assert "q to quit" in screen and "never ago" not in screen, screen
+        # q (no Enter) quits: the monitor exits, which ends the tmux session
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _tmux_alive(session):
+            time.sleep(0.1)
+        assert not _tmux_alive(session), "monitor still running after q"
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], check=False)
 
@@ -329,3 +344,41 @@ def test_simulate_and_help() -> None:
     for command in ("status", "monitor", "queue", "broker-test", "doctor", "ports", "probe"):
         assert cli(command, "--help").returncode == 0
     assert cli("no-such-command").returncode == 2
+
+
+def _device(address: str | None, **kw: Any) -> dict[str, Any]:
+    return {
+        "type": "modbus_scale", "port": None, "address": address, "state": "reconnecting",
+        "reason": "", "readings": 0, "last_reading_age_s": None, "last_value": None,
+        "rejects": {}, "readings_per_min": 0.0, "rejects_per_min": 0.0, "reconnects": 0, **kw,
+    }  # fmt: skip
+
+
+def test_render_status_words_for_tcp_devices_and_counts() -> None:
+    modbus = ModbusScaleDriver(
+        "scale_in",
+        ModbusScaleConfig.model_validate(
+            {"type": "modbus_scale", "transport": "tcp", "host": "10.0.3.7", "tcp_port": 1502}
+        ),
+    )
+    cognex = CognexDatamanDriver(
+        "dataman_long_name_1",
+        CognexDatamanDriver.Config.model_validate(
+            {"type": "cognex_dataman", "port": "socket://10.0.3.21:23"}
+        ),
+    )
+    assert (modbus.address, cognex.address) == ("10.0.3.7:1502", "10.0.3.21:23")
+    width = len("dataman_long_name_1")
+    fresh = render_device("scale_in", _device(modbus.address, reason="connection refused"), width)
+    assert fresh == [
+        "  scale_in             modbus_scale         reconnecting (connection refused)",
+        "                       port 10.0.3.7:1502; last reading never; 0 readings (0.0/min); "
+        "rejects none (0.0/min); 0 reconnects",
+    ]
+    one = _device(
+        cognex.address, readings=1, reconnects=1, last_reading_age_s=2.04, last_value="12.345 kg"
+    )
+    assert render_device("dataman_long_name_1", one, width)[1] == (
+        "                       port 10.0.3.21:23; last reading 2.0 s ago (12.345 kg); "
+        "1 reading (0.0/min); rejects none (0.0/min); 1 reconnect"
+    )
