@@ -346,6 +346,34 @@ def test_simulate_and_help() -> None:
     assert cli("no-such-command").returncode == 2
 
 
+def test_simulate_lists_simulators_and_says_what_to_configure() -> None:
+    listing = cli("simulate")
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.splitlines()
+    assert re.match(r"^serial_line_scanner  Simulator of a serial line scanner ", lines[6]), lines
+    assert [ln.split()[0] for ln in lines[:10]] == [
+        "cognex_dataman", "datalogic", "hid_scanner", "line", "modbus_scale", "mtsics_scale",
+        "serial_line_scanner", "sick_clv", "sma_scale", "toledo_continuous",
+    ]  # fmt: skip
+    unknown = cli("simulate", "no_such_sim")
+    assert unknown.returncode == 1
+    assert (
+        unknown.stderr == "edge-agent: no simulator 'no_such_sim'; edge-agent simulate lists them\n"
+    )
+    pty = cli("simulate", "serial_line_scanner", "--count", "1", "--rate", "50")
+    assert pty.returncode == 0, pty.stderr
+    path = pty.stdout.splitlines()[0]
+    assert path.startswith("/dev/pts/")
+    assert f'configure port = "{path}"\nCtrl-C to stop\n' in pty.stderr
+    tcp = cli("simulate", "modbus_scale", "--transport", "tcp", "--seconds", "0.5")
+    assert tcp.returncode == 0, tcp.stderr
+    port = re.search(r"Modbus TCP on 127\.0\.0\.1:(\d+),", tcp.stdout)
+    assert port is not None, tcp.stdout
+    assert f'configure host = "127.0.0.1", tcp_port = {port.group(1)}\nCtrl-C to stop\n' in (
+        tcp.stderr
+    )
+
+
 def _device(address: str | None, **kw: Any) -> dict[str, Any]:
     return {
         "type": "modbus_scale", "port": None, "address": address, "state": "reconnecting",
