@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -136,6 +137,25 @@ def test_status_says_why_the_broker_is_down_and_when_it_retries(line: Line) -> N
     ), human
 
 
+def test_queue_bad_times_one_line_exit_2(tmp_path: Path) -> None:
+    cfg = agent_config(tmp_path, free_port(), {})
+    for args in (
+        ("replay", "--since", "yesterday"),
+        ("replay", "--since", "2026-13-05T01:00:00Z"),
+        ("purge", "--sent-before", "7 days"),
+    ):
+        res = cli("queue", *args, "-c", str(cfg))
+        option, text = args[1], args[2]
+        assert res.returncode == 2, res
+        assert res.stderr == (
+            f"edge-agent: {option}: cannot read time {text!r}: use ISO 8601 "
+            "(2026-12-05T09:00:00+08:00, 2026-12-05T01:00:00Z, or local 2026-12-05 09:00) "
+            "or an age (30m, 2h, 1d)\n"
+        ), res.stderr
+    helptext = " ".join(cli("queue", "replay", "--help").stdout.split())
+    assert "(2026-12-05 09:00: read as local time of this PC)" in helptext, helptext
+
+
 def test_status_without_daemon_fails_clearly(tmp_path: Path) -> None:
     cfg = agent_config(tmp_path, free_port(), {})
     res = cli("status", "-c", str(cfg))
@@ -160,6 +180,22 @@ def test_queue_stats_peek_replay_purge(line: Line) -> None:
     )
     after = received(line.backend, "scan_1")
     assert {r["id"] for r in after} >= ids  # same ids: the backend de-duplicates
+    # an ISO time with an offset, echoed in UTC before replaying; without a zone: local time
+    hour_ago = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
+    in_utc = hour_ago.strftime("%Y-%m-%dT%H:%M:%SZ")
+    shanghai = hour_ago.astimezone(dt.timezone(dt.timedelta(hours=8)))
+    for since, env in (
+        (shanghai.isoformat(), None),
+        (in_utc, None),
+        (shanghai.strftime("%Y-%m-%d %H:%M:%S"), {"TZ": "Asia/Shanghai"}),
+    ):
+        rep = cli("queue", "replay", "--since", since, "--device", "scan_1", "-c", str(line.cfg),
+                  env=env)  # fmt: skip
+        assert rep.returncode == 0, rep.stderr
+        assert re.match(
+            rf"replaying readings of scan_1 since {in_utc} \(UTC\): \d+ in the queue \.\.\.\n",
+            rep.stdout,
+        ), (since, rep.stdout)
     purge = cli("queue", "purge", "--sent-before", "0s", "-c", str(line.cfg), "--json")
     assert purge.returncode == 0, purge.stderr
     out = json.loads(purge.stdout)

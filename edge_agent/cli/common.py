@@ -20,6 +20,10 @@ class CommandError(Exception):
     """A command failed (exit 1); the message says what and what to do."""
 
 
+class UsageError(CommandError):
+    """An argument cannot be used (exit 2, like argparse's own errors): one line, no usage."""
+
+
 def add_config(p: argparse.ArgumentParser) -> None:
     """``-c/--config FILE``."""
     p.add_argument(
