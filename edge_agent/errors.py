@@ -115,4 +115,8 @@ def in_words(err: BaseException, path: str | None = None) -> str:
     text = str(err) or type(err).__name__
     if "returned no data" in text:  # pyserial: the fd reads EOF: the adapter is going away
         return "device disconnected"
+    if text.endswith(
+        "timed out"
+    ):  # pyserial's socket:// open: "Could not open port ...: timed out"
+        return "timed out"
     return text

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from pathlib import Path
 
 import pytest
+import serial
 
 from drivers.common.serial_link import SerialLink
 from drivers.modbus_scale.config import ModbusScaleConfig
 from drivers.modbus_scale.driver import ModbusScaleDriver
 from drivers.serial_line_scanner import SerialLineScannerConfig
-from edge_agent.errors import DeviceError, DeviceIOError, DeviceNotFoundError
+from edge_agent.errors import DeviceError, DeviceIOError, DeviceNotFoundError, in_words
+from edge_agent.mqtt_client import reason_words
 from simulators.mosquitto import free_port
 from simulators.pty_port import PtyPort
 
@@ -65,3 +69,51 @@ def test_modbus_rtu_absent_port_is_not_present(tmp_path: Path) -> None:
     with pytest.raises(DeviceNotFoundError) as err:
         ModbusScaleDriver("scale", cfg).open()
     assert str(err.value) == f"{path}: not present"
+
+
+@pytest.mark.parametrize(
+    ("err", "words"),
+    [
+        (OSError(errno.EHOSTUNREACH, "No route to host"), "no route to host"),
+        (TimeoutError("timed out"), "timed out"),
+        (OSError(errno.ENODEV, "No such device"), "not present"),
+        (
+            serial.SerialException("Could not open port socket://10.0.3.7:23: timed out"),
+            "timed out",
+        ),
+        (
+            serial.SerialException("Could not open port socket://h:23: [Errno 113] No route"),
+            "no route to host",
+        ),
+        (socket.gaierror(-2, "Name or service not known"), "unknown host name"),
+        (
+            serial.SerialException("device reports readiness to read but returned no data"),
+            "device disconnected",
+        ),
+        (ValueError("odd"), "odd"),
+    ],
+)
+def test_in_words(err: BaseException, words: str) -> None:
+    assert in_words(err) == words
+
+
+@pytest.mark.parametrize(
+    ("last_error", "words"),
+    [
+        ("CONNACK 0x87 Not authorized", "not authorised"),
+        ("CONNACK 0x86 Bad user name or password", "not authorised: bad user name or password"),
+        ("CONNACK 0x85 Client identifier not valid", "not authorised: client id refused"),
+        ("Connection refused (errno 111)", "connection refused"),
+        ("disconnected: Unspecified error", "broker closed the connection"),
+        ("closed before CONNACK: Unspecified error", "broker closed the connection"),
+        ("disconnected: Keep alive timeout", "timed out"),
+        ("TimeoutError: timed out", "timed out"),
+        (
+            "TLS [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed",
+            "TLS [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed",
+        ),
+        (None, None),
+    ],
+)
+def test_broker_reason_words(last_error: str | None, words: str | None) -> None:
+    assert reason_words(last_error) == words
