@@ -38,6 +38,8 @@ class _Feed(threading.Thread):
         super().__init__(name="monitor-feed", daemon=True)
         self.path = cfg.control.path()
         self.lines: deque[Text] = deque(maxlen=size)
+        #: Width of the device column: the longest configured id (set from each status).
+        self.width = 12
 
     def run(self) -> None:
         while True:
@@ -56,14 +58,14 @@ class _Feed(threading.Thread):
                     unit = f" {ev['unit']}" if ev.get("unit") else ""
                     self.lines.append(
                         Text(
-                            f"{ev['ts'][11:23]} {ev['device']:12} seq={ev['seq']:<6} "
+                            f"{ev['ts'][11:23]} {ev['device']:{self.width}} seq={ev['seq']:<6} "
                             f"{ev['kind']:8} {ev['value']}{unit}"
                         )
                     )
                 elif ev.get("event") == "reject":
                     self.lines.append(
                         Text(
-                            f"REJECT {ev['device']:12} {ev['reason']:9} {ev['raw'][:48]}",
+                            f"REJECT {ev['device']:{self.width}} {ev['reason']:9} {ev['raw'][:48]}",
                             style="bold red",
                         )
                     )
@@ -161,6 +163,7 @@ def run_monitor(cfg: AgentConfig, once: bool = False) -> int:
             st = control.request(cfg.control.path(), {"cmd": "status"})["status"]
         except (OSError, ValueError, KeyError) as err:
             return render(None, [], str(err))
+        feed.width = max((len(d) for d in st["devices"]), default=12)
         return render(st, list(feed.lines))
 
     if once:
