@@ -31,7 +31,14 @@ from typing import Any
 
 import structlog
 
+from edge_agent.instance import AlreadyRunningError
+
 log = structlog.get_logger(__name__)
+
+SOCKET_HINT = (
+    "give this daemon its own [control] socket, or stop the other one first "
+    "(systemctl stop edge-agent)"
+)
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -73,18 +80,28 @@ class ControlServer(threading.Thread):
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._closing = threading.Event()
+        self._inode: int | None = None
 
     def bind(self) -> None:
-        """Create the socket file (replacing a stale one). Raises OSError."""
+        """Create the socket file. Raises :class:`AlreadyRunningError` if a live daemon answers on
+        it (its socket is never taken over), OSError if it cannot be created.
+
+        A socket file nobody answers on is stale (its daemon died) and is replaced.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        if self.path.exists() or self.path.is_symlink():
+            pid = answering_pid(self.path)
+            if pid is not None:
+                raise AlreadyRunningError(self.path, pid, SOCKET_HINT)
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o117)
         try:
             sock.bind(str(self.path))
         finally:
             os.umask(old)
+        self._inode = os.stat(self.path).st_ino
         if self.group:
             gid = grp.getgrnam(self.group).gr_gid
             if os.stat(self.path).st_gid != gid:  # chown is filtered under the hardened unit
@@ -118,27 +135,37 @@ class ControlServer(threading.Thread):
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def close(self) -> None:
-        """Stop accepting and remove the socket file."""
+        """Stop accepting and remove the socket file, if it is still the one this server made
+        (never another daemon's socket that replaced it)."""
         self._closing.set()
         if self._sock is not None:
             self._sock.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        with contextlib.suppress(OSError):
+            if self._inode is not None and os.stat(self.path).st_ino == self._inode:
+                self.path.unlink()
 
     def _serve(self, conn: socket.socket) -> None:
-        with conn, conn.makefile("rwb") as f:
-            try:
-                line = f.readline(65536)
-                request = json.loads(line) if line else {}
-                if not isinstance(request, dict):
-                    raise ValueError("request must be a JSON object")
-            except ValueError as err:
-                _send(f, {"ok": False, "error": f"bad request: {err}"})
-                return
-            if request.get("cmd") == "watch":
-                self._watch(f, request.get("device"))
-                return
-            _send(f, self._dispatch(request))
+        """One client. A client going away (``monitor`` quit, ``probe`` interrupted) is normal:
+        it ends the conversation quietly, never a traceback in the daemon's log."""
+        try:
+            with conn, conn.makefile("rwb") as f:
+                self._converse(f)
+        except OSError as err:  # BrokenPipeError, ConnectionResetError: the client left
+            log.debug("control_client_left", error=err.strerror or str(err))
+
+    def _converse(self, f: Any) -> None:
+        try:
+            line = f.readline(65536)
+            request = json.loads(line) if line else {}
+            if not isinstance(request, dict):
+                raise ValueError("request must be a JSON object")
+        except ValueError as err:
+            _send(f, {"ok": False, "error": f"bad request: {err}"})
+            return
+        if request.get("cmd") == "watch":
+            self._watch(f, request.get("device"))
+            return
+        _send(f, self._dispatch(request))
 
     def _dispatch(self, request: dict[str, Any]) -> dict[str, Any]:
         handler = self.handlers.get(str(request.get("cmd")))
@@ -191,3 +218,19 @@ def request(path: Path, req: dict[str, Any], timeout: float = 5.0) -> dict[str, 
         raise OSError(msg)
     result: dict[str, Any] = json.loads(line)
     return result
+
+
+def answering_pid(path: Path, timeout: float = 1.0) -> int | None:
+    """The pid of the daemon answering ``ping`` on ``path``, None if nothing answers.
+
+    A daemon that accepts but does not answer in ``timeout`` s (wedged) counts as live too
+    (pid 0): its socket is not taken from it.
+    """
+    try:
+        reply = request(path, {"cmd": "ping"}, timeout=timeout)
+    except TimeoutError:
+        return 0
+    except (OSError, ValueError):
+        return None
+    pid = reply.get("pid")
+    return pid if isinstance(pid, int) else 0

@@ -24,10 +24,10 @@ from typing import Any
 import structlog
 
 from drivers import driver_class
+from edge_agent import instance, sdnotify
 from edge_agent import queue as queue_mod
-from edge_agent import sdnotify
 from edge_agent.config import AgentConfig, DeviceConfig, check_tls_files, load_config
-from edge_agent.control import ControlServer, Handler
+from edge_agent.control import SOCKET_HINT, ControlServer, Handler, answering_pid
 from edge_agent.errors import ConfigError
 from edge_agent.logs import register_secret
 from edge_agent.publisher import Publisher
@@ -147,7 +147,7 @@ class Daemon:
         server = ControlServer(cfg.path(), handlers, cfg.group)
         try:
             server.bind()
-        except (OSError, KeyError) as err:
+        except (OSError, KeyError, instance.AlreadyRunningError) as err:
             log.error("control_socket_unavailable", path=str(cfg.path()), error=str(err))
             return
         server.start()
@@ -416,15 +416,28 @@ def _return_big_buffers_to_the_os() -> None:
 
 
 def run(cfg: AgentConfig) -> int:
-    """Run the daemon until SIGTERM/SIGINT. Returns the exit code."""
+    """Run the daemon until SIGTERM/SIGINT. Returns the exit code.
+
+    Raises :class:`~edge_agent.instance.AlreadyRunningError` (exit ``EX_LOCKED``) before touching
+    the queue or the network when another daemon holds this queue or answers on this control
+    socket.
+    """
     _return_big_buffers_to_the_os()
-    daemon = Daemon(cfg)
-    signal.signal(signal.SIGTERM, daemon.request_stop)
-    signal.signal(signal.SIGINT, daemon.request_stop)
-    signal.signal(signal.SIGHUP, daemon.request_reload)
-    daemon.start()
+    lock = instance.acquire(cfg.queue.path)  # before the queue is opened or anything connects
     try:
-        daemon.serve()
+        if cfg.control.enabled:
+            pid = answering_pid(cfg.control.path())
+            if pid is not None:
+                raise instance.AlreadyRunningError(cfg.control.path(), pid, SOCKET_HINT)
+        daemon = Daemon(cfg)
+        signal.signal(signal.SIGTERM, daemon.request_stop)
+        signal.signal(signal.SIGINT, daemon.request_stop)
+        signal.signal(signal.SIGHUP, daemon.request_reload)
+        daemon.start()
+        try:
+            daemon.serve()
+        finally:
+            daemon.stop()
     finally:
-        daemon.stop()
+        lock.release()
     return 0

@@ -10,12 +10,16 @@ Hostname verification and CA pinning are always on: there is no insecure switch 
 from __future__ import annotations
 
 import logging
+import random
 import re
 import ssl
+import threading
 import time
+from collections import deque
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 
 from edge_agent.config import MqttConfig, TlsConfig
@@ -47,12 +51,101 @@ class _LastSocketError(logging.Handler):
             self.client.connect_error = describe_error(err)
 
 
+#: MQTT 5 DISCONNECT reason "Session taken over": another client connected with our client id.
+SESSION_TAKEN_OVER = 0x8E
+#: First wait after a takeover (s), doubling per takeover within TAKEOVER_MEMORY_S, up to
+#: TAKEOVER_MAX_S, each stretched by a random 0-50 % so two agents drift apart.
+TAKEOVER_FIRST_S = 5.0
+TAKEOVER_MAX_S = 120.0
+TAKEOVER_MEMORY_S = 600.0
+#: Brokers that close the old connection without saying why (MQTT 3.1.1; Mosquitto before
+#: 2.0.15, e.g. Debian 12's 2.0.11): SHORT_LIVED_N connections in a row accepted and then
+#: closed by the broker within SHORT_LIVED_S, with no rejected PUBACK just before (Mosquitto
+#: also closes after a PUBACK 0x87), are taken for a takeover.
+SHORT_LIVED_S = 10.0
+SHORT_LIVED_N = 2
+_CONNECTION_LOST = 0x80  # what paho reports when the socket closed with no DISCONNECT packet
+
+
 class _Client(mqtt.Client):
     """paho's client, remembering why the current connection attempt failed (paho's
     ``on_connect_fail`` and ``on_disconnect`` carry no reason for socket and TLS errors).
-    ``connect_error`` is written and read in paho's network thread only."""
+    ``connect_error`` is written and read in paho's network thread only.
+
+    It also backs off when the broker hands our session to another client (two agents with
+    one ``agent_id``, a copied config): reconnecting at once would take the session back and
+    the two would kick each other out twice a second. :meth:`takeover` runs in paho's thread,
+    in ``on_disconnect``, before paho computes its reconnect wait.
+    """
 
     connect_error: str | None = None
+    normal_max_delay: int = 1
+    _takeovers: deque[float] | None = None
+    _backing_off = False
+    _delay_lock = threading.Lock()
+    _up_since: float | None = None
+    _last_reject = -1e9
+    _short_lived = 0
+
+    def note_connected(self) -> None:
+        """A success CONNACK (paho's thread): normal reconnect delays again."""
+        self._up_since = time.monotonic()
+        self.restore_delays()
+
+    def note_rejected(self) -> None:
+        """A PUBACK with a failure code (paho's thread): a close right after it is not a
+        takeover."""
+        self._last_reject = time.monotonic()
+
+    def takeover(self, rc: ReasonCode, from_server: bool) -> tuple[str, float] | None:
+        """Was this disconnect a session takeover? ``("certain" | "suspected", wait_s)`` with
+        the next attempt already delayed by ``wait_s``, or None (paho's thread)."""
+        now = time.monotonic()
+        up = None if self._up_since is None else now - self._up_since
+        self._up_since = None
+        if rc.value == SESSION_TAKEN_OVER:
+            self._short_lived = 0
+            return "certain", self.back_off_after_takeover()
+        closed_early = (
+            up is not None
+            and up < SHORT_LIVED_S
+            and not from_server
+            and rc.value == _CONNECTION_LOST
+            and now - self._last_reject > 2.0
+        )
+        self._short_lived = self._short_lived + 1 if closed_early else 0
+        if self._short_lived >= SHORT_LIVED_N:
+            return "suspected", self.back_off_after_takeover()
+        return None
+
+    def back_off_after_takeover(self) -> float:
+        """Stretch the next reconnect wait; returns it (s)."""
+        with self._delay_lock:
+            now = time.monotonic()
+            if self._takeovers is None:
+                self._takeovers = deque()
+            while self._takeovers and now - self._takeovers[0] > TAKEOVER_MEMORY_S:
+                self._takeovers.popleft()
+            self._takeovers.append(now)
+            base = TAKEOVER_FIRST_S * 2.0 ** (len(self._takeovers) - 1)
+            delay = min(base, TAKEOVER_MAX_S) * random.uniform(1.0, 1.5)
+            self.reconnect_delay_set(
+                min_delay=delay,  # type: ignore[arg-type]
+                max_delay=max(int(delay) + 1, self.normal_max_delay),
+            )
+            self._backing_off = True
+            return delay
+
+    def restore_delays(self) -> None:
+        """Back to the normal reconnect delays (after a successful CONNACK)."""
+        with self._delay_lock:
+            if self._backing_off:
+                self._backing_off = False
+                self.reconnect_delay_set(
+                    min_delay=RECONNECT_MIN_S,  # type: ignore[arg-type]
+                    max_delay=self.normal_max_delay,
+                )
+
     #: When paho's network loop tries to reconnect next (``time.monotonic()``); None while it
     #: is not waiting (connected, or an attempt under way).
     retry_at: float | None = None
@@ -94,7 +187,7 @@ class _Client(mqtt.Client):
 RECONNECT_MIN_S = 0.5
 
 
-def build_client(cfg: MqttConfig, client_id: str, password: SecretStr | None) -> mqtt.Client:
+def build_client(cfg: MqttConfig, client_id: str, password: SecretStr | None) -> _Client:
     """A paho client configured from ``cfg`` (protocol, TLS, credentials); not connected."""
     proto = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
     client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)
@@ -104,9 +197,10 @@ def build_client(cfg: MqttConfig, client_id: str, password: SecretStr | None) ->
     # paho types the delays as int but takes floats: the first retry 0.5 s after a drop, doubling
     # to reconnect_max_s. Mosquitto 2.0 closes the connection after a PUBACK 0x87 (#2579): the
     # alarm raised by that rejection must not wait a whole second for the reconnect (T17).
+    client.normal_max_delay = max(1, int(cfg.reconnect_max_s))
     client.reconnect_delay_set(
         min_delay=RECONNECT_MIN_S,  # type: ignore[arg-type]
-        max_delay=max(1, int(cfg.reconnect_max_s)),
+        max_delay=client.normal_max_delay,
     )
     if cfg.username is not None:
         secret = password.get_secret_value() if password is not None else None
@@ -161,6 +255,8 @@ def reason_words(why: str | None) -> str | None:
     """
     if why is None:
         return None
+    if why.startswith("session taken over"):  # already in words (another PC with our id)
+        return why
     for pattern, words in _WORDS:
         if pattern.search(why):
             return words

@@ -47,7 +47,13 @@ from pydantic import SecretStr
 from edge_agent import faults
 from edge_agent import queue as q
 from edge_agent.config import MqttConfig
-from edge_agent.mqtt_client import build_client, connect_error, next_retry_in, reason_words
+from edge_agent.mqtt_client import (
+    SHORT_LIVED_N,
+    build_client,
+    connect_error,
+    next_retry_in,
+    reason_words,
+)
 from edge_agent.reading import SCHEMA_BATCH
 from edge_agent.topics import Topics
 from edge_agent.writer import Writer
@@ -104,6 +110,7 @@ class Publisher(threading.Thread):
         self.topics = topics
         self.writer = writer
         self.db_path = db_path
+        self.client_id = client_id
         self.client = build_client(cfg, client_id, password)
         self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._inflight: dict[int, _Msg] = {}
@@ -139,6 +146,8 @@ class Publisher(threading.Thread):
         self.acked_rows = 0
         self.rejects: Counter[str] = Counter()
         self.reconnects = 0
+        #: Times the broker gave our session to another client with our id (MQTT 5 0x8E).
+        self.takeovers = 0
         #: Called with seconds from publish to PUBACK per message (metrics histogram).
         self.on_ack_latency: Callable[[float], None] | None = None
         self.flush_s = 1.0
@@ -196,6 +205,7 @@ class Publisher(threading.Thread):
             # every QoS 1 message paho holds (in flight + queued): <= inflight + side messages (P2)
             "paho_messages": len(getattr(self.client, "_out_messages", ())),
             "rejects": dict(self.rejects), "reconnects": self.reconnects,
+            "takeovers": self.takeovers,
             "last_error": self.last_error, "connect_failures": self.connect_failures,
             # why, in words, and when paho's reconnect loop tries next (None: connected/trying)
             "reason": reason_words(self.last_error),
@@ -205,14 +215,29 @@ class Publisher(threading.Thread):
     # ---- paho callbacks: only enqueue ----------------------------------------------------
     def _wire_callbacks(self) -> None:
         c = self.client
-        c.on_connect = lambda _c, _u, _f, rc, _p=None: self._events.put(("connect", rc))
+        c.on_connect = self._paho_connect
         c.on_connect_fail = lambda c, _u: self._events.put(("connect_fail", connect_error(c)))
-        c.on_disconnect = lambda c, _u, _f, rc, _p=None: self._events.put(
-            ("disconnect", (rc, connect_error(c)))
-        )
-        c.on_publish = lambda _c, _u, mid, rc, _p=None: self._events.put(("ack", (mid, rc)))
+        c.on_disconnect = self._paho_disconnect
+        c.on_publish = self._paho_publish
         c.on_socket_open = lambda _c, _u, sock: self._set_user_timeout(sock)
         c.will_set(self.topics.status, b"offline", qos=1, retain=True)
+
+    def _paho_connect(self, _c: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any = None) -> None:
+        if not rc.is_failure:
+            self.client.note_connected()
+        self._events.put(("connect", rc))
+
+    def _paho_disconnect(self, c: Any, _u: Any, flags: Any, rc: ReasonCode, _p: Any = None) -> None:
+        # runs in paho's thread before it computes the reconnect wait, so a takeover's back-off
+        # applies to the very next attempt
+        from_server = bool(getattr(flags, "is_disconnect_packet_from_server", False))
+        takeover = self.client.takeover(rc, from_server)
+        self._events.put(("disconnect", (rc, connect_error(c), takeover)))
+
+    def _paho_publish(self, _c: Any, _u: Any, mid: int, rc: ReasonCode, _p: Any = None) -> None:
+        if rc.is_failure:
+            self.client.note_rejected()
+        self._events.put(("ack", (mid, rc)))
 
     def _set_user_timeout(self, sock: Any) -> None:
         """Half-open links (P12): the kernel drops the connection when sent data has gone
@@ -309,7 +334,9 @@ class Publisher(threading.Thread):
             self.client.publish(self.topics.device_state(device), body, qos=1, retain=True)
         self._flush_side_messages()
 
-    def _on_disconnect(self, rc: ReasonCode, error: str | None) -> None:
+    def _on_disconnect(
+        self, rc: ReasonCode, error: str | None, takeover: tuple[str, float] | None
+    ) -> None:
         if not self.connected:
             if self._connack_refused:
                 self._connack_refused = False  # already reported with the CONNACK's reason
@@ -318,10 +345,51 @@ class Publisher(threading.Thread):
             return
         self.reconnects += 1
         why = f"disconnected: {rc}" + (f" ({error})" if error else "")
+        if takeover is not None:
+            why = self._on_takeover(*takeover)
         log.warning("mqtt_disconnected", reason=why, inflight=len(self._inflight))
         self.connected = False
         self.last_error = why
         self._count_failure()
+
+    def _on_takeover(self, certainty: str, retry_in_s: float) -> str:
+        """The broker gave our session to another client with our id (a copied config on a
+        second PC): say so in words, alarm it, and wait (paho's next attempt is already
+        delayed by ``_Client.takeover``) instead of taking it back at once. Returns the words.
+        """
+        b = self.cfg.brokers[self._broker]
+        self.takeovers += 1
+        if certainty == "certain":
+            words = (
+                f"session taken over: another client with id {self.client_id} took over the session"
+            )
+        else:
+            words = (
+                f"session taken over (suspected): the broker closed the connection right after "
+                f"accepting it, {SHORT_LIVED_N} times in a row; another client with id "
+                f"{self.client_id} probably takes over the session"
+            )
+        log.error(
+            "mqtt_session_taken_over",
+            message=words + "; is the same agent_id configured on another PC?",
+            certainty=certainty,
+            client_id=self.client_id,
+            host=b.host,
+            port=b.port,
+            retry_in_s=round(retry_in_s, 1),
+            takeovers=self.takeovers,
+        )
+        self.alarm(
+            "session_taken_over",
+            {
+                "reason": words,
+                "certainty": certainty,
+                "client_id": self.client_id,
+                "retry_in_s": round(retry_in_s, 1),
+                "takeovers": self.takeovers,
+            },
+        )
+        return f"{words}; next try in {retry_in_s:.0f} s"
 
     def _on_connect_failed(self, why: str) -> None:
         b = self.cfg.brokers[self._broker]

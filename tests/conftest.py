@@ -62,3 +62,6 @@ def agent_factory(tmp_path: Path) -> Iterator[Callable[[Path], Agent]]:
     yield make
     for a in agents:
         a.stop()
+    for a in agents:
+        if a.starts and '"json"' in a.config.read_text():
+            a.json_events()  # every stderr line of every start is one JSON object (journald)

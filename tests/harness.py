@@ -182,6 +182,20 @@ class Agent:
                 out.append(json.loads(line))
         return out
 
+    def json_events(self) -> list[dict[str, Any]]:
+        """Every log line of every start, each asserted to be one JSON object (journald needs
+        one object per line: a traceback or a stray print fails the test)."""
+        out = []
+        for i in range(1, self.starts + 1):
+            for n, line in enumerate((self.logdir / f"agent-{i}.log").read_text().splitlines()):
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    event = None
+                assert isinstance(event, dict), f"agent-{i}.log line {n + 1} is not JSON: {line!r}"
+                out.append(event)
+        return out
+
     def events_of(self, start: int) -> list[dict[str, Any]]:
         """The JSON log events of one start (1-based)."""
         path = self.logdir / f"agent-{start}.log"

@@ -446,3 +446,76 @@ def test_render_status_words_for_tcp_devices_and_counts() -> None:
         "                       port 10.0.3.21:23; last reading 2.0 s ago (12.345 kg); "
         "1 reading (0.0/min); rejects none (0.0/min); 1 reconnect"
     )
+
+
+def test_clients_leaving_mid_stream_leave_no_traceback_in_the_daemon_log(line: Line) -> None:
+    """monitor quit, probe --via-daemon interrupted: the watcher's socket closes under it."""
+    import socket
+    import struct
+
+    sock_path = line.tmp / "ctl.sock"
+    for linger in (False, True):
+        for _ in range(5):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(sock_path))
+            s.sendall(b'{"cmd": "watch"}\n')
+            assert s.recv(64).startswith(b'{"ok": true}')
+            if linger:  # an abrupt close: the daemon's next write fails at once
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+    probe = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge_agent",
+            "probe",
+            "scan_1",
+            "--via-daemon",
+            "-c",
+            str(line.cfg),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    time.sleep(2.0)
+    probe.terminate()  # like a technician's Ctrl-C
+    probe.communicate(timeout=10)
+    time.sleep(2.5)  # the daemon's watch loop writes at least once a second: it meets the pipe
+    assert cli("status", "-c", str(line.cfg)).returncode == 0  # still serving
+    line.agent.stop()
+    text = line.agent.log_text()
+    assert "Traceback" not in text and "BrokenPipeError" not in text
+    line.agent.json_events()  # every line is one JSON object
+
+
+def test_cli_survives_a_closed_pipe(line: Line) -> None:
+    """`edge-agent queue peek | head -1`: the reader went away before the output was written."""
+    for args in (("queue", "stats"), ("queue", "peek", "50"), ("status",), ("status", "--json")):
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # every write now fails with EPIPE
+        try:
+            res = subprocess.run(
+                [sys.executable, "-m", "edge_agent", *args, "-c", str(line.cfg)],
+                stdout=write_end,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=ROOT,
+                timeout=30,
+                check=False,
+            )
+        finally:
+            os.close(write_end)
+        assert res.returncode == 0, (args, res.stderr)
+        assert res.stderr == "", (args, res.stderr)
+    shell = subprocess.run(
+        f"{sys.executable} -m edge_agent queue peek 50 -c {line.cfg} | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+        check=False,
+    )
+    assert shell.returncode == 0 and len(shell.stdout.splitlines()) == 1
+    assert "Traceback" not in shell.stderr and "BrokenPipe" not in shell.stderr

@@ -44,6 +44,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+
+from edge_agent.instance import EX_LOCKED
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulators.mosquitto import Mosquitto, free_port
@@ -166,6 +168,8 @@ def test_unit_type_notify_watchdog_restart_credential() -> None:
     assert 10 <= seconds(one("Service", "WatchdogSec")) <= 120
     assert one("Service", "Restart") == "on-failure"
     assert "78" in values("Service", "RestartPreventExitStatus")  # EX_CONFIG: no restart loop
+    # another daemon holds the queue: restarting cannot free the lock
+    assert str(EX_LOCKED) in values("Service", "RestartPreventExitStatus")
     assert one("Service", "ExecReload") == "/bin/kill -HUP $MAINPID"  # SIGHUP reloads devices
     # SIGTERM flush takes about 5 s (daemon.stop); systemd must not SIGKILL before that.
     assert 10 <= seconds(one("Service", "TimeoutStopSec")) <= 60

@@ -1,6 +1,7 @@
 """The one command-line entry point: ``edge-agent <command>``.
 
-Exit codes: 0 ok, 1 failure, 2 usage, 78 configuration error (EX_CONFIG). Every command has
+Exit codes: 0 ok, 1 failure, 2 usage, 73 another daemon holds the queue or control socket
+(EX_LOCKED), 78 configuration error (EX_CONFIG). Every command has
 ``--help``; those that report take ``--json``. Commands that need the daemon's settings take
 ``-c/--config`` (default ``$EDGE_AGENT_CONFIG`` or /etc/edge-agent/edge-agent.toml).
 """
@@ -8,12 +9,14 @@ Exit codes: 0 ok, 1 failure, 2 usage, 78 configuration error (EX_CONFIG). Every 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from edge_agent import __version__
 from edge_agent.cli import broker_cmds, daemon_cmds, device_cmds, doctor, queue_cmds
 from edge_agent.cli.common import CommandError, UsageError
 from edge_agent.errors import EX_CONFIG, ConfigError, EdgeAgentError
+from edge_agent.instance import EX_LOCKED, AlreadyRunningError
 from edge_agent.logs import setup as setup_logging
 
 MODULES = (daemon_cmds, queue_cmds, broker_cmds, device_cmds, doctor)
@@ -35,18 +38,28 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("warning", "console")  # library/driver logs go to stderr; `run` reconfigures
     try:
         code: int = args.func(args)
+        sys.stdout.flush()  # a reader that went away is found here, not at interpreter exit
     except ConfigError as err:
         print(f"edge-agent: configuration error:\n{err}", file=sys.stderr)
         return EX_CONFIG
     except UsageError as err:
         print(f"edge-agent: {err}", file=sys.stderr)
         return 2
+    except AlreadyRunningError as err:
+        print(f"edge-agent: {err}", file=sys.stderr)
+        return EX_LOCKED
     except CommandError as err:
         print(f"edge-agent: {err}", file=sys.stderr)
         return 1
     except EdgeAgentError as err:
         print(f"edge-agent: {err}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # `edge-agent queue stats | head -3`: the reader has what it wanted. Point stdout at
+        # /dev/null so the interpreter's final flush does not raise again, and exit quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         return 130
     return code

@@ -2,7 +2,8 @@
 
 Reads use their own short read-only WAL transactions, so they never stall the daemon's writer.
 ``purge`` is a write: it is done by the running daemon's writer thread (asked over the control
-socket); only when no daemon answers does the CLI open the file for writing itself.
+socket); only when no daemon answers does the CLI open the file for writing itself, holding the
+queue's lock (:mod:`edge_agent.instance`) so that no daemon starts on it meanwhile.
 ``replay`` re-publishes retained readings (sent or not) with their original ids and seq, so the
 backend's de-duplication makes it safe: the data backup and recovery path.
 """
@@ -19,6 +20,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from edge_agent import instance
 from edge_agent import queue as q
 from edge_agent.cli.common import (
     CommandError,
@@ -163,11 +165,16 @@ def cmd_purge(args: argparse.Namespace) -> int:
         reply = ask_daemon(cfg, {"cmd": "purge", "sent_before_ns": before})
         deleted, via = int(reply["deleted"]), "daemon"
     except CommandError:
-        outbox = q.Outbox.for_maintenance(cfg.queue.path)
-        try:
-            deleted, via = outbox.purge_sent_before(before), "direct"
-        finally:
-            outbox.close()
+        hint = (
+            f"it does not answer on {cfg.control.path()}, so purge cannot go through it: "
+            "stop it first (systemctl stop edge-agent)"
+        )
+        with instance.acquire(cfg.queue.path, hint):  # no daemon may start meanwhile
+            outbox = q.Outbox.for_maintenance(cfg.queue.path)
+            try:
+                deleted, via = outbox.purge_sent_before(before), "direct"
+            finally:
+                outbox.close()
     output(
         args,
         {"deleted": deleted, "via": via},
