@@ -242,7 +242,11 @@ def test_purge_goes_through_the_daemon_or_takes_the_lock(
     a.start()
     purge = ["queue", "purge", "--sent-before", "0s", "-c", str(cfg), "--json"]
     res = subprocess.run(
-        [sys.executable, "-m", "edge_agent", *purge], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-m", "edge_agent", *purge],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
     )
     assert res.returncode == 0 and '"via": "daemon"' in res.stdout, res.stderr
     a.stop()
@@ -252,7 +256,11 @@ def test_purge_goes_through_the_daemon_or_takes_the_lock(
     a.start()
     assert a.proc is not None
     res = subprocess.run(
-        [sys.executable, "-m", "edge_agent", *purge], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-m", "edge_agent", *purge],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
     )
     assert res.returncode == instance.EX_LOCKED
     assert res.stderr.splitlines() == [
@@ -262,7 +270,11 @@ def test_purge_goes_through_the_daemon_or_takes_the_lock(
     ]
     a.stop()
     res = subprocess.run(
-        [sys.executable, "-m", "edge_agent", *purge], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-m", "edge_agent", *purge],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
     )
     assert res.returncode == 0 and '"via": "direct"' in res.stdout, res.stderr
     assert not instance.is_held(db)  # released again

@@ -44,10 +44,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-
-from edge_agent.instance import EX_LOCKED
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_agent.instance import EX_LOCKED
 from simulators.mosquitto import Mosquitto, free_port
 from simulators.pty_port import PtyPort
 from simulators.serial_line_scanner import ScannerSim, ScannerSimConfig
