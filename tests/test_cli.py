@@ -110,6 +110,23 @@ def test_status_human_and_json(line: Line) -> None:
     assert "never ago" not in out and "port None" not in out
 
 
+def test_status_says_an_unplugged_scanner_is_not_present(line: Line) -> None:
+    port = str(line.sim.port.link)
+    line.sim.port.unplug()  # the by-id symlink goes away with the pty, as with a pulled cable
+    deadline = time.monotonic() + 10
+    dev: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        res = cli("status", "-c", str(line.cfg), "--json")
+        dev = json.loads(res.stdout)["devices"]["scan_1"]
+        if dev["reason"] == f"{port}: not present":
+            break
+        time.sleep(0.2)
+    assert (dev["state"], dev["reason"]) == ("reconnecting", f"{port}: not present"), dev
+    human = cli("status", "-c", str(line.cfg)).stdout
+    assert f"scan_1  serial_line_scanner  reconnecting ({port}: not present)\n" in human, human
+    assert "(0.0/min); 1 reconnect\n" in human, human
+
+
 def test_status_says_why_the_broker_is_down_and_when_it_retries(line: Line) -> None:
     line.broker.stop()
 
