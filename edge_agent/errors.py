@@ -80,10 +80,9 @@ _ERRNO_WORDS = {
     errno.ENETUNREACH: "network unreachable",
     errno.ECONNRESET: "connection reset by the device",
     errno.EPIPE: "connection closed by the device",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "permission denied",
+    errno.EACCES: "permission denied (is the service user in the dialout group?)",
+    errno.EPERM: "permission denied (is the service user in the dialout group?)",
     errno.EBUSY: "busy: another program holds it",
-    errno.EAGAIN: "busy: another program holds it",
     errno.EIO: "input/output error (cable pulled?)",
 }
 _ERRNO_IN_TEXT = re.compile(r"\[Errno (\d+)\]")
