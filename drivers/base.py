@@ -94,6 +94,14 @@ class Driver(abc.ABC, Generic[C]):
         self.on_reject: Callable[[str, str, bytes], None] | None = None
         self.log = structlog.get_logger("drivers").bind(device=device_id, driver=self.kind)
 
+    @property
+    def address(self) -> str | None:
+        """Where the device is, for a technician: a port path, or ``host:port`` for TCP."""
+        port = getattr(self.cfg, "port", None)
+        if isinstance(port, str) and port.startswith("socket://"):
+            return port.removeprefix("socket://").split("?")[0]
+        return port if isinstance(port, str) else None
+
     @abc.abstractmethod
     def open(self) -> None:
         """Open the device. Raises DeviceNotFoundError / DeviceInitError."""

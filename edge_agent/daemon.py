@@ -260,12 +260,15 @@ class Daemon:
         )
 
     def _per_minute(self, device: str) -> tuple[float, float]:
-        if len(self._rates) < 2:
+        """Readings and rejects per minute over the sampled window, from the oldest sample of
+        this device's current worker (a reload drops the samples of a restarted device)."""
+        samples = [(t, counts[device]) for t, counts in list(self._rates) if device in counts]
+        if len(samples) < 2:
             return 0.0, 0.0
-        (t0, old), (t1, new) = self._rates[0], self._rates[-1]
+        (t0, a), (t1, b) = samples[0], samples[-1]
         span = max(t1 - t0, 1e-3) / 60
-        a, b = old.get(device, (0, 0)), new.get(device, (0, 0))
-        return round((b[0] - a[0]) / span, 1), round((b[1] - a[1]) / span, 1)
+        # counts only grow within one worker; max() guards a sample taken mid-restart
+        return round(max(b[0] - a[0], 0) / span, 1), round(max(b[1] - a[1], 0) / span, 1)
 
     def status(self) -> dict[str, object]:
         """Everything ``edge-agent status`` shows (see README "Control socket")."""
@@ -297,10 +300,12 @@ class Daemon:
         return {
             "type": w.driver.kind,
             "port": getattr(w.driver.cfg, "port", None),
+            "address": w.driver.address,
             "state": w.state,
             "reason": w.reason,
             "readings": w.readings,
             "last_reading_age_s": last,
+            "last_value": w.last_value,
             "rejects": dict(w.driver.rejects),
             "readings_per_min": per_min[0],
             "rejects_per_min": per_min[1],
@@ -376,11 +381,17 @@ class Daemon:
                 w.stop()
                 w.join(2.0)
                 self.workers.remove(w)
+                for _t, counts in list(self._rates):
+                    counts.pop(dev_id, None)  # a new worker counts from 0: no negative rate
         for dev_id, dev in wanted.items():
             if dev_id not in running or dev != old_devices.get(dev_id):
                 w = self._worker(dev_id, dev)
                 self.workers.append(w)
                 w.start()
+        # status lists the devices as the file does; an unchanged one keeps its worker (and
+        # with it its counters and last reading)
+        order = list(wanted)
+        self.workers = sorted(self.workers, key=lambda w: order.index(w.driver.device_id))
         self.cfg = self.cfg.model_copy(update={"devices": new.devices})
         log.info("reloaded", devices=sorted(wanted), needs_restart=changed)
         sdnotify.notify("READY=1\nSTATUS=" + self.status_line())

@@ -15,6 +15,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+import socket
 from collections.abc import Sequence
 
 EX_CONFIG = 78
@@ -71,3 +75,55 @@ class PublishError(EdgeAgentError):
     def __init__(self, rc: int, text: str) -> None:
         super().__init__(f"[code:{rc}] {text}")
         self.rc = rc
+
+
+#: errno -> what a technician reads (the strerror texts are for programmers).
+_ERRNO_WORDS = {
+    errno.ENOENT: "not present",
+    errno.ENODEV: "not present",
+    errno.ENXIO: "not present",
+    errno.ECONNREFUSED: "connection refused",
+    errno.ETIMEDOUT: "timed out",
+    errno.EHOSTUNREACH: "no route to host",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ECONNRESET: "connection reset by the device",
+    errno.EPIPE: "connection closed by the device",
+    errno.EACCES: "permission denied (is the service user in the dialout group?)",
+    errno.EPERM: "permission denied (is the service user in the dialout group?)",
+    errno.EBUSY: "busy: another program holds it",
+    errno.EIO: "input/output error (cable pulled?)",
+}
+_ERRNO_IN_TEXT = re.compile(r"\[Errno (\d+)\]")
+
+
+def in_words(err: BaseException, path: str | None = None) -> str:
+    """Why a port or connection failed, in the words a technician can act on.
+
+    ``path``: the device node the error is about; when it is gone the answer is "not present"
+    whatever the error said (an unplugged USB adapter fails its read with EIO or "returned no
+    data"). pyserial wraps socket and termios errors without their errno; the errno is looked
+    for in the causes and the text too. Unknown errors come back as their own text.
+    """
+    if path is not None and path.startswith("/") and not os.path.exists(path):
+        return "not present"
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, socket.gaierror):
+            return "unknown host name"
+        if isinstance(seen, TimeoutError | socket.timeout):
+            return "timed out"
+        words = _ERRNO_WORDS.get(getattr(seen, "errno", None) or -1)
+        if words is None:
+            m = _ERRNO_IN_TEXT.search(str(seen))
+            words = _ERRNO_WORDS.get(int(m.group(1))) if m else None
+        if words is not None:
+            return words
+        seen = seen.__cause__ or seen.__context__
+    text = str(err) or type(err).__name__
+    if "returned no data" in text:  # pyserial: the fd reads EOF: the adapter is going away
+        return "device disconnected"
+    if text.endswith(
+        "timed out"
+    ):  # pyserial's socket:// open: "Could not open port ...: timed out"
+        return "timed out"
+    return text

@@ -146,6 +146,26 @@ class _Client(mqtt.Client):
                     max_delay=self.normal_max_delay,
                 )
 
+    #: When paho's network loop tries to reconnect next (``time.monotonic()``); None while it
+    #: is not waiting (connected, or an attempt under way).
+    retry_at: float | None = None
+
+    def _reconnect_wait(self) -> None:
+        # paho keeps the end of this wait in a local variable: work it out the same way paho
+        # does (reconnect_delay_set: the min delay after the first failure, doubling to max)
+        with self._reconnect_delay_mutex:
+            last = self._reconnect_delay
+            delay = (
+                self._reconnect_min_delay
+                if last is None
+                else min(last * 2, self._reconnect_max_delay)
+            )
+        self.retry_at = time.monotonic() + delay
+        try:
+            super()._reconnect_wait()
+        finally:
+            self.retry_at = None
+
     def reconnect(self) -> MQTTErrorCode:
         self.connect_error = None
         try:
@@ -198,6 +218,49 @@ def tls_context(tls: TlsConfig) -> ssl.SSLContext:
         key = str(tls.key_file) if tls.key_file else None
         ctx.load_cert_chain(str(tls.cert_file), key)
     return ctx
+
+
+def next_retry_in(client: mqtt.Client) -> float | None:
+    """Seconds until paho's next reconnect attempt, to 0.1 s (None: connected or trying now)."""
+    at = getattr(client, "retry_at", None)
+    return None if at is None else round(max(0.0, at - time.monotonic()), 1)
+
+
+#: The common broker failures, as the publisher records them, in words (first match wins).
+_WORDS = (
+    (re.compile(r"0x87|Not authori[sz]ed", re.I), "not authorised"),
+    (
+        re.compile(r"0x86|Bad user name or password", re.I),
+        "not authorised: bad user name or password",
+    ),
+    (re.compile(r"0x85|Client identifier not valid", re.I), "not authorised: client id refused"),
+    (re.compile(r"Connection refused|errno 111\b", re.I), "connection refused"),
+    (re.compile(r"No route to host|errno 113\b", re.I), "no route to host"),
+    (re.compile(r"Network is unreachable|errno 101\b", re.I), "network unreachable"),
+    (re.compile(r"timed out|errno 110\b|Keep alive timeout", re.I), "timed out"),
+    (re.compile(r"Name or service not known|getaddrinfo|gaierror", re.I), "unknown host name"),
+    (
+        re.compile(r"Unspecified error|closed before CONNACK|Connection reset|errno 104\b", re.I),
+        "broker closed the connection",
+    ),
+)
+
+
+def reason_words(why: str | None) -> str | None:
+    """A broker failure (``last_error``) in the words a technician acts on.
+
+    ``CONNACK 0x87 Not authorized`` -> ``not authorised``, ``Connection refused (errno 111)`` ->
+    ``connection refused``, a dropped socket (paho: ``Unspecified error``) -> ``broker closed
+    the connection``. Anything else (a TLS error, which says exactly what is wrong) is kept.
+    """
+    if why is None:
+        return None
+    if why.startswith("session taken over"):  # already in words (another PC with our id)
+        return why
+    for pattern, words in _WORDS:
+        if pattern.search(why):
+            return words
+    return why
 
 
 def connect_error(client: mqtt.Client) -> str | None:

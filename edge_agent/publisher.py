@@ -47,7 +47,13 @@ from pydantic import SecretStr
 from edge_agent import faults
 from edge_agent import queue as q
 from edge_agent.config import MqttConfig
-from edge_agent.mqtt_client import SHORT_LIVED_N, build_client, connect_error
+from edge_agent.mqtt_client import (
+    SHORT_LIVED_N,
+    build_client,
+    connect_error,
+    next_retry_in,
+    reason_words,
+)
 from edge_agent.reading import SCHEMA_BATCH
 from edge_agent.topics import Topics
 from edge_agent.writer import Writer
@@ -201,6 +207,9 @@ class Publisher(threading.Thread):
             "rejects": dict(self.rejects), "reconnects": self.reconnects,
             "takeovers": self.takeovers,
             "last_error": self.last_error, "connect_failures": self.connect_failures,
+            # why, in words, and when paho's reconnect loop tries next (None: connected/trying)
+            "reason": reason_words(self.last_error),
+            "next_retry_in_s": None if self.connected else next_retry_in(self.client),
         }  # fmt: skip
 
     # ---- paho callbacks: only enqueue ----------------------------------------------------

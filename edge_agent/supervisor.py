@@ -63,6 +63,8 @@ class DeviceWorker(threading.Thread):
         self.reason = ""
         self.readings = 0
         self.last_reading_mono: float | None = None
+        #: The last reading's value as a technician reads it: ``12.345 kg``, a code as is.
+        self.last_value: str | None = None
         self.reconnects = 0
         #: Unexpected exceptions out of the driver (bugs): logged, then the device is reopened.
         self.driver_errors = 0
@@ -156,6 +158,8 @@ class DeviceWorker(threading.Thread):
                 if decoded is not None:
                     self.readings += 1
                     self.last_reading_mono = time.monotonic()
+                    unit = f" {decoded.unit}" if decoded.unit else ""
+                    self.last_value = f"{decoded.value}{unit}"
                     self._sink(Capture.now(self.driver.device_id, decoded))
                 continue
             self.reconnects += 1

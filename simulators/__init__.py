@@ -8,6 +8,7 @@ end-to-end tests can stand it in for the device a config names.
 
 from __future__ import annotations
 
+import sys
 from typing import Protocol
 
 
@@ -25,3 +26,17 @@ class DemoSimulator(Protocol):
 
     def describe(self) -> str:
         """One line for the demo output: what is simulated and where."""
+
+
+def announce(port: str | None = None, host: str | None = None, tcp_port: int | None = None) -> None:
+    """Tell the technician, on stderr, what to put in the device's config and how to stop.
+
+    ``port``: a serial port path or pyserial URL (``port = "/dev/pts/7"``); ``host`` and
+    ``tcp_port``: a Modbus TCP device (``host = "127.0.0.1"`` and ``tcp_port = 5020``). stdout
+    keeps its first line (the port alone) for scripts.
+    """
+    if port is not None:
+        print(f'configure port = "{port}"', file=sys.stderr, flush=True)
+    if host is not None:
+        print(f'configure host = "{host}", tcp_port = {tcp_port}', file=sys.stderr, flush=True)
+    print("Ctrl-C to stop", file=sys.stderr, flush=True)

@@ -29,6 +29,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import ClassVar
 
+from simulators import announce
 from simulators.pty_port import PtyPort
 
 #: Grams per unit, exact (1 lb = 453.59237 g, 1 oz = 1/16 lb).
@@ -526,6 +527,7 @@ def cli_run(sim: ScaleSim, seconds: float) -> int:
     print(sim.port.path if sim.port.master is not None else sim.port.plug(), flush=True)
     if sim.port.link:
         print(f"symlink {sim.port.link} -> {sim.port.path}", file=sys.stderr, flush=True)
+    announce(str(sim.port.link) if sim.port.link else sim.port.path)
     sim.start()
     try:
         threading.Event().wait(seconds if seconds > 0 else None)

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from drivers.serial_line_scanner import SerialLineScannerConfig
+from simulators import announce
 from simulators.pty_port import PtyPort
 
 STX, ETX = b"\x02", b"\x03"
@@ -386,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     print(port.plug(), flush=True)
     if args.link:
         print(f"symlink {args.link} -> {port.path}", file=sys.stderr, flush=True)
+    announce(port.url)
     sim = ScannerSim(port, cfg, args.truth)
     sim.start(args.count)
     try:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,6 +17,10 @@ from typing import Any
 
 import pytest
 
+from drivers.cognex_dataman import CognexDatamanDriver
+from drivers.modbus_scale.config import ModbusScaleConfig
+from drivers.modbus_scale.driver import ModbusScaleDriver
+from edge_agent.cli.daemon_cmds import render_device
 from edge_agent.errors import EX_CONFIG
 from simulators.modbus_scale import DEFAULT_MAP, ScaleSim, ScaleSimConfig
 from simulators.mosquitto import Mosquitto, free_port
@@ -89,9 +95,84 @@ def test_status_human_and_json(line: Line) -> None:
     assert st["queue"]["accepted"] >= 10 and st["queue"]["disk_bytes"] > 0
     human = cli("status", "-c", str(line.cfg))
     assert human.returncode == 0
-    assert (
-        "scan_1" in human.stdout and "connected" in human.stdout and "last PUBACK" in human.stdout
+    out = human.stdout
+    assert re.search(r"^  scan_1  serial_line_scanner +connected$", out, re.M), out
+    # the device's port, its last reading (a code: no unit), readings and reconnects in words
+    m = re.search(
+        rf"^ {{10}}port {re.escape(dev['port'])}; last reading \d+\.\d s ago \((\S+)\); "
+        r"(\d+) readings \([\d.]+/min\); rejects none \([\d.]+/min\); 0 reconnects$",
+        out,
+        re.M,
     )
+    assert m is not None and int(m.group(2)) >= 10, out
+    assert re.search(r"\d+(\.\d)? (B|KiB|MiB) on disk;", out), out
+    assert re.search(
+        r"^broker: connected; 127\.0\.0\.1:\d+ MQTT 5; last PUBACK \d+\.\d s ago", out, re.M
+    ), out
+    assert "never ago" not in out and "port None" not in out
+
+
+def test_status_says_an_unplugged_scanner_is_not_present(line: Line) -> None:
+    port = str(line.sim.port.link)
+    line.sim.port.unplug()  # the by-id symlink goes away with the pty, as with a pulled cable
+    deadline = time.monotonic() + 10
+    dev: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        res = cli("status", "-c", str(line.cfg), "--json")
+        dev = json.loads(res.stdout)["devices"]["scan_1"]
+        if dev["reason"] == f"{port}: not present":
+            break
+        time.sleep(0.2)
+    assert (dev["state"], dev["reason"]) == ("reconnecting", f"{port}: not present"), dev
+    human = cli("status", "-c", str(line.cfg)).stdout
+    assert f"scan_1  serial_line_scanner  reconnecting ({port}: not present)\n" in human, human
+    assert "(0.0/min); 1 reconnect\n" in human, human
+
+
+def test_status_says_why_the_broker_is_down_and_when_it_retries(line: Line) -> None:
+    line.broker.stop()
+
+    def broker() -> dict[str, Any]:
+        res = cli("status", "-c", str(line.cfg), "--json")
+        assert res.returncode == 0, res.stderr
+        return dict(json.loads(res.stdout)["broker"])
+
+    deadline = time.monotonic() + 15
+    b = broker()
+    while time.monotonic() < deadline and not (
+        b["reason"] == "connection refused" and b["next_retry_in_s"] is not None
+    ):
+        time.sleep(0.3)
+        b = broker()
+    assert b["connected"] is False and b["reason"] == "connection refused", b
+    assert "Connection refused" in b["last_error"], b
+    assert 0 <= b["next_retry_in_s"] <= 1, b  # reconnect_max_s = 1 in the test config
+    human = cli("status", "-c", str(line.cfg)).stdout
+    assert re.search(
+        r"^broker: DISCONNECTED \((connection refused|broker closed the connection)\); "
+        r"(next try in \d+\.\d s|trying now); 127\.0\.0\.1:",
+        human,
+        re.M,
+    ), human
+
+
+def test_queue_bad_times_one_line_exit_2(tmp_path: Path) -> None:
+    cfg = agent_config(tmp_path, free_port(), {})
+    for args in (
+        ("replay", "--since", "yesterday"),
+        ("replay", "--since", "2026-13-05T01:00:00Z"),
+        ("purge", "--sent-before", "7 days"),
+    ):
+        res = cli("queue", *args, "-c", str(cfg))
+        option, text = args[1], args[2]
+        assert res.returncode == 2, res
+        assert res.stderr == (
+            f"edge-agent: {option}: cannot read time {text!r}: use ISO 8601 "
+            "(2026-12-05T09:00:00+08:00, 2026-12-05T01:00:00Z, or local 2026-12-05 09:00) "
+            "or an age (30m, 2h, 1d)\n"
+        ), res.stderr
+    helptext = " ".join(cli("queue", "replay", "--help").stdout.split())
+    assert "(2026-12-05 09:00: read as local time of this PC)" in helptext, helptext
 
 
 def test_status_without_daemon_fails_clearly(tmp_path: Path) -> None:
@@ -118,6 +199,22 @@ def test_queue_stats_peek_replay_purge(line: Line) -> None:
     )
     after = received(line.backend, "scan_1")
     assert {r["id"] for r in after} >= ids  # same ids: the backend de-duplicates
+    # an ISO time with an offset, echoed in UTC before replaying; without a zone: local time
+    hour_ago = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
+    in_utc = hour_ago.strftime("%Y-%m-%dT%H:%M:%SZ")
+    shanghai = hour_ago.astimezone(dt.timezone(dt.timedelta(hours=8)))
+    for since, env in (
+        (shanghai.isoformat(), None),
+        (in_utc, None),
+        (shanghai.strftime("%Y-%m-%d %H:%M:%S"), {"TZ": "Asia/Shanghai"}),
+    ):
+        rep = cli("queue", "replay", "--since", since, "--device", "scan_1", "-c", str(line.cfg),
+                  env=env)  # fmt: skip
+        assert rep.returncode == 0, rep.stderr
+        assert re.match(
+            rf"replaying readings of scan_1 since {in_utc} \(UTC\): \d+ in the queue \.\.\.\n",
+            rep.stdout,
+        ), (since, rep.stdout)
     purge = cli("queue", "purge", "--sent-before", "0s", "-c", str(line.cfg), "--json")
     assert purge.returncode == 0, purge.stderr
     out = json.loads(purge.stdout)
@@ -246,6 +343,10 @@ def test_probe_direct_shows_readings_rejects_and_trace(tmp_path: Path, scanner: 
         assert "REJECT garbled" in res.stderr
 
 
+def _tmux_alive(session: str) -> bool:
+    return subprocess.run(["tmux", "has-session", "-t", session], check=False).returncode == 0
+
+
 def test_monitor_in_a_real_terminal(line: Line) -> None:
     if shutil.which("tmux") is None:
         pytest.skip("tmux not installed (scripts/apt-packages.txt installs it)")
@@ -268,6 +369,13 @@ def test_monitor_in_a_real_terminal(line: Line) -> None:
         # a reading emitted in the last seconds shows in the scrolling log
         recent = [r["value"] for r in received(line.backend, "scan_1")[-40:]]
         assert any(v in screen for v in recent), (screen, newest)
+        assert "q to quit" in screen and "never ago" not in screen, screen
+        # q (no Enter) quits: the monitor exits, which ends the tmux session
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _tmux_alive(session):
+            time.sleep(0.1)
+        assert not _tmux_alive(session), "monitor still running after q"
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], check=False)
 
@@ -291,6 +399,78 @@ def test_simulate_and_help() -> None:
     for command in ("status", "monitor", "queue", "broker-test", "doctor", "ports", "probe"):
         assert cli(command, "--help").returncode == 0
     assert cli("no-such-command").returncode == 2
+
+
+def test_simulate_lists_simulators_and_says_what_to_configure() -> None:
+    listing = cli("simulate")
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.splitlines()
+    assert re.match(r"^serial_line_scanner  Simulator of a serial line scanner ", lines[6]), lines
+    assert [ln.split()[0] for ln in lines[:10]] == [
+        "cognex_dataman", "datalogic", "hid_scanner", "line", "modbus_scale", "mtsics_scale",
+        "serial_line_scanner", "sick_clv", "sma_scale", "toledo_continuous",
+    ]  # fmt: skip
+    unknown = cli("simulate", "no_such_sim")
+    assert unknown.returncode == 1
+    assert (
+        unknown.stderr == "edge-agent: no simulator 'no_such_sim'; edge-agent simulate lists them\n"
+    )
+    pty = cli("simulate", "serial_line_scanner", "--count", "1", "--rate", "50")
+    assert pty.returncode == 0, pty.stderr
+    path = pty.stdout.splitlines()[0]
+    assert path.startswith("/dev/pts/")
+    assert f'configure port = "{path}"\nCtrl-C to stop\n' in pty.stderr
+    tcp = cli("simulate", "modbus_scale", "--transport", "tcp", "--seconds", "0.5")
+    assert tcp.returncode == 0, tcp.stderr
+    port = re.search(r"Modbus TCP on 127\.0\.0\.1:(\d+),", tcp.stdout)
+    assert port is not None, tcp.stdout
+    assert f'configure host = "127.0.0.1", tcp_port = {port.group(1)}\nCtrl-C to stop\n' in (
+        tcp.stderr
+    )
+
+
+def _device(address: str | None, **kw: Any) -> dict[str, Any]:
+    return {
+        "type": "modbus_scale", "port": None, "address": address, "state": "reconnecting",
+        "reason": "", "readings": 0, "last_reading_age_s": None, "last_value": None,
+        "rejects": {}, "readings_per_min": 0.0, "rejects_per_min": 0.0, "reconnects": 0, **kw,
+    }  # fmt: skip
+
+
+def test_render_status_words_for_tcp_devices_and_counts() -> None:
+    modbus = ModbusScaleDriver(
+        "scale_in",
+        ModbusScaleConfig.model_validate(
+            {
+                "type": "modbus_scale",
+                "transport": "tcp",
+                "host": "10.0.3.7",
+                "tcp_port": 1502,
+                "registers": {},
+            }
+        ),
+    )
+    cognex = CognexDatamanDriver(
+        "dataman_long_name_1",
+        CognexDatamanDriver.Config.model_validate(
+            {"type": "cognex_dataman", "port": "socket://10.0.3.21:23"}
+        ),
+    )
+    assert (modbus.address, cognex.address) == ("10.0.3.7:1502", "10.0.3.21:23")
+    width = len("dataman_long_name_1")
+    fresh = render_device("scale_in", _device(modbus.address, reason="connection refused"), width)
+    assert fresh == [
+        "  scale_in             modbus_scale         reconnecting (connection refused)",
+        "                       port 10.0.3.7:1502; last reading never; 0 readings (0.0/min); "
+        "rejects none (0.0/min); 0 reconnects",
+    ]
+    one = _device(
+        cognex.address, readings=1, reconnects=1, last_reading_age_s=2.04, last_value="12.345 kg"
+    )
+    assert render_device("dataman_long_name_1", one, width)[1] == (
+        "                       port 10.0.3.21:23; last reading 2.0 s ago (12.345 kg); "
+        "1 reading (0.0/min); rejects none (0.0/min); 1 reconnect"
+    )
 
 
 def test_clients_leaving_mid_stream_leave_no_traceback_in_the_daemon_log(line: Line) -> None:

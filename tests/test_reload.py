@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge_agent.daemon import Daemon
 from simulators.mosquitto import Mosquitto
-from tests.harness import Subscriber, agent_config, backend_session_before, queue_rows
+from tests.harness import ROOT, Subscriber, agent_config, backend_session_before, queue_rows
 from tests.test_e2e import assert_oracle, emitted, received, scanner_device
 
 Factory = Callable[..., Any]
@@ -56,3 +61,62 @@ def test_sighup_adds_and_removes_devices_without_losing_queued_readings(
         agent.stop()
         backend.close()
         broker.stop()
+
+
+def _status(cfg: Path) -> dict[str, Any]:
+    res = subprocess.run(
+        [sys.executable, "-m", "edge_agent", "status", "-c", str(cfg), "--json"],
+        capture_output=True, text=True, cwd=ROOT, timeout=30, check=True,
+    )  # fmt: skip
+    return dict(json.loads(res.stdout))
+
+
+def test_sighup_keeps_unchanged_devices_and_their_order_and_starts_changed_ones_fresh(
+    tmp_path: Path, broker: Mosquitto, scanner: Factory, agent_factory: Factory
+) -> None:
+    a = scanner("a", rate=20, seed=51, scanner_no=1)
+    b = scanner("b", rate=20, seed=52, scanner_no=2)
+    devices = {"scan_a": scanner_device(a), "scan_b": scanner_device(b)}
+    cfg = agent_config(tmp_path, broker.port, devices)
+    agent = agent_factory(cfg)
+    agent.start()
+    a.start(count=0)
+    b.start(count=0)
+    time.sleep(5.8)  # two rate samples (one every 5 s)
+    before = _status(cfg)["devices"]
+    assert list(before) == ["scan_a", "scan_b"]
+    assert before["scan_a"]["readings_per_min"] > 0 and before["scan_b"]["readings_per_min"] > 0
+    # scan_a (listed first) changes, scan_b does not
+    agent_config(tmp_path, broker.port, {**devices, "scan_a": scanner_device(a, exclusive=False)})
+    assert agent.proc is not None
+    agent.proc.send_signal(signal.SIGHUP)
+    assert agent.wait_log("reloaded", 5), agent.log_text()
+    after = _status(cfg)["devices"]
+    assert list(after) == ["scan_a", "scan_b"], after  # the file's order, not restart order
+    assert after["scan_b"]["readings"] >= before["scan_b"]["readings"] > 0
+    assert after["scan_b"]["last_value"] is not None and after["scan_b"]["readings_per_min"] > 0
+    # scan_a starts fresh: its counters from 0, no rate until its new worker has two samples
+    assert after["scan_a"]["readings"] < before["scan_a"]["readings"], (before, after)
+    assert (after["scan_a"]["readings_per_min"], after["scan_a"]["rejects_per_min"]) == (0.0, 0.0)
+    deadline = time.monotonic() + 12
+    rates = []
+    while time.monotonic() < deadline:
+        dev = _status(cfg)["devices"]["scan_a"]
+        rates.append((dev["readings_per_min"], dev["rejects_per_min"]))
+        if dev["readings_per_min"] > 0:
+            break
+        time.sleep(0.5)
+    assert all(r >= 0 and j >= 0 for r, j in rates), rates
+    assert rates[-1][0] > 0, rates
+    a.stop()
+    b.stop()
+
+
+def test_rates_never_negative_when_a_counter_restarts() -> None:
+    # the oldest sample in the 1-minute window holds a worker's count from before a restart
+    daemon = object.__new__(Daemon)  # only the rate window is needed, not a running daemon
+    daemon._rates = deque([(0.0, {"a": (500, 3)}), (30.0, {"a": (560, 3)}), (60.0, {"a": (7, 0)})])
+    assert daemon._per_minute("a") == (0.0, 0.0)
+    daemon._rates.append((90.0, {"a": (37, 1)}))  # the first sample of a's new worker counts
+    assert daemon._per_minute("a") == (0.0, 0.0)
+    assert daemon._per_minute("missing") == (0.0, 0.0)

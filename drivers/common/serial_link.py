@@ -9,7 +9,8 @@ Port strings are pyserial URLs, opened with ``serial_for_url(..., do_not_open=Tr
     spy:///dev/...?file=/tmp/trace     hex trace of everything on the wire
     hwgrep://<regexp>                  first port whose description matches
 
-pyserial errors are translated here, once: an absent port is DeviceNotFoundError (the
+pyserial errors are translated here, once, into words (:func:`~edge_agent.errors.in_words`:
+"not present", "connection refused", "timed out"): an absent port is DeviceNotFoundError (the
 supervisor retries with backoff), a refused one DeviceInitError (one held by another program,
 which ``exclusive = true`` detects with flock, says so), a link that breaks in use DeviceIOError
 (close and reopen).
@@ -26,7 +27,7 @@ import structlog
 from pydantic import Field, field_validator
 
 from edge_agent.config import DeviceConfig
-from edge_agent.errors import DeviceInitError, DeviceIOError, DeviceNotFoundError
+from edge_agent.errors import DeviceInitError, DeviceIOError, DeviceNotFoundError, in_words
 
 Baud = Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400]
 _ABSENT = (errno.ENOENT, errno.ENODEV, errno.ENXIO)
@@ -92,12 +93,14 @@ class SerialLink:
                 port._reset_input_buffer = lambda: None  # pyserial flushes on open otherwise
             port.open()
         except (serial.SerialException, OSError, ValueError, termios.error) as err:
-            text = f"{cfg.port}: {err}"
-            if getattr(err, "errno", None) in _ABSENT or "No such file" in text:
-                raise DeviceNotFoundError(text) from err
+            words = in_words(err, cfg.port)
+            if getattr(err, "errno", None) in _ABSENT or words == "not present":
+                msg = f"{cfg.port}: not present"
+                raise DeviceNotFoundError(msg) from err
             if getattr(err, "errno", None) in _HELD:
-                text = f"{cfg.port}: busy: another program holds this port ({err})"
-            raise DeviceInitError(text) from err
+                words = f"busy: another program holds this port ({err})"
+            msg = f"{cfg.port}: {words}"
+            raise DeviceInitError(msg) from err
         self._port = port
 
     def close(self) -> None:
@@ -115,7 +118,7 @@ class SerialLink:
         try:
             return bytes(port.read(max(1, port.in_waiting)))
         except (serial.SerialException, OSError) as err:
-            raise self.lost(err) from err
+            raise self.lost(in_words(err, self.cfg.port)) from err
 
     def write(self, data: bytes) -> None:
         """Send ``data`` (a poll, a command). Raises DeviceIOError."""
@@ -123,7 +126,7 @@ class SerialLink:
         try:
             port.write(data)
         except (serial.SerialException, OSError) as err:
-            raise self.lost(err) from err
+            raise self.lost(in_words(err, self.cfg.port)) from err
 
     def lost(self, *what: object) -> DeviceIOError:
         """A DeviceIOError naming the port."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import termios
 import time
 from collections import deque
@@ -29,7 +30,13 @@ from drivers.modbus_scale.frames import (
     to_decoded,
 )
 from drivers.modbus_scale.poller import Scheduler, UnitState, settle
-from edge_agent.errors import DeviceInitError, DeviceIOError, DeviceNotFoundError, FrameError
+from edge_agent.errors import (
+    DeviceInitError,
+    DeviceIOError,
+    DeviceNotFoundError,
+    FrameError,
+    in_words,
+)
 from edge_agent.reading import Decoded
 
 # pymodbus logs every timeout at ERROR through stdlib logging; with no handler configured that
@@ -39,6 +46,28 @@ logging.getLogger("pymodbus").addHandler(logging.NullHandler())
 Client = ModbusSerialClient | ModbusTcpClient
 #: Reasons for bytes that made no response (rejected as bytes, not re-parsed as a frame).
 BYTE_REASONS = frozenset({"crc", "wrong_unit", "noise", "short", "garbled"})
+
+
+class _TcpClient(ModbusTcpClient):
+    """pymodbus's TCP client, keeping why ``connect()`` failed (pymodbus only logs it)."""
+
+    connect_error: OSError | None = None
+
+    def connect(self) -> bool:
+        """As pymodbus's, with the error kept for the device's reason."""
+        if self.socket:
+            return True
+        params = self.comm_params
+        try:
+            self.socket = socket.create_connection(
+                (params.host, params.port),
+                timeout=params.timeout_connect,
+                source_address=params.source_address,
+            )
+        except OSError as err:
+            self.connect_error = err
+            self.close()  # type: ignore[no-untyped-call]
+        return self.socket is not None
 
 
 class _NoResponseError(ModbusIOException):
@@ -82,6 +111,11 @@ class ModbusScaleDriver(Driver[ModbusScaleConfig]):
         self.polls: deque[Poll] = deque(maxlen=self.POLL_HISTORY)
 
     @property
+    def address(self) -> str | None:
+        """The RTU port, or ``host:port`` of a Modbus TCP device."""
+        return self.cfg.where
+
+    @property
     def units(self) -> dict[int, UnitState]:
         """Per-unit state and outcome counters."""
         return self._sched.units
@@ -92,7 +126,7 @@ class ModbusScaleDriver(Driver[ModbusScaleConfig]):
         client = self._new_client()
         if not client.connect():
             client.close()  # type: ignore[no-untyped-call]
-            raise self._open_error()
+            raise self._open_error(getattr(client, "connect_error", None))
         self._client = client
         self.clients_created += 1
         now = time.monotonic()
@@ -100,13 +134,15 @@ class ModbusScaleDriver(Driver[ModbusScaleConfig]):
         self._sched.restart(now)
         self.log.info("link_opened", link=self.cfg.where, units=self.cfg.units)
 
-    def _open_error(self) -> DeviceNotFoundError | DeviceInitError:
+    def _open_error(self, err: OSError | None) -> DeviceNotFoundError | DeviceInitError:
+        """Why the link did not open, in words ("not present", "connection refused", ...)."""
         cfg = self.cfg
         if cfg.transport == "rtu" and cfg.port and cfg.port.startswith("/"):
             if not Path(cfg.port).exists():
-                return DeviceNotFoundError(f"{cfg.port}: no such device")
+                return DeviceNotFoundError(f"{cfg.port}: not present")
             return DeviceInitError(f"{cfg.port}: cannot open (busy or not a serial port?)")
-        return DeviceNotFoundError(f"{cfg.where}: cannot connect")
+        why = "cannot connect" if err is None else in_words(err)
+        return DeviceNotFoundError(f"{cfg.where}: {why}")
 
     def _new_client(self) -> Client:
         cfg, timeout = self.cfg, self.cfg.timeout_ms / 1000
@@ -114,7 +150,7 @@ class ModbusScaleDriver(Driver[ModbusScaleConfig]):
         # auto-reconnect (M2) - a broken link is a new client object, made by open().
         if cfg.transport == "tcp":
             assert cfg.host is not None
-            return ModbusTcpClient(
+            return _TcpClient(
                 cfg.host, port=cfg.tcp_port, timeout=timeout, retries=0, reconnect_delay=0,
                 trace_packet=self._trace,
             )  # fmt: skip
@@ -185,7 +221,9 @@ class ModbusScaleDriver(Driver[ModbusScaleConfig]):
     def _link_lost(self, st: UnitState, t0: float, err: Exception) -> NoReturn:
         self.close()  # drop the client object: open() makes a new one (M1, M6)
         self._record(st, t0, "link_error")
-        msg = f"{self.cfg.where}: {type(err).__name__}: {err}"
+        known = isinstance(err, OSError | ModbusException | termios.error)
+        why = in_words(err, self.cfg.port) if known else f"{type(err).__name__}: {err}"
+        msg = f"{self.cfg.where}: {why}"
         raise DeviceIOError(msg) from err
 
     def _request(self, client: Client, unit: int) -> Any:

@@ -41,7 +41,13 @@ import serial
 from drivers.base import Driver
 from drivers.common.framing import Event, Framer, Reject
 from drivers.tunnel.config import TunnelConfig
-from edge_agent.errors import DeviceInitError, DeviceIOError, DeviceNotFoundError, FrameError
+from edge_agent.errors import (
+    DeviceInitError,
+    DeviceIOError,
+    DeviceNotFoundError,
+    FrameError,
+    in_words,
+)
 from edge_agent.reading import Decoded
 
 _ABSENT = (errno.ENOENT, errno.ENODEV, errno.ENXIO)
@@ -120,7 +126,7 @@ class TunnelDriver(Driver[TC]):
         self.log.info("port_opened", port=cfg.port)
 
     def _open_error(self, err: Exception) -> Exception:
-        text = f"{self.cfg.port}: {err}"
+        text = f"{self.cfg.port}: {in_words(err, self.cfg.port)}"
         if getattr(err, "errno", None) in _ABSENT or any(s in str(err) for s in _ABSENT_TEXT):
             return DeviceNotFoundError(text)
         return DeviceInitError(text)
@@ -152,7 +158,7 @@ class TunnelDriver(Driver[TC]):
         try:
             self._port.write(data)
         except (serial.SerialException, OSError) as err:
-            msg = f"{self.cfg.port}: write failed: {err}"
+            msg = f"{self.cfg.port}: write failed: {in_words(err, self.cfg.port)}"
             raise DeviceIOError(msg) from err
         self.log.debug("command_sent", data_hex=data.hex(" "))
 
@@ -205,7 +211,7 @@ class TunnelDriver(Driver[TC]):
             if data:
                 data += self._drain(port)
         except (serial.SerialException, OSError) as err:
-            msg = f"{self.cfg.port}: {err}"
+            msg = f"{self.cfg.port}: {in_words(err, self.cfg.port)}"
             raise DeviceIOError(msg) from err
         if data:
             self.last_rx = time.monotonic()

@@ -14,7 +14,7 @@ import sys
 
 from edge_agent import __version__
 from edge_agent.cli import broker_cmds, daemon_cmds, device_cmds, doctor, queue_cmds
-from edge_agent.cli.common import CommandError
+from edge_agent.cli.common import CommandError, UsageError
 from edge_agent.errors import EX_CONFIG, ConfigError, EdgeAgentError
 from edge_agent.instance import EX_LOCKED, AlreadyRunningError
 from edge_agent.logs import setup as setup_logging
@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         sep = "\n" if "\n" in text else " "  # one error: one line; several: one line each
         print(f"edge-agent: configuration error:{sep}{text}", file=sys.stderr)
         return EX_CONFIG
+    except UsageError as err:
+        print(f"edge-agent: {err}", file=sys.stderr)
+        return 2
     except AlreadyRunningError as err:
         print(f"edge-agent: {err}", file=sys.stderr)
         return EX_LOCKED

@@ -20,6 +20,10 @@ class CommandError(Exception):
     """A command failed (exit 1); the message says what and what to do."""
 
 
+class UsageError(CommandError):
+    """An argument cannot be used (exit 2, like argparse's own errors): one line, no usage."""
+
+
 def add_config(p: argparse.ArgumentParser) -> None:
     """``-c/--config FILE``."""
     p.add_argument(
@@ -73,6 +77,28 @@ def age(seconds: float | None) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def ago(seconds: float | None) -> str:
+    """``3.2 s ago`` / ``5 min ago`` / ``never`` (not "never ago")."""
+    return "never" if seconds is None else f"{age(seconds)} ago"
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 reading`` / ``2 readings`` / ``0 readings``."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def size(n: int) -> str:
+    """Bytes for a person: ``512 B``, ``12.5 KiB``, ``3.2 MiB``, ``1.1 GiB``."""
+    if n < 1024:
+        return f"{n} B"
+    value, unit = n / 1024, "KiB"
+    for bigger in ("MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f} {unit}"
 
 
 def err(text: str) -> None:

@@ -8,7 +8,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge_agent.cli.common import add_config, add_json, age, ask_daemon, config, output
+from edge_agent.cli.common import (
+    add_config,
+    add_json,
+    age,
+    ago,
+    ask_daemon,
+    config,
+    output,
+    plural,
+    size,
+)
 from edge_agent.config import check_config
 from edge_agent.errors import EX_CONFIG
 from edge_agent.logs import setup as setup_logging
@@ -102,29 +112,52 @@ def render_status(st: dict[str, Any]) -> str:
         "",
         "devices:",
     ]
-    for dev_id, d in st["devices"].items():
-        why = f" ({d['reason']})" if d["reason"] else ""
-        rejects = ", ".join(f"{k}={v}" for k, v in d["rejects"].items()) or "none"
-        lines.append(
-            f"  {dev_id:14} {d['type']:20} {d['state']}{why}\n"
-            f"  {'':14} port {d['port']}; last reading {age(d['last_reading_age_s'])} ago; "
-            f"{d['readings']} readings ({d['readings_per_min']}/min); rejects {rejects} "
-            f"({d['rejects_per_min']}/min); reconnects {d['reconnects']}"
-        )
-    q, b = st["queue"], st["broker"]
+    devices = st["devices"]
+    width = max((len(d) for d in devices), default=0)
+    for dev_id, d in devices.items():
+        lines += render_device(dev_id, d, width)
+    q = st["queue"]
     lines += [
         "",
         f"queue: {q['pending']} pending, oldest unsent {age(q['oldest_pending_age_s'])}, "
-        f"{q['bytes']} B of readings / {q['max_bytes']} B bound, {q['disk_bytes']} B on disk; "
-        f"accepted {q['accepted']}, sent {q['sent']}, dropped {q['dropped']}, "
-        f"rejected {q['rejected']} ({q['path']})",
-        f"broker: {'connected' if b['connected'] else 'DISCONNECTED'} {b['host']}:{b['port']} "
-        f"MQTT {b['protocol']}{' TLS' if b['tls'] else ''}; last PUBACK "
-        f"{age(b['last_puback_age_s'])} ago; {b['acked_rows']} readings acked; "
-        f"{b['inflight_messages']} in flight; reconnects {b['reconnects']}; "
-        f"rejects {b['rejects'] or 'none'}",
+        f"{size(q['bytes'])} of readings / {size(q['max_bytes'])} bound, "
+        f"{size(q['disk_bytes'])} on disk; accepted {q['accepted']}, sent {q['sent']}, "
+        f"dropped {q['dropped']}, rejected {q['rejected']} ({q['path']})",
+        render_broker(st["broker"]),
     ]
     return "\n".join(lines)
+
+
+def render_device(dev_id: str, d: dict[str, Any], width: int) -> list[str]:
+    """Two lines for one device: its state (and why), then where it is and its figures."""
+    why = f" ({d['reason']})" if d["reason"] else ""
+    rejects = ", ".join(f"{k}={v}" for k, v in d["rejects"].items()) or "none"
+    where = d.get("address") or d.get("port") or "-"
+    last = ago(d["last_reading_age_s"])
+    if d.get("last_value") is not None and d["last_reading_age_s"] is not None:
+        last += f" ({d['last_value']})"
+    return [
+        f"  {dev_id:{width}}  {d['type']:20} {d['state']}{why}",
+        f"  {'':{width}}  port {where}; last reading {last}; "
+        f"{plural(d['readings'], 'reading')} ({d['readings_per_min']}/min); rejects {rejects} "
+        f"({d['rejects_per_min']}/min); {plural(d['reconnects'], 'reconnect')}",
+    ]
+
+
+def render_broker(b: dict[str, Any]) -> str:
+    """``broker: connected host:port ...`` or ``broker: DISCONNECTED (why); next try in 1.2 s``."""
+    head = "connected" if b["connected"] else "DISCONNECTED"
+    if not b["connected"]:
+        why = b.get("reason") or b.get("last_error")
+        head += f" ({why})" if why else ""
+        retry = b.get("next_retry_in_s")
+        head += "; trying now" if retry is None else f"; next try in {retry:.1f} s"
+    return (
+        f"broker: {head}; {b['host']}:{b['port']} MQTT {b['protocol']}"
+        f"{' TLS' if b['tls'] else ''}; last PUBACK {ago(b['last_puback_age_s'])}; "
+        f"{plural(b['acked_rows'], 'reading')} acked; {b['inflight_messages']} in flight; "
+        f"{plural(b['reconnects'], 'reconnect')}; rejects {b['rejects'] or 'none'}"
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import argparse
 import datetime as dt
 import json
 import re
+import sys
 import threading
 import time
 from dataclasses import asdict
@@ -23,6 +24,7 @@ from edge_agent import instance
 from edge_agent import queue as q
 from edge_agent.cli.common import (
     CommandError,
+    UsageError,
     add_config,
     add_json,
     age,
@@ -36,19 +38,51 @@ _REL = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+#: How a time argument is read, for the --help of every option taking one.
+TIME_HELP = (
+    "ISO 8601 with a zone (2026-12-05T09:00:00+08:00, 2026-12-05T01:00:00Z), or without one "
+    "(2026-12-05 09:00: read as local time of this PC), or an age: 90m, 2h, 1d ago"
+)
+
+
 def parse_time(text: str) -> int:
-    """``2026-11-24T08:00:00Z``, ``2026-11-24 08:00`` (local) or ``90m``/``2h``/``1d`` ago -> ns."""
+    """``2026-11-24T08:00:00Z``, ``...+08:00``, ``2026-11-24 08:00`` (local time of this PC) or
+    ``90m``/``2h``/``1d`` ago -> ns since the epoch.
+
+    Raises:
+        ValueError: the text is none of these (the message says what is accepted).
+    """
     m = _REL.match(text.strip())
     if m:
         return time.time_ns() - int(float(m.group(1)) * _UNITS[m.group(2)] * 1e9)
     try:
-        stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as err:
-        msg = f"cannot read time {text!r}: use ISO 8601 (2026-11-24T08:00:00Z) or 30m/2h/1d"
-        raise argparse.ArgumentTypeError(msg) from err
+        stamp = dt.datetime.fromisoformat(
+            text.strip().replace("Z", "+00:00").replace("z", "+00:00")
+        )
+    except ValueError:
+        msg = (
+            f"cannot read time {text!r}: use ISO 8601 (2026-12-05T09:00:00+08:00, "
+            "2026-12-05T01:00:00Z, or local 2026-12-05 09:00) or an age (30m, 2h, 1d)"
+        )
+        raise ValueError(msg) from None
     if stamp.tzinfo is None:
-        stamp = stamp.astimezone()
+        stamp = stamp.astimezone()  # local time of this PC
     return int(stamp.timestamp() * 1e9)
+
+
+def time_arg(text: str, option: str) -> int:
+    """:func:`parse_time` for a command's ``option``; a bad time is a one-line usage error."""
+    try:
+        return parse_time(text)
+    except ValueError as err:
+        msg = f"{option}: {err}"
+        raise UsageError(msg) from None
+
+
+def utc(ns: int) -> str:
+    """``2026-12-05T01:00:00Z``: a time as the replay and purge echo it."""
+    stamp = dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).replace(microsecond=0)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,10 +93,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     peek = qs.add_parser("peek", help="the next N readings waiting to be sent")
     peek.add_argument("n", type=int, nargs="?", default=10)
     replay = qs.add_parser("replay", help="re-publish retained readings (same ids)")
-    replay.add_argument("--since", type=parse_time, required=True, help="ISO time or 2h/30m/1d")
+    replay.add_argument("--since", required=True, metavar="TIME", help=TIME_HELP)
     replay.add_argument("--device", help="only this device")
     purge = qs.add_parser("purge", help="delete sent readings sent before a time")
-    purge.add_argument("--sent-before", type=parse_time, required=True, help="ISO time or 7d")
+    purge.add_argument("--sent-before", required=True, metavar="TIME", help=TIME_HELP)
     for p, func in ((stats, cmd_stats), (peek, cmd_peek), (replay, cmd_replay), (purge, cmd_purge)):
         add_config(p)
         add_json(p)
@@ -125,9 +159,10 @@ def _brief(payload: bytes) -> dict[str, Any]:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     """Delete sent rows older than the cut-off (through the daemon when it runs)."""
+    before = time_arg(args.sent_before, "--sent-before")
     cfg = config(args)
     try:
-        reply = ask_daemon(cfg, {"cmd": "purge", "sent_before_ns": args.sent_before})
+        reply = ask_daemon(cfg, {"cmd": "purge", "sent_before_ns": before})
         deleted, via = int(reply["deleted"]), "daemon"
     except CommandError:
         hint = (
@@ -137,7 +172,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
         with instance.acquire(cfg.queue.path, hint):  # no daemon may start meanwhile
             outbox = q.Outbox.for_maintenance(cfg.queue.path)
             try:
-                deleted, via = outbox.purge_sent_before(args.sent_before), "direct"
+                deleted, via = outbox.purge_sent_before(before), "direct"
             finally:
                 outbox.close()
     output(
@@ -159,13 +194,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from edge_agent.publisher import batch_payload  # noqa: PLC0415
     from edge_agent.topics import Topics  # noqa: PLC0415
 
+    since = time_arg(args.since, "--since")  # before anything else: a typo costs nothing
     cfg = config(args, secrets=True)
     con = _reader(cfg)
     total = con.execute(
         "SELECT count(*) FROM outbox WHERE created_ns >= ?"
         + (" AND device = ?" if args.device else ""),
-        (args.since, args.device) if args.device else (args.since,),
+        (since, args.device) if args.device else (since,),
     ).fetchone()[0]
+    which = f" of {args.device}" if args.device else ""
+    print(
+        f"replaying readings{which} since {utc(since)} (UTC): {total} in the queue ...",
+        file=sys.stderr if args.json else sys.stdout,
+        flush=True,
+    )
     n = cfg.node
     topics = Topics(cfg.mqtt.topic_prefix, n.site, n.line, n.agent_id)
     client = connect_blocking(cfg, f"edge-agent-{n.agent_id}-replay")
@@ -174,7 +216,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     sent, after = 0, 0
     with Progress(disable=args.json) as bar:
         task = bar.add_task("replaying", total=total)
-        while rows := q.fetch_range(con, args.since, after, cfg.mqtt.batch_max, args.device):
+        while rows := q.fetch_range(con, since, after, cfg.mqtt.batch_max, args.device):
             after = rows[-1].n
             window.acquire()
             payload = rows[0].payload if len(rows) == 1 else batch_payload(rows)

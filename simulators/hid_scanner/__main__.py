@@ -17,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from simulators import announce
 from simulators.hid_scanner.reports import ENTER, TAB, keyboard_reports, pos_reports
 from simulators.hid_scanner.scanner import FAULTS, HidScannerSim, HidSimConfig
 from simulators.hid_scanner.spool import SpoolDevice
@@ -52,6 +53,7 @@ def _run(args: argparse.Namespace) -> int:
                        rate=args.rate, seed=args.seed, faults=_faults(args.faults))  # fmt: skip
     print(f"device {args.vid:04x}:{args.pid:04x} plugged in {device.dir}", flush=True)
     print(f"start the agent with EDGE_AGENT_USB_BACKEND=sim:{args.spool}", file=sys.stderr)
+    announce()  # a USB device: no port to configure, only how to stop
     sim = HidScannerSim(device, cfg, args.truth)
     sim.start(args.count)
     try:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.modbus_scale.config import RegisterMap
+from simulators import announce
 from simulators.modbus_scale.config import DEFAULT_MAP, FAULTS, ScaleSimConfig, registers_toml
 from simulators.modbus_scale.sim import ScaleSim
 
@@ -74,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     sim = ScaleSim(cfg, args.truth).start()
     print(sim.describe(), flush=True)
     print(f"driver port/host: {sim.url if cfg.transport != 'tcp' else cfg.host}", flush=True)
+    if cfg.transport == "tcp":
+        announce(host=cfg.host, tcp_port=sim.server.port)
+    else:
+        announce(sim.url)
     sim.run_auto()
     done = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: done.set())

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from simulators import announce
 from simulators.pty_port import PtyPort
 from simulators.tunnel.engine import TunnelSim
 from simulators.tunnel.model import SimPort
@@ -108,6 +109,7 @@ def run_cli(sim: TunnelSim, count: int) -> int:
     print(sim.port.url, flush=True)
     if isinstance(sim.port, PtyPort):
         print(f"pty {url}", file=sys.stderr, flush=True)
+    announce(sim.port.url)
     sim.start(count)
     try:
         sim.wait()
