@@ -90,6 +90,8 @@ class _Client(mqtt.Client):
     def note_connected(self) -> None:
         """A success CONNACK (paho's thread): normal reconnect delays again."""
         self._up_since = time.monotonic()
+        self._waits = 0
+        self.retry_at = None
         self.restore_delays()
 
     def note_rejected(self) -> None:
@@ -149,25 +151,27 @@ class _Client(mqtt.Client):
     #: When paho's network loop tries to reconnect next (``time.monotonic()``); None while it
     #: is not waiting (connected, or an attempt under way).
     retry_at: float | None = None
+    _min_delay: float = 1.0
+    _max_delay: float = 1.0
+    _waits = 0
 
-    def _reconnect_wait(self) -> None:
-        # paho keeps the end of this wait in a local variable: work it out the same way paho
-        # does (reconnect_delay_set: the min delay after the first failure, doubling to max)
-        with self._reconnect_delay_mutex:
-            last = self._reconnect_delay
-            delay = (
-                self._reconnect_min_delay
-                if last is None
-                else min(last * 2, self._reconnect_max_delay)
-            )
+    def reconnect_delay_set(self, min_delay: int = 1, max_delay: int = 120) -> None:
+        """paho's own, remembered for :meth:`note_failure` (public API only: no paho internals)."""
+        super().reconnect_delay_set(min_delay=min_delay, max_delay=max_delay)
+        self._min_delay, self._max_delay, self._waits = float(min_delay), float(max_delay), 0
+
+    def note_failure(self) -> None:
+        """A connection attempt failed or the connection dropped (paho's thread, in
+        ``on_connect_fail`` / ``on_disconnect``, just before paho waits to retry): when the
+        next attempt comes, by paho's documented rule (``reconnect_delay_set``: the min delay
+        first, doubling to the max, back to the min after a success CONNACK)."""
+        delay = min(self._min_delay * 2.0**self._waits, self._max_delay)
+        self._waits += 1
         self.retry_at = time.monotonic() + delay
-        try:
-            super()._reconnect_wait()
-        finally:
-            self.retry_at = None
 
     def reconnect(self) -> MQTTErrorCode:
         self.connect_error = None
+        self.retry_at = None
         try:
             return super().reconnect()
         except OSError as err:

@@ -216,7 +216,7 @@ class Publisher(threading.Thread):
     def _wire_callbacks(self) -> None:
         c = self.client
         c.on_connect = self._paho_connect
-        c.on_connect_fail = lambda c, _u: self._events.put(("connect_fail", connect_error(c)))
+        c.on_connect_fail = self._paho_connect_fail
         c.on_disconnect = self._paho_disconnect
         c.on_publish = self._paho_publish
         c.on_socket_open = lambda _c, _u, sock: self._set_user_timeout(sock)
@@ -227,11 +227,16 @@ class Publisher(threading.Thread):
             self.client.note_connected()
         self._events.put(("connect", rc))
 
+    def _paho_connect_fail(self, c: Any, _u: Any) -> None:
+        self.client.note_failure()
+        self._events.put(("connect_fail", connect_error(c)))
+
     def _paho_disconnect(self, c: Any, _u: Any, flags: Any, rc: ReasonCode, _p: Any = None) -> None:
         # runs in paho's thread before it computes the reconnect wait, so a takeover's back-off
         # applies to the very next attempt
         from_server = bool(getattr(flags, "is_disconnect_packet_from_server", False))
         takeover = self.client.takeover(rc, from_server)
+        self.client.note_failure()  # after a takeover's back-off changed the delays
         self._events.put(("disconnect", (rc, connect_error(c), takeover)))
 
     def _paho_publish(self, _c: Any, _u: Any, mid: int, rc: ReasonCode, _p: Any = None) -> None:
