@@ -1213,3 +1213,47 @@ def test_cli_passes_the_mqtt_password_only_when_the_file_exists(
         password_file.unlink(missing_ok=True)
         broker.stop()
         open_broker.stop()
+
+
+def test_install_steps_give_a_working_status_through_the_wrapper(
+    staged: Staged, tmp_path: Path
+) -> None:
+    """The install guide as far as it runs without a booted systemd: install.sh (staged), edit
+    the installed config (broker, queue), start the installed daemon (what `systemctl enable
+    --now` runs), then `edge-agent status` from the PATH wrapper with no -c and no systemd
+    variables: the daemon answers."""
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()
+    installed = staged.root / "etc/edge-agent/edge-agent.toml"
+    original = installed.read_bytes()
+    sock = tmp_path / "run" / "control.sock"
+    installed.write_text(
+        '[node]\nsite = "HUB7"\nline = "L03"\nagent_id = "line03-pc1"\n'
+        f'[mqtt]\nbrokers = [{{ host = "127.0.0.1", port = {broker.port} }}]\n'
+        f'[queue]\npath = "{tmp_path / "state" / "queue.db"}"\n'
+        f'[control]\nsocket = "{sock}"\n[log]\nformat = "json"\n'
+    )
+    daemon = subprocess.Popen(
+        [str(staged.root / "opt/edge-agent/venv/bin/edge-agent"), "run", "-c", str(installed)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        status = run_wrapper(staged, tmp_path, "status", "--json")
+        assert status.returncode == 0, status.stderr
+        st = json.loads(status.stdout)
+        assert (st["agent"], st["site"], st["line"], st["pid"]) == (
+            "line03-pc1", "HUB7", "L03", daemon.pid,
+        )  # fmt: skip
+        human = run_wrapper(staged, tmp_path, "status")
+        assert human.stdout.startswith(f"agent line03-pc1 (HUB7/L03) pid {daemon.pid}")
+    finally:
+        daemon.terminate()
+        _, err = daemon.communicate(timeout=10)
+        installed.write_bytes(original)
+        broker.stop()
+    assert daemon.returncode == 0
+    assert all(line.startswith(b"{") for line in err.splitlines()), err[-500:]
