@@ -28,15 +28,19 @@ from tests.test_e2e import assert_oracle, scanner_device
 Factory = Callable[..., Any]
 
 
-def _run_second(config: Path, timeout: float = 15.0) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, timeout: float = 15.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edge_agent", "run", "-c", str(config)],
+        [sys.executable, "-m", "edge_agent", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=ROOT,
         check=False,
     )
+
+
+def _run_second(config: Path) -> subprocess.CompletedProcess[str]:
+    return _cli("run", "-c", str(config))
 
 
 def _counters(db: Path) -> dict[str, int]:
@@ -241,13 +245,7 @@ def test_purge_goes_through_the_daemon_or_takes_the_lock(
     a = agent_factory(cfg)
     a.start()
     purge = ["queue", "purge", "--sent-before", "0s", "-c", str(cfg), "--json"]
-    res = subprocess.run(
-        [sys.executable, "-m", "edge_agent", *purge],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    )
+    res = _cli(*purge)
     assert res.returncode == 0 and '"via": "daemon"' in res.stdout, res.stderr
     a.stop()
     # the same daemon without its control socket: purge cannot go through it, and must not
@@ -255,13 +253,7 @@ def test_purge_goes_through_the_daemon_or_takes_the_lock(
     cfg.write_text(cfg.read_text().replace("[control]\n", "[control]\nenabled = false\n"))
     a.start()
     assert a.proc is not None
-    res = subprocess.run(
-        [sys.executable, "-m", "edge_agent", *purge],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    )
+    res = _cli(*purge)
     assert res.returncode == instance.EX_LOCKED
     assert res.stderr.splitlines() == [
         f"edge-agent: another edge-agent (pid {a.proc.pid}) holds {db}; it does not answer on "
@@ -269,12 +261,6 @@ def test_purge_goes_through_the_daemon_or_takes_the_lock(
         "(systemctl stop edge-agent)"
     ]
     a.stop()
-    res = subprocess.run(
-        [sys.executable, "-m", "edge_agent", *purge],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    )
+    res = _cli(*purge)
     assert res.returncode == 0 and '"via": "direct"' in res.stdout, res.stderr
     assert not instance.is_held(db)  # released again
