@@ -253,13 +253,30 @@ class ScannerSim:
             self._thread.join(timeout)
 
     def unplug(self, seconds: float) -> None:
-        """Pull the cable for ``seconds`` (nothing is emitted), then replug under a new pty."""
+        """Pull the cable for ``seconds`` (nothing is emitted), then replug under a new pty.
+
+        The cable is pulled once the host has read what was already written (up to 1 s), as
+        :meth:`pull` does: under load a frame written just before could otherwise be lost
+        unseen in the pty, and a test would count it as a reading the agent dropped.
+        """
         self._paused.set()
-        time.sleep(0.02)
-        self.port.unplug()
+        with self._emitting:
+            self._drained(1.0)
+            self.port.unplug()
         time.sleep(seconds)
         self.port.plug()
         self._paused.clear()
+
+    def _drained(self, drain_s: float) -> bool:
+        """Wait until written bytes have landed and the host read them; False after ``drain_s``."""
+        deadline = time.monotonic() + drain_s
+        # a pty moves written bytes to the reader's queue asynchronously (a kernel work
+        # item): FIONREAD can say 0 just after a write, so give them time to land first
+        while time.monotonic() - self._last_write < self.SETTLE_S or self.port.pending():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.001)
+        return True
 
     def pull(self, drain_s: float = 1.0) -> float:
         """Pull the cable between two frames, once the host has read what was sent; emitting
@@ -269,14 +286,9 @@ class ScannerSim:
             TimeoutError: the host left bytes unread for ``drain_s`` (they would be lost).
         """
         with self._emitting:
-            deadline = time.monotonic() + drain_s
-            # a pty moves written bytes to the reader's queue asynchronously (a kernel work
-            # item): FIONREAD can say 0 just after a write, so give them time to land first
-            while time.monotonic() - self._last_write < self.SETTLE_S or self.port.pending():
-                if time.monotonic() > deadline:
-                    msg = f"{self.port.pending()} bytes unread for {drain_s} s on {self.port.path}"
-                    raise TimeoutError(msg)
-                time.sleep(0.001)
+            if not self._drained(drain_s):
+                msg = f"{self.port.pending()} bytes unread for {drain_s} s on {self.port.path}"
+                raise TimeoutError(msg)
             self.port.unplug()
             return time.time()
 
