@@ -83,6 +83,11 @@ class Driver(abc.ABC, Generic[C]):
     MAX_CODE_BYTES: ClassVar[int] = 128
     #: Longest ``raw`` kept with a reading (bytes; stored as hex): bounds a queue row.
     MAX_RAW_BYTES: ClassVar[int] = 1024
+    #: Device actions a technician or the backend may ask for (``zero``, ``tare``): each is a
+    #: method of the driver taking no argument and returning the device's reply as text, run
+    #: in the device thread (``DeviceWorker.call``). Reached through the control socket's
+    #: ``{"cmd": "device", "device": ID, "action": NAME}``.
+    ACTIONS: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, device_id: str, cfg: C) -> None:
         self.device_id = device_id

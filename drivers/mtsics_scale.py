@@ -129,7 +129,8 @@ class MtSicsScaleDriver(Settling, Polling, Driver[MtSicsScaleConfig]):
     #: Longest single wait in the port's read(), s: bounds poll jitter and stop latency.
     POLL_S = 0.05
     #: Reply ids that answer zero/tare commands, not polls.
-    COMMANDS = frozenset({b"Z", b"ZI", b"T", b"TI", b"TA", b"TAC"})
+    REPLY_IDS = frozenset({b"Z", b"ZI", b"T", b"TI", b"TA", b"TAC"})
+    ACTIONS = frozenset({"zero", "tare"})
 
     def __init__(self, device_id: str, cfg: MtSicsScaleConfig) -> None:
         super().__init__(device_id, cfg)
@@ -167,7 +168,7 @@ class MtSicsScaleDriver(Settling, Polling, Driver[MtSicsScaleConfig]):
                 self._sent_at, self._missed = None, 0  # a cut-off reply is still a reply
             return True
         head = ev.split(maxsplit=1)[0] if ev.strip() else b""
-        if head in self.COMMANDS:
+        if head in self.REPLY_IDS:
             self._replies[head.decode()] = ev.decode("ascii", "replace").strip()
             return False
         self._sent_at, self._missed = None, 0

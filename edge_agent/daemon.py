@@ -154,15 +154,27 @@ class Daemon:
         self.control = server
 
     def _device_command(self, req: dict[str, Any]) -> dict[str, Any]:
+        """``{"cmd": "device", "device": ID, "action": NAME}``: one of the driver's ``ACTIONS``,
+        run in the device thread; ``result`` is the device's reply (MT-SICS zero: ``A`` done,
+        ``I`` moving, ``+``/``-`` out of range)."""
         worker = next((w for w in self.workers if w.driver.device_id == req.get("device")), None)
         if worker is None:
-            return {"ok": False, "error": f"no device {req.get('device')!r}"}
+            known = ", ".join(w.driver.device_id for w in self.workers) or "none"
+            return {"ok": False, "error": f"no device {req.get('device')!r} (devices: {known})"}
         action = str(req.get("action", ""))
-        method = getattr(worker.driver, action, None)
-        if action not in getattr(worker.driver, "COMMANDS", ()) or method is None:
-            valid = ", ".join(getattr(worker.driver, "COMMANDS", ())) or "none"
-            return {"ok": False, "error": f"{action!r} not supported (valid: {valid})"}
-        return {"ok": True, "result": worker.call(method)}
+        actions = worker.driver.ACTIONS
+        if action not in actions:
+            valid = ", ".join(sorted(actions)) or "none"
+            return {
+                "ok": False,
+                "error": f"{worker.driver.device_id} ({worker.driver.kind}) does not support "
+                f"{action!r} (actions: {valid})",
+            }
+        try:
+            result = worker.call(getattr(worker.driver, action))
+        except TimeoutError:
+            return {"ok": False, "error": f"{worker.driver.device_id} is {worker.state}: try again"}
+        return {"ok": True, "result": str(result)}
 
     def start(self) -> None:
         """Start every thread, then tell systemd we are ready."""

@@ -150,3 +150,61 @@ def test_replug_and_stalled_indicator_recover(
         states = [json.loads(p)["state"] for p in backend.payloads(f"/device/{dev}/state")]
         assert "reconnecting" in states and states[-1] == "connected", (dev, states)
     agent.stop()
+
+
+def test_zero_and_tare_through_the_control_socket(
+    tmp_path: Path, broker: Mosquitto, scales: Sims, agent_factory: Callable[[Path], Agent]
+) -> None:
+    """The declared actions of a driver (``ACTIONS``) run in its device thread and answer with
+    the device's reply; an action a driver does not declare is refused in words."""
+    from edge_agent import control
+
+    calm = MtSicsSim(
+        PtyPort(tmp_path / "calm"), MtSicsSimConfig(display=Display("kg", 3, 5), seed=5)
+    )
+    calm.port.plug()
+    toledo = scales["toledo_1"]
+    devices = {
+        "scale_1": {
+            "type": "mtsics_scale",
+            "port": str(calm.port.link),
+            "poll_interval_ms": 100,
+            "max_capacity_g": 30000,
+        },
+        "toledo_1": toledo[1],
+    }
+    agent = agent_factory(agent_config(tmp_path, broker.port, devices))
+    agent.start()
+    calm.start()
+    toledo[0].start()
+    sock = tmp_path / "ctl.sock"
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            st = control.request(sock, {"cmd": "status"})["status"]
+            if st["devices"]["scale_1"]["state"] == "connected":
+                break
+            time.sleep(0.1)
+        before = sum(t.kind == "command" for t in calm.truth)
+        zero = control.request(sock, {"cmd": "device", "device": "scale_1", "action": "zero"})
+        assert zero["ok"] and zero["result"] in ("A", "I", "+", "-"), zero
+        tare = control.request(sock, {"cmd": "device", "device": "scale_1", "action": "tare"})
+        assert tare["ok"] and tare["result"] in ("S", "I"), tare
+        deadline = time.monotonic() + 2  # the simulator records a reply just after sending it
+        while sum(t.kind == "command" for t in calm.truth) < before + 2:
+            assert time.monotonic() < deadline, [t.kind for t in calm.truth[-5:]]
+            time.sleep(0.05)
+        bad = control.request(sock, {"cmd": "device", "device": "scale_1", "action": "explode"})
+        assert bad == {
+            "ok": False,
+            "error": "scale_1 (mtsics_scale) does not support 'explode' (actions: tare, zero)",
+        }
+        none = control.request(sock, {"cmd": "device", "device": "toledo_1", "action": "zero"})
+        assert none["error"] == (
+            "toledo_1 (toledo_continuous) does not support 'zero' (actions: none)"
+        )
+        gone = control.request(sock, {"cmd": "device", "device": "nope", "action": "zero"})
+        assert gone["error"] == "no device 'nope' (devices: scale_1, toledo_1)"
+    finally:
+        calm.stop()
+        calm.port.close()
