@@ -47,6 +47,7 @@ from pydantic import SecretStr
 from edge_agent import faults
 from edge_agent import queue as q
 from edge_agent.config import MqttConfig
+from edge_agent.messages import Message, messages
 from edge_agent.mqtt_client import (
     SHORT_LIVED_N,
     build_client,
@@ -54,7 +55,6 @@ from edge_agent.mqtt_client import (
     next_retry_in,
     reason_words,
 )
-from edge_agent.reading import SCHEMA_BATCH
 from edge_agent.topics import Topics
 from edge_agent.writer import Writer
 
@@ -66,12 +66,6 @@ class _Msg:
     rows: list[int]
     stream: str
     sent_mono: float
-
-
-def batch_payload(rows: list[q.PendingRow]) -> bytes:
-    """``{"schema": "edge-agent/batch/v1", "count": N, "readings": [reading.v1, ...]}``."""
-    head = f'{{"schema":"{SCHEMA_BATCH}","count":{len(rows)},"readings":['.encode()
-    return head + b",".join(r.payload for r in rows) + b"]}"
 
 
 class Publisher(threading.Thread):
@@ -472,31 +466,19 @@ class Publisher(threading.Thread):
         else:
             self._backlog_cursor = rows[-1].n
         rows = [r for r in rows if r.n not in self._flying and r.n not in self._carried]
-        # readings share batch messages; station events go one per message on their own topic
-        while rows:
-            if rows[0].kind != "reading":
-                self._send(rows[:1], stream)
-                rows = rows[1:]
-                continue
-            run = next((i for i, r in enumerate(rows) if r.kind != "reading"), len(rows))
-            self._send(rows[:run], stream)
-            rows = rows[run:]
+        for m in messages(rows, self.topics):
+            self._send(m, stream)
         return True
 
-    def _send(self, rows: list[q.PendingRow], stream: str) -> None:
-        if len(rows) == 1:
-            topic, payload = self.topics.for_row(rows[0].kind, rows[0].device), rows[0].payload
-        else:
-            topic, payload = self.topics.batch, batch_payload(rows)
-        retain = rows[0].kind == "kpi"  # the latest KPI snapshot stays on the broker
-        info = self.client.publish(topic, payload, qos=1, retain=retain)
+    def _send(self, m: Message, stream: str) -> None:
+        info = self.client.publish(m.topic, m.payload, qos=1, retain=m.retain)
         faults.hit("crash_after_publish_call")
         # rc NO_CONN still queues the message in paho (P11): it is sent after reconnect.
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             log.error("mqtt_publish_call_failed", rc=info.rc, error=mqtt.error_string(info.rc))
             self._rewind()
             return
-        msg = _Msg([r.n for r in rows], stream, time.monotonic())
+        msg = _Msg([r.n for r in m.rows], stream, time.monotonic())
         self._inflight[info.mid] = msg
         self._flying.update(msg.rows)
 
@@ -541,7 +523,8 @@ class Publisher(threading.Thread):
         rows = [r for r in rows if r.n not in self._flying]
         if rows:
             log.info("mqtt_retry_rejected", rows=len(rows))
-            self._send(rows, "retry")
+            for m in messages(rows, self.topics):  # events on their own topics, as first sent
+                self._send(m, "retry")
 
     def _flush_side_messages(self) -> None:
         while self.connected and self._alarms:

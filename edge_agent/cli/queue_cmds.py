@@ -17,6 +17,7 @@ import re
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
@@ -187,11 +188,12 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    """Re-publish retained rows with a progress bar."""
+    """Re-publish retained rows, each kind on its own topic, with a progress bar; every PUBACK
+    is checked (a refusal, e.g. 0x87 not authorised, fails the command and names the code)."""
     from rich.progress import Progress  # noqa: PLC0415
 
     from edge_agent.cli.broker_cmds import connect_blocking  # noqa: PLC0415
-    from edge_agent.publisher import batch_payload  # noqa: PLC0415
+    from edge_agent.messages import messages  # noqa: PLC0415
     from edge_agent.topics import Topics  # noqa: PLC0415
 
     since = time_arg(args.since, "--since")  # before anything else: a typo costs nothing
@@ -212,23 +214,47 @@ def cmd_replay(args: argparse.Namespace) -> int:
     topics = Topics(cfg.mqtt.topic_prefix, n.site, n.line, n.agent_id)
     client = connect_blocking(cfg, f"edge-agent-{n.agent_id}-replay")
     window = threading.Semaphore(cfg.mqtt.inflight)
-    client.on_publish = lambda *_a: window.release()
-    sent, after = 0, 0
+    refused: Counter[str] = Counter()
+    rows_of: dict[int, int] = {}
+
+    def on_publish(_c: object, _u: object, mid: int, rc: Any, _p: object = None) -> None:
+        if getattr(rc, "is_failure", False):
+            refused[f"{rc.value:#04x} {rc}"] += rows_of.get(mid, 0)
+        window.release()
+
+    client.on_publish = on_publish
+    sent, after, kinds = 0, 0, Counter[str]()
     with Progress(disable=args.json) as bar:
         task = bar.add_task("replaying", total=total)
         while rows := q.fetch_range(con, since, after, cfg.mqtt.batch_max, args.device):
             after = rows[-1].n
-            window.acquire()
-            payload = rows[0].payload if len(rows) == 1 else batch_payload(rows)
-            topic = topics.reading(rows[0].device) if len(rows) == 1 else topics.batch
-            client.publish(topic, payload, qos=1)
-            sent += len(rows)
-            bar.update(task, advance=len(rows))
+            for m in messages(rows, topics):
+                window.acquire()
+                rows_of[client.publish(m.topic, m.payload, qos=1, retain=m.retain).mid] = len(
+                    m.rows
+                )
+                kinds.update(r.kind for r in m.rows)
+                sent += len(m.rows)
+                bar.update(task, advance=len(m.rows))
     for _ in range(cfg.mqtt.inflight):
         if not window.acquire(timeout=10):
             raise CommandError("broker did not acknowledge the last replayed messages within 10 s")
     client.disconnect()
     client.loop_stop()
     con.close()
-    output(args, {"replayed": sent}, lambda o: f"replayed {o['replayed']} readings (same ids)")
+    if refused:
+        why = ", ".join(f"{rows} rows: {code}" for code, rows in refused.items())
+        msg = (
+            f"the broker refused part of the replay ({why}); {sent - refused.total()} acknowledged"
+        )
+        raise CommandError(msg)
+    out = {"replayed": sent, "kinds": dict(kinds)}
+    output(
+        args,
+        out,
+        lambda o: (
+            f"replayed {o['replayed']} rows (same ids): "
+            + ", ".join(f"{v} {k}" for k, v in sorted(o["kinds"].items()))
+        ),
+    )
     return 0
