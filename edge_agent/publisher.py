@@ -114,6 +114,9 @@ class Publisher(threading.Thread):
         #: pass reads them: kept out of every fetch until that pass is over.
         self._carried: set[int] = set()
         self._device_states: dict[str, bytes] = {}
+        #: Message ids handed to paho and not yet PUBACKed (rows and side messages).
+        self._paho_mids: set[int] = set()
+        self._net: threading.Thread | None = None
         self._alarms: deque[tuple[str, bytes, bool]] = deque(maxlen=self.ALARM_BACKLOG)
         self._stopping = threading.Event()
         self._broker = 0
@@ -183,9 +186,9 @@ class Publisher(threading.Thread):
         self.join(timeout)
 
     def network_thread_alive(self) -> bool:
-        """paho's network thread is running (it can die on an uncaught exception, P8)."""
-        thread = getattr(self.client, "_thread", None)  # paho exposes no public accessor
-        return thread is not None and thread.is_alive()
+        """paho's network loop is running (it can die on an uncaught exception, P8). The loop
+        runs in a thread of ours (paho's public ``loop_forever``), so no paho internals."""
+        return self._net is not None and self._net.is_alive()
 
     def status(self) -> dict[str, object]:
         """Broker connection state for ``edge-agent status`` (read from other threads)."""
@@ -197,7 +200,7 @@ class Publisher(threading.Thread):
             "last_puback_age_s": None if last is None else round(time.monotonic() - last, 3),
             "acked_rows": self.acked_rows, "inflight_messages": len(self._inflight),
             # every QoS 1 message paho holds (in flight + queued): <= inflight + side messages (P2)
-            "paho_messages": len(getattr(self.client, "_out_messages", ())),
+            "paho_messages": len(self._paho_mids),
             "rejects": dict(self.rejects), "reconnects": self.reconnects,
             "takeovers": self.takeovers,
             "last_error": self.last_error, "connect_failures": self.connect_failures,
@@ -254,7 +257,8 @@ class Publisher(threading.Thread):
         """Connect, then move rows from the queue to the broker until stopped."""
         self._reader = q.open_reader(self.db_path)
         self._connect_async()
-        self.client.loop_start()
+        self._net = threading.Thread(target=self._network_loop, name="mqtt-network", daemon=True)
+        self._net.start()
         try:
             while not self._stopping.is_set():
                 self._step(timeout=self.IDLE_S)
@@ -262,6 +266,15 @@ class Publisher(threading.Thread):
         finally:
             self._go_offline()
             self._reader.close()
+
+    def _network_loop(self) -> None:
+        """paho's network loop, as its own ``loop_start`` runs it. If it dies (an exception out
+        of a callback, P8), say so in one JSON log line; :meth:`network_thread_alive` turns
+        false, the watchdog stops being pinged and systemd restarts the daemon."""
+        try:
+            self.client.loop_forever(retry_first_connection=True)
+        except Exception:
+            log.exception("mqtt_network_loop_died")
 
     def _connect_async(self) -> None:
         b = self.cfg.brokers[self._broker]
@@ -301,7 +314,7 @@ class Publisher(threading.Thread):
         elif kind == "device_state":
             self._device_states[arg[0]] = arg[1]
             if self.connected:
-                self.client.publish(self.topics.device_state(arg[0]), arg[1], qos=1, retain=True)
+                self._publish(self.topics.device_state(arg[0]), arg[1], True)
 
     def _on_connect(self, rc: ReasonCode) -> None:
         if rc.is_failure:
@@ -321,7 +334,7 @@ class Publisher(threading.Thread):
         self._fails = 0
         self.connect_failures = 0
         self._alarmed_reason = None
-        self.client.publish(self.topics.status, b"online", qos=1, retain=True)
+        self._publish(self.topics.status, b"online", True)
         self.writer.sync()  # marks for rows already PUBACKed are committed before we re-read
         self._backlog_upto = self._live_split()
         self._backlog_cursor = 0
@@ -330,7 +343,7 @@ class Publisher(threading.Thread):
         self._carried = set(self._flying)
         self._next_reject_retry = time.monotonic() + self.cfg.reject_retry_s
         for device, body in self._device_states.items():
-            self.client.publish(self.topics.device_state(device), body, qos=1, retain=True)
+            self._publish(self.topics.device_state(device), body, True)
         self._flush_side_messages()
 
     def _on_disconnect(
@@ -415,7 +428,16 @@ class Publisher(threading.Thread):
             self._broker = (self._broker + 1) % len(self.cfg.brokers)
             self._connect_async()
 
+    def _publish(self, topic: str, payload: bytes, retain: bool) -> mqtt.MQTTMessageInfo:
+        """Every QoS 1 publish goes through here, so the messages paho holds are counted by
+        us (``paho_messages``), not read from paho's internals."""
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            self._paho_mids.add(info.mid)
+        return info
+
     def _on_ack(self, mid: int, rc: ReasonCode) -> None:
+        self._paho_mids.discard(mid)
         msg = self._inflight.pop(mid, None)
         if msg is None:
             return  # status/alarm message, or a message already given up on
@@ -471,7 +493,7 @@ class Publisher(threading.Thread):
         return True
 
     def _send(self, m: Message, stream: str) -> None:
-        info = self.client.publish(m.topic, m.payload, qos=1, retain=m.retain)
+        info = self._publish(m.topic, m.payload, m.retain)
         faults.hit("crash_after_publish_call")
         # rc NO_CONN still queues the message in paho (P11): it is sent after reconnect.
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
@@ -529,7 +551,7 @@ class Publisher(threading.Thread):
     def _flush_side_messages(self) -> None:
         while self.connected and self._alarms:
             topic, payload, retain = self._alarms.popleft()
-            self.client.publish(topic, payload, qos=1, retain=retain)
+            self._publish(topic, payload, retain)
 
     def _drain_on_stop(self) -> None:
         deadline = time.monotonic() + self.flush_s
@@ -541,9 +563,10 @@ class Publisher(threading.Thread):
     def _go_offline(self) -> None:
         try:
             if self.connected:
-                info = self.client.publish(self.topics.status, b"offline", qos=1, retain=True)
+                info = self._publish(self.topics.status, b"offline", True)
                 info.wait_for_publish(timeout=0.3)
             self.client.disconnect()
         except (RuntimeError, ValueError, OSError) as err:
             log.debug("mqtt_offline_failed", error=str(err))
-        self.client.loop_stop()
+        if self._net is not None:
+            self._net.join(2.0)  # disconnect() ends loop_forever

@@ -166,3 +166,56 @@ def test_queue_bound_refuses_new_readings_counts_and_alarms(
         agent.stop()
         backend.close()
         broker.stop()
+
+
+def test_network_loop_and_held_messages_are_tracked_without_paho_internals(
+    tmp_path: Path, broker: Mosquitto, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The watchdog's view of paho's network loop is our own thread running paho's public
+    ``loop_forever``: when the loop dies (an exception out of a callback, P8), it says so; the
+    messages paho holds are counted by the publisher, not read from ``_out_messages``."""
+    from edge_agent.config import MqttConfig
+    from edge_agent.publisher import Publisher
+    from edge_agent.queue import Outbox
+    from edge_agent.reading import Identity
+    from edge_agent.topics import Topics
+    from edge_agent.writer import Writer
+
+    db = tmp_path / "q.db"
+    outbox = Outbox(db, Identity("a1", "S1", "L1", "b"), 1 << 20, 3600)
+    writer = Writer(outbox, lambda _acc: None, lambda _n, _d: None)
+    cfg = MqttConfig.model_validate({"brokers": [{"host": "127.0.0.1", "port": broker.port}]})
+    pub = Publisher(cfg, Topics("edge", "S1", "L1", "a1"), "edge-agent-a1", None, db, writer)
+    writer.start()
+    pub.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not (pub.connected and pub.status()["paho_messages"] == 0):
+            assert time.monotonic() < deadline, pub.status()
+            time.sleep(0.05)
+        assert pub.network_thread_alive()
+        assert broker.proc is not None
+        broker.proc.send_signal(signal.SIGSTOP)  # PUBACKs stop coming: what paho holds counts
+        for i in range(3):
+            pub.alarm("test", {"i": i})
+        time.sleep(0.5)
+        assert pub.status()["paho_messages"] == 3
+        broker.proc.send_signal(signal.SIGCONT)
+        while pub.status()["paho_messages"]:
+            assert time.monotonic() < deadline + 10, pub.status()
+            time.sleep(0.05)
+
+        def boom(*_a: object) -> None:
+            raise RuntimeError("a bug in a callback")
+
+        pub.client.on_publish = boom  # the next PUBACK raises inside paho's loop
+        pub.alarm("test", {"i": 99})
+        while pub.network_thread_alive():
+            assert time.monotonic() < deadline + 20, "the dead loop went unnoticed"
+            time.sleep(0.05)
+        seen = capsys.readouterr()
+        assert "mqtt_network_loop_died" in seen.out + seen.err  # logged, not a bare traceback
+    finally:
+        pub.stop(2.0)
+        writer.stop(1.0)
+        outbox.close()
