@@ -1,6 +1,6 @@
 """Backlogs: committed readings written into a queue file before the agent starts.
 
-edge-agent's queue is filled with the real :class:`edge_agent.queue.Outbox` (the same
+edge-agent's queue is filled with the real :class:`edge_agent.outbox.Outbox` (the same
 ``apply()`` the writer thread calls, group-committed 5,000 at a time), from frames parsed by
 the real driver parser, spread over the scanners like a night of traffic. The baseline's
 queue is filled with its own ``SQLiteAckQueue.put``. Each size is built once per run and
@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.lines import LINE, SITE
 from drivers.serial_line_scanner import SerialLineScannerConfig, parse_frame
-from edge_agent.queue import Outbox
+from edge_agent.outbox import Outbox
 from edge_agent.reading import Capture, Identity, boot_id
 from simulators.pty_port import PtyPort
 from simulators.serial_line_scanner import ScannerSim, ScannerSimConfig

@@ -25,13 +25,13 @@ import structlog
 
 from drivers import driver_class
 from edge_agent import instance, sdnotify
-from edge_agent import queue as queue_mod
+from edge_agent import outbox as queue_mod
 from edge_agent.config import AgentConfig, DeviceConfig, check_tls_files, load_config
 from edge_agent.control import SOCKET_HINT, ControlServer, Handler, answering_pid
 from edge_agent.errors import ConfigError
 from edge_agent.logs import register_secret
+from edge_agent.outbox import Outbox
 from edge_agent.publisher import Publisher
-from edge_agent.queue import Outbox
 from edge_agent.reading import Identity, Reading, boot_id
 from edge_agent.station_runner import StationRunner
 from edge_agent.supervisor import DeviceWorker

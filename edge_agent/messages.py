@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from edge_agent.queue import PendingRow
+from edge_agent.outbox import PendingRow
 from edge_agent.reading import SCHEMA_BATCH
 from edge_agent.topics import Topics
 

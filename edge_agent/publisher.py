@@ -45,7 +45,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 
 from edge_agent import faults
-from edge_agent import queue as q
+from edge_agent import outbox as q
 from edge_agent.config import MqttConfig
 from edge_agent.messages import Message, messages
 from edge_agent.mqtt_client import (

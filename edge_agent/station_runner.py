@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from edge_agent.queue import OutEvent
+from edge_agent.outbox import OutEvent
 from edge_agent.station import Station, StationEvent
 
 log = structlog.get_logger(__name__)

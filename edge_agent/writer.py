@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from edge_agent.errors import QueueError
-from edge_agent.queue import Outbox, OutEvent
+from edge_agent.outbox import Outbox, OutEvent
 from edge_agent.reading import Capture, Reading
 
 log = structlog.get_logger(__name__)

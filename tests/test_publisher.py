@@ -175,8 +175,8 @@ def test_network_loop_and_held_messages_are_tracked_without_paho_internals(
     ``loop_forever``: when the loop dies (an exception out of a callback, P8), it says so; the
     messages paho holds are counted by the publisher, not read from ``_out_messages``."""
     from edge_agent.config import MqttConfig
+    from edge_agent.outbox import Outbox
     from edge_agent.publisher import Publisher
-    from edge_agent.queue import Outbox
     from edge_agent.reading import Identity
     from edge_agent.topics import Topics
     from edge_agent.writer import Writer

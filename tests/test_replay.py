@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edge_agent.queue import Outbox, OutEvent
+from edge_agent.outbox import Outbox, OutEvent
 from edge_agent.reading import Capture, Decoded, Identity, Kind
 from simulators.mosquitto import Mosquitto
 from tests.harness import ROOT, Subscriber, agent_config

@@ -22,7 +22,7 @@ from dataclasses import asdict
 from typing import Any
 
 from edge_agent import instance
-from edge_agent import queue as q
+from edge_agent import outbox as q
 from edge_agent.cli.common import (
     CommandError,
     UsageError,

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from edge_agent.queue import Outbox
+from edge_agent.outbox import Outbox
 from edge_agent.reading import Capture, Decoded, Identity, Kind
 from simulators.mosquitto import Mosquitto
 from tests.harness import Subscriber, agent_config, queue_rows

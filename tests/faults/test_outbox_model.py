@@ -31,8 +31,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from edge_agent import queue as q
-from edge_agent.queue import Outbox, OutEvent
+from edge_agent import outbox as q
+from edge_agent.outbox import Outbox, OutEvent
 from edge_agent.reading import Capture, Decoded, Identity, Kind
 from tests.fuzz.profiles import model_settings
 

@@ -11,8 +11,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from edge_agent import queue as q
-from edge_agent.queue import Outbox
+from edge_agent import outbox as q
+from edge_agent.outbox import Outbox
 from edge_agent.reading import Capture, Decoded, Identity, Kind
 
 NODE = Identity(agent="a1", site="S1", line="L1", boot_id="b")
@@ -83,7 +83,7 @@ CRASH_WRITER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from edge_agent.queue import Outbox
+    from edge_agent.outbox import Outbox
     from edge_agent.reading import Capture, Decoded, Identity, Kind
     ob = Outbox(Path(sys.argv[1]), Identity("a", "s", "l", "b"), 1 << 30, 3600)
     i = 0
