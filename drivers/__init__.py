@@ -20,7 +20,7 @@ from edge_agent.errors import ConfigError
 
 if TYPE_CHECKING:
     from drivers.base import Driver
-    from edge_agent.config import DeviceConfig
+    from edge_agent.model import DeviceConfig
 
 #: config ``type`` -> (module, class)
 DRIVERS: dict[str, tuple[str, str]] = {

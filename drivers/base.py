@@ -29,8 +29,8 @@ from typing import ClassVar, Generic, TypeVar
 import structlog
 
 from drivers.common.framing import KEEP, Event, Reject
-from edge_agent.config import DeviceConfig
 from edge_agent.errors import FrameError
+from edge_agent.model import DeviceConfig
 from edge_agent.reading import Decoded, Kind
 
 C = TypeVar("C", bound=DeviceConfig)

@@ -13,8 +13,8 @@ from typing import ClassVar, Literal
 
 from drivers.base import Driver
 from drivers.common.framing import Event
-from edge_agent.config import DeviceConfig, Ident
 from edge_agent.errors import DeviceIOError, FrameError
+from edge_agent.model import DeviceConfig, Ident
 from edge_agent.reading import Decoded, Kind
 
 _CHANNELS: dict[str, queue.SimpleQueue[bytes | None]] = {}

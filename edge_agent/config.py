@@ -38,7 +38,14 @@ from pydantic import (
 )
 
 from edge_agent.errors import ConfigError
-from edge_agent.model import ID_PATTERN, ID_RULE, Ident, StrictModel, bare_host_problem
+from edge_agent.model import (
+    ID_PATTERN,
+    ID_RULE,
+    DeviceConfig,
+    Ident,
+    StrictModel,
+    bare_host_problem,
+)
 
 __all__ = [
     "ID_PATTERN",
@@ -69,13 +76,6 @@ ENV_PATTERN = r"^[A-Z_][A-Z0-9_]*$"
 ENV_RULE = "an environment variable name: upper-case letters, digits and '_', not a digit first"
 #: The end of a note about something only the line PC provides.
 STRICT_TAIL = "not checked here; the service, doctor and `config check --strict` require it"
-
-
-class DeviceConfig(StrictModel):
-    """Settings every device has; each driver extends it with its own ``Config``."""
-
-    type: str
-    enabled: bool = True
 
 
 class NodeConfig(StrictModel):

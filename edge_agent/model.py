@@ -29,6 +29,17 @@ class StrictModel(BaseModel):
     missing_hints: ClassVar[dict[str, str]] = {}
 
 
+class DeviceConfig(StrictModel):
+    """Settings every device has; each driver extends it with its own ``Config``.
+
+    Here, not in :mod:`edge_agent.config`, so that drivers import no more than this module:
+    the daemon's loader imports the driver registry, and the drivers never import the loader.
+    """
+
+    type: str
+    enabled: bool = True
+
+
 def bare_host_problem(host: str, port_key: str = "port") -> str | None:
     """Why ``host`` is not a bare host name or address (None: it is).
 

@@ -26,8 +26,8 @@ import serial
 import structlog
 from pydantic import Field, field_validator
 
-from edge_agent.config import DeviceConfig
 from edge_agent.errors import DeviceInitError, DeviceIOError, DeviceNotFoundError, in_words
+from edge_agent.model import DeviceConfig
 
 Baud = Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400]
 _ABSENT = (errno.ENOENT, errno.ENODEV, errno.ENXIO)

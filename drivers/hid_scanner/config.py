@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from edge_agent.config import DeviceConfig
+from edge_agent.model import DeviceConfig
 
 #: Keys that end a code in keyboard mode: Enter (0x28) and keypad Enter (0x58), or Tab (0x2B).
 TERMINATOR_KEYS: dict[str, frozenset[int]] = {

@@ -16,8 +16,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from edge_agent.config import DeviceConfig, StrictModel
-from edge_agent.model import bare_host_problem
+from edge_agent.model import DeviceConfig, StrictModel, bare_host_problem
 
 #: Registers one FC03/FC04 request may read (Modbus application protocol spec, §6.3).
 MAX_SPAN = 125

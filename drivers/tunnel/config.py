@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from edge_agent.config import DeviceConfig
 from edge_agent.errors import FrameError
+from edge_agent.model import DeviceConfig
 
 Baud = Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400]
 GS = "\x1d"
