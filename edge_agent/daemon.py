@@ -5,6 +5,19 @@ publisher start; devices are opened in the background (an absent device does not
 then READY=1. Stop order (SIGTERM, SIGINT): devices stop reading; the writer commits what they
 read; the publisher gets up to ``flush_s`` for PUBACKs of what is in flight; the writer commits
 those marks; exit. Anything not PUBACKed stays pending in the queue for the next start.
+
+Threads: each owns its part alone and is reached only through its inbox (frozen dataclasses
+dispatched with ``match``; docs/reliability.md (g) has this table with more detail)::
+
+    main              signals, watchdog, STATUS=, reload     <- signal handlers (events)
+    device-<id>       the driver and its port                <- device actions (call)
+    queue-writer      the SQLite write connection            <- captures, events, sent/
+                                                                rejected marks, sync, call, stop
+    mqtt-publisher    paho calls, read connection, window    <- wake, paho callbacks, alarms,
+                                                                device states
+    mqtt-network      paho's loop_forever (socket)           -> posts to mqtt-publisher only
+    stations          station correlation state              <- committed readings, states
+    control-socket    the Unix socket                        <- CLI requests
 """
 
 from __future__ import annotations

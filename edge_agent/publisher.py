@@ -61,6 +61,63 @@ from edge_agent.writer import Writer
 log = structlog.get_logger(__name__)
 
 
+# ---- the publisher's inbox: what other threads (and paho's callbacks) post to it ---------
+@dataclass(frozen=True, slots=True)
+class _Wake:
+    """Rows were committed, or stop was asked: look at the queue again."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Acked:
+    """paho: the PUBACK of message ``mid`` came, with reason code ``rc``."""
+
+    mid: int
+    rc: ReasonCode
+
+
+@dataclass(frozen=True, slots=True)
+class _Connected:
+    """paho: a CONNACK came (``rc`` may be a refusal)."""
+
+    rc: ReasonCode
+
+
+@dataclass(frozen=True, slots=True)
+class _ConnectFailed:
+    """paho: the TCP/TLS connection attempt failed; ``error`` says why when known."""
+
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Disconnected:
+    """paho: the connection closed; ``takeover`` when another client took the session."""
+
+    rc: ReasonCode
+    error: str | None
+    takeover: tuple[str, float] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _SideMessage:
+    """An alarm or KPI snapshot to publish (kept while disconnected)."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _DeviceState:
+    """The retained state of a device (the latest per device is re-sent on reconnect)."""
+
+    device: str
+    payload: bytes
+
+
+_Inbox = _Wake | _Acked | _Connected | _ConnectFailed | _Disconnected | _SideMessage | _DeviceState
+
+
 @dataclass(slots=True)
 class _Msg:
     rows: list[int]
@@ -106,7 +163,7 @@ class Publisher(threading.Thread):
         self.db_path = db_path
         self.client_id = client_id
         self.client = build_client(cfg, client_id, password)
-        self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[_Inbox] = queue.SimpleQueue()
         self._inflight: dict[int, _Msg] = {}
         self._flying: set[int] = set()
         #: Rows in flight when the connection came up. paho re-sends them itself (P6) and their
@@ -163,26 +220,26 @@ class Publisher(threading.Thread):
                 self._recent.append((now, first_n))
                 while now - self._recent[0][0] > self.LIVE_S:
                     self._recent.popleft()
-        self._events.put(("wake", None))
+        self._events.put(_Wake())
 
     def alarm(self, name: str, details: dict[str, object]) -> None:
         """Publish an alarm event (best effort; kept in RAM while disconnected)."""
         body = {"schema": "edge-agent/alarm/v1", "alarm": name, "ts": time.time(), **details}
-        self._events.put(("publish", (self.topics.alarm, json.dumps(body).encode(), False)))
+        self._events.put(_SideMessage(self.topics.alarm, json.dumps(body).encode(), False))
 
     def retained(self, topic: str, payload: bytes) -> None:
         """Publish a retained side message (KPI snapshots); kept in RAM while disconnected."""
-        self._events.put(("publish", (topic, payload, True)))
+        self._events.put(_SideMessage(topic, payload, True))
 
     def device_state(self, device: str, state: str, reason: str = "") -> None:
         """Publish the retained state of a device."""
         body = {"device": device, "state": state, "reason": reason, "ts": time.time()}
-        self._events.put(("device_state", (device, json.dumps(body).encode())))
+        self._events.put(_DeviceState(device, json.dumps(body).encode()))
 
     def stop(self, timeout: float = 3.0) -> None:
         """Stop taking new rows, wait up to ``flush_s`` for in-flight PUBACKs, go offline."""
         self._stopping.set()
-        self._events.put(("wake", None))
+        self._events.put(_Wake())
         self.join(timeout)
 
     def network_thread_alive(self) -> bool:
@@ -222,11 +279,11 @@ class Publisher(threading.Thread):
     def _paho_connect(self, _c: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any = None) -> None:
         if not rc.is_failure:
             self.client.note_connected()
-        self._events.put(("connect", rc))
+        self._events.put(_Connected(rc))
 
     def _paho_connect_fail(self, c: Any, _u: Any) -> None:
         self.client.note_failure()
-        self._events.put(("connect_fail", connect_error(c)))
+        self._events.put(_ConnectFailed(connect_error(c)))
 
     def _paho_disconnect(self, c: Any, _u: Any, flags: Any, rc: ReasonCode, _p: Any = None) -> None:
         # runs in paho's thread before it computes the reconnect wait, so a takeover's back-off
@@ -234,12 +291,12 @@ class Publisher(threading.Thread):
         from_server = bool(getattr(flags, "is_disconnect_packet_from_server", False))
         takeover = self.client.takeover(rc, from_server)
         self.client.note_failure()  # after a takeover's back-off changed the delays
-        self._events.put(("disconnect", (rc, connect_error(c), takeover)))
+        self._events.put(_Disconnected(rc, connect_error(c), takeover))
 
     def _paho_publish(self, _c: Any, _u: Any, mid: int, rc: ReasonCode, _p: Any = None) -> None:
         if rc.is_failure:
             self.client.note_rejected()
-        self._events.put(("ack", (mid, rc)))
+        self._events.put(_Acked(mid, rc))
 
     def _set_user_timeout(self, sock: Any) -> None:
         """Half-open links (P12): the kernel drops the connection when sent data has gone
@@ -282,12 +339,13 @@ class Publisher(threading.Thread):
         self.client.connect_async(b.host, b.port, keepalive=self.cfg.keepalive)
 
     def _step(self, timeout: float) -> None:
+        event: _Inbox
         try:
             event = self._events.get(timeout=timeout)
         except queue.Empty:
-            event = ("tick", None)
+            event = _Wake()  # the idle tick: expire, refill, retry
         while True:
-            self._handle(*event)
+            self._handle(event)
             try:
                 event = self._events.get_nowait()
             except queue.Empty:
@@ -298,23 +356,26 @@ class Publisher(threading.Thread):
             self._retry_rejected()
         self.last_progress = time.monotonic()
 
-    def _handle(self, kind: str, arg: Any) -> None:
-        if kind == "ack":
-            self._on_ack(*arg)
-        elif kind == "connect":
-            self._on_connect(arg)
-        elif kind == "disconnect":
-            self._on_disconnect(*arg)
-        elif kind == "connect_fail":
-            self._connack_refused = False
-            self._on_connect_failed(arg or "tcp/tls connect failed")
-        elif kind == "publish":
-            self._alarms.append(arg)
-            self._flush_side_messages()
-        elif kind == "device_state":
-            self._device_states[arg[0]] = arg[1]
-            if self.connected:
-                self._publish(self.topics.device_state(arg[0]), arg[1], True)
+    def _handle(self, event: _Inbox) -> None:
+        match event:
+            case _Acked(mid, rc):
+                self._on_ack(mid, rc)
+            case _Connected(rc):
+                self._on_connect(rc)
+            case _Disconnected(rc, error, takeover):
+                self._on_disconnect(rc, error, takeover)
+            case _ConnectFailed(error):
+                self._connack_refused = False
+                self._on_connect_failed(error or "tcp/tls connect failed")
+            case _SideMessage():
+                self._alarms.append((event.topic, event.payload, event.retain))
+                self._flush_side_messages()
+            case _DeviceState(device, payload):
+                self._device_states[device] = payload
+                if self.connected:
+                    self._publish(self.topics.device_state(device), payload, True)
+            case _Wake():
+                pass
 
     def _on_connect(self, rc: ReasonCode) -> None:
         if rc.is_failure:

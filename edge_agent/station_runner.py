@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -22,6 +23,24 @@ from edge_agent.outbox import OutEvent
 from edge_agent.station import Station, StationEvent
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Committed:
+    """A committed reading (reading.v1 dict) of a station's device (from the writer)."""
+
+    reading: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _StateChanged:
+    """A station device's state changed (from its device thread)."""
+
+    device: str
+    state: str
+
+
+_Inbox = _Committed | _StateChanged
 
 
 class StationRunner(threading.Thread):
@@ -44,7 +63,7 @@ class StationRunner(threading.Thread):
         self.stations = stations
         self._submit = submit
         self._owner = {d: sid for sid, st in stations.items() for d in st.cfg.devices}
-        self._q: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[_Inbox] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self.events: dict[str, int] = {"parcel": 0, "exception": 0, "kpi": 0}
         self.last_progress = time.monotonic()
@@ -56,12 +75,12 @@ class StationRunner(threading.Thread):
     def feed(self, reading: dict[str, Any]) -> None:
         """A committed reading (reading.v1 dict); ignored unless its device is in a station."""
         if reading["device"] in self._owner:
-            self._q.put(("reading", reading))
+            self._q.put(_Committed(reading))
 
     def device_state(self, device: str, state: str) -> None:
         """A device's state changed (device_offline exceptions)."""
         if device in self._owner:
-            self._q.put(("state", (device, state)))
+            self._q.put(_StateChanged(device, state))
 
     def stop(self) -> None:
         """Close what can be closed and stop."""
@@ -72,11 +91,9 @@ class StationRunner(threading.Thread):
         """Dispatch readings and ticks until stopped."""
         while not self._stopping.is_set():
             try:
-                kind, arg = self._q.get(timeout=self.TICK_S)
-                self._dispatch(kind, arg)
+                self._dispatch(self._q.get(timeout=self.TICK_S))
                 while True:
-                    kind, arg = self._q.get_nowait()
-                    self._dispatch(kind, arg)
+                    self._dispatch(self._q.get_nowait())
             except queue.Empty:
                 pass
             now = time.monotonic_ns()
@@ -84,14 +101,14 @@ class StationRunner(threading.Thread):
                 self._emit(st.tick(now))
             self.last_progress = time.monotonic()
 
-    def _dispatch(self, kind: str, arg: Any) -> None:
-        if kind == "reading":
-            st = self.stations[self._owner[arg["device"]]]
-            self._emit(st.feed(arg))
-        else:
-            device, state = arg
-            st = self.stations[self._owner[device]]
-            self._emit(st.device_state(device, state, time.monotonic_ns()))
+    def _dispatch(self, item: _Inbox) -> None:
+        match item:
+            case _Committed(reading):
+                st = self.stations[self._owner[reading["device"]]]
+                self._emit(st.feed(reading))
+            case _StateChanged(device, state):
+                st = self.stations[self._owner[device]]
+                self._emit(st.device_state(device, state, time.monotonic_ns()))
 
     def _emit(self, events: list[StationEvent]) -> None:
         for ev in events:

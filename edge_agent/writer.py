@@ -37,6 +37,44 @@ Committed = Callable[[list[tuple[int, Reading]]], None]
 Alarm = Callable[[str, dict[str, object]], None]
 
 
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """Rows PUBACKed with success (from the publisher)."""
+
+    rows: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Rejected:
+    """Rows the broker refused: (row, reason code, reason) (from the publisher)."""
+
+    rows: list[tuple[int, int, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Sync:
+    """Set ``done`` once everything queued before it is committed."""
+
+    done: threading.Event
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """Run ``fn(outbox)`` in the writer thread after the next commit (maintenance)."""
+
+    fn: Callable[[Outbox], object]
+    fut: Future[object]
+
+
+@dataclass(frozen=True, slots=True)
+class _Stop:
+    """Commit what is queued, then end the thread."""
+
+
+#: What the writer's inbox carries: a device's capture, a station's event, or a command.
+_Inbox = Capture | OutEvent | _Sent | _Rejected | _Sync | _Call | _Stop
+
+
 @dataclass
 class _Batch:
     captures: list[Capture] = field(default_factory=list)
@@ -88,7 +126,7 @@ class Writer(threading.Thread):
         self.outbox = outbox
         self._on_commit = on_commit
         self._on_alarm = on_alarm
-        self._q: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[_Inbox] = queue.SimpleQueue()
         self.last_progress = time.monotonic()
         self._room = threading.BoundedSemaphore(self.MAX_WAITING)
         self._count_lock = threading.Lock()
@@ -118,7 +156,7 @@ class Writer(threading.Thread):
         if not self._room.acquire(timeout=self.SUBMIT_WAIT_S):
             self._refuse(capture.device)
             return False
-        self._q.put(("cap", capture))
+        self._q.put(capture)
         return True
 
     def _refuse(self, device: str | None) -> None:
@@ -145,20 +183,20 @@ class Writer(threading.Thread):
 
     def submit_event(self, event: OutEvent) -> None:
         """Queue a station event (parcel, exception) for the next commit."""
-        self._q.put(("evt", event))
+        self._q.put(event)
 
     def mark_sent(self, rows: list[int]) -> None:
         """Rows PUBACKed with success: take them out of the pending set."""
-        self._q.put(("sent", rows))
+        self._q.put(_Sent(rows))
 
     def mark_rejected(self, rows: list[tuple[int, int, str]]) -> None:
         """Rows the broker refused (reason code >= 0x80): keep them, store why."""
-        self._q.put(("rej", rows))
+        self._q.put(_Rejected(rows))
 
     def sync(self, timeout: float = 5.0) -> bool:
         """Wait until everything submitted before this call is committed. False on timeout."""
         done = threading.Event()
-        self._q.put(("sync", done))
+        self._q.put(_Sync(done))
         return done.wait(timeout)
 
     def call(self, fn: Callable[[Outbox], object], timeout: float = 30.0) -> object:
@@ -167,12 +205,12 @@ class Writer(threading.Thread):
         For maintenance that must not race the writer (``edge-agent queue purge``).
         """
         fut: Future[object] = Future()
-        self._q.put(("call", (fn, fut)))
+        self._q.put(_Call(fn, fut))
         return fut.result(timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Commit everything submitted so far, then end the thread."""
-        self._q.put(("stop", None))
+        self._q.put(_Stop())
         self.join(timeout)
 
     def run(self) -> None:
@@ -213,23 +251,23 @@ class Writer(threading.Thread):
         except queue.Empty:
             return
         for _ in range(self.MAX_BATCH):
-            kind, payload = item
-            if kind == "cap":
-                self._room.release()
-                self._take(batch, payload)  # type: ignore[arg-type]
-            elif kind == "evt":
-                batch.events.append(payload)  # type: ignore[arg-type]
-            elif kind == "sent":
-                batch.sent.extend(payload)  # type: ignore[arg-type]
-            elif kind == "rej":
-                batch.rejected.extend(payload)  # type: ignore[arg-type]
-            elif kind == "sync":
-                batch.synced.append(payload)  # type: ignore[arg-type]
-            elif kind == "call":
-                batch.calls.append(payload)  # type: ignore[arg-type]
-            else:
-                batch.stop = True
-                return
+            match item:
+                case Capture():
+                    self._room.release()
+                    self._take(batch, item)
+                case OutEvent():
+                    batch.events.append(item)
+                case _Sent(rows):
+                    batch.sent.extend(rows)
+                case _Rejected(rows):
+                    batch.rejected.extend(rows)
+                case _Sync(done):
+                    batch.synced.append(done)
+                case _Call(fn, fut):
+                    batch.calls.append((fn, fut))
+                case _Stop():
+                    batch.stop = True
+                    return
             try:
                 item = self._q.get_nowait()
             except queue.Empty:
