@@ -446,7 +446,7 @@ def test_render_status_words_for_tcp_devices_and_counts() -> None:
                 "transport": "tcp",
                 "host": "10.0.3.7",
                 "tcp_port": 1502,
-                "registers": {},
+                "registers": {"weight_register": 0, "unit": "kg", "decimals": 0},
             }
         ),
     )

@@ -501,7 +501,7 @@ def test_modbus_tcp_host_with_port_names_tcp_port(tmp_path: Path) -> None:
     msg = error_of(
         tmp_path,
         '[devices.s1]\ntype = "modbus_scale"\ntransport = "tcp"\nhost = "10.0.0.7:502"\n'
-        "[devices.s1.registers]\nweight_register = 0\n",
+        '[devices.s1.registers]\nweight_register = 0\nunit = "kg"\ndecimals = 0\n',
     )
     assert msg == (
         f"{tmp_path / 'line.toml'}: [devices.s1] host = '10.0.0.7:502': expected a bare host "
@@ -612,3 +612,20 @@ def test_nul_in_a_tls_path_is_a_config_error(tmp_path: Path, strict: bool) -> No
     assert report.errors == [f"{p}: [mqtt.tls] ca_file = '/tmp/a\\x00b': expected a readable file"]
     with pytest.raises(ConfigError):
         load_config(p)
+
+
+def test_modbus_registers_must_say_the_weights_scale(tmp_path: Path) -> None:
+    """An empty or partial [registers] table: the keys that set the scale have no default."""
+    head = '[devices.s1]\ntype = "modbus_scale"\ntransport = "tcp"\nhost = "10.0.0.7"\n'
+    for table, missing in (
+        ("", "weight_register, unit, decimals (or decimals_register)"),
+        ("weight_register = 7\n", "unit, decimals (or decimals_register)"),
+        ('weight_register = 7\nunit = "kg"\nweight_type = "int16"\n', "decimals (or "),
+    ):
+        msg = error_of(tmp_path, head + "[devices.s1.registers]\n" + table)
+        assert msg.startswith(
+            f"{tmp_path / 'line.toml'}: [devices.s1] registers: expected the indicator's map "
+            f"from its manual, with {missing}"
+        ), msg
+    ok = 'weight_register = 2\nunit = "kg"\nweight_type = "float32"\n'  # a float needs no decimals
+    load_config(write(tmp_path, head + "[devices.s1.registers]\n" + ok))

@@ -52,9 +52,9 @@ def device_tables(sims: dict[str, ScaleSim]) -> dict[str, dict[str, Any]]:
     common = {"type": "modbus_scale", "poll_ms": 100, "timeout_ms": 300}
     return {
         "bus_1": common | {"port": rtu.url, "parity": "N", "units": [1, 2],
-                           "registers": rtu.cfg.registers.model_dump(exclude_defaults=True)},
+                           "registers": rtu.cfg.registers.model_dump(exclude_none=True)},
         "tcp_1": common | {"transport": "tcp", "host": "127.0.0.1", "tcp_port": tcp.server.port,
-                           "units": [1], "registers": TUNA.model_dump(exclude_defaults=True)},
+                           "units": [1], "registers": TUNA.model_dump(exclude_none=True)},
     }  # fmt: skip
 
 

@@ -12,6 +12,7 @@ with ONE request per unit and poll, so the map must span at most :data:`MAX_SPAN
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -140,6 +141,27 @@ class ModbusScaleConfig(DeviceConfig):
             "an example map to adapt)"
         )
     }
+
+    @field_validator("registers", mode="before")
+    @classmethod
+    def _map_says_scale(cls, v: object) -> object:
+        """The keys that set the weight's scale have no default in a config file: an empty or
+        partial ``[registers]`` table once gave weights 1000x off without a warning."""
+        if not isinstance(v, Mapping):
+            return v
+        missing = [k for k in ("weight_register", "unit") if k not in v]
+        if v.get("weight_type", "int32") != "float32" and not (
+            "decimals" in v or "decimals_register" in v
+        ):
+            missing.append("decimals (or decimals_register)")
+        if missing:
+            msg = (
+                f"the indicator's map from its manual, with {', '.join(missing)}: these set "
+                "the weight's scale and have no default (a wrong unit or decimal count gives "
+                "weights 10x to 1000x off)"
+            )
+            raise ValueError(msg)
+        return v
 
     @field_validator("host")
     @classmethod

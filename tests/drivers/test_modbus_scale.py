@@ -49,6 +49,10 @@ MakeSim = Callable[..., ScaleSim]
 DRIVERS: list[ModbusScaleDriver] = []
 
 
+#: The register-map keys a config must spell out (they set the weight's scale).
+SCALE_KEYS: dict[str, object] = {"weight_register": 0, "unit": "kg", "decimals": 0}
+
+
 @pytest.fixture
 def make_sim(tmp_path: Path) -> Iterator[MakeSim]:
     """Factory: a started simulator (RTU behind ``tmp_path/<name>``); stopped at teardown."""
@@ -71,7 +75,7 @@ def driver(sim: ScaleSim, **kw: Any) -> ModbusScaleDriver:
     """A driver configured for ``sim`` (ptys do not take parity E: parity N)."""
     table: dict[str, Any] = {
         "type": "modbus_scale", "units": list(sim.cfg.units), "parity": "N", "poll_ms": 50,
-        "registers": sim.cfg.registers.model_dump(exclude_defaults=True),
+        "registers": sim.cfg.registers.model_dump(exclude_none=True),
     }  # fmt: skip
     if sim.cfg.transport == "tcp":
         table |= {"transport": "tcp", "host": sim.cfg.host, "tcp_port": sim.server.port}
@@ -432,7 +436,7 @@ def test_any_register_words_decode_or_raise_frame_error(m: RegisterMap, words: l
 def test_any_bytes_parse_or_raise_frame_error(frame: bytes, transport: str) -> None:
     cfg = ModbusScaleConfig.model_validate(
         {"type": "modbus_scale", "transport": transport, "port": "loop://", "host": "h",
-         "registers": {"status_register": 2, "stable_bit": 0}}
+         "registers": {**SCALE_KEYS, "status_register": 2, "stable_bit": 0}}
     )  # fmt: skip
     with contextlib.suppress(FrameError):
         parse_frame(frame, cfg)
@@ -460,15 +464,16 @@ def test_encode_then_decode_gives_the_weight(m: RegisterMap, grams: float) -> No
 
 def test_config_errors_name_the_key() -> None:
     def load(dev: dict[str, Any]) -> None:
-        table = {"type": "modbus_scale", "port": "/dev/s", **dev}
+        table = {"type": "modbus_scale", "port": "/dev/s", "registers": SCALE_KEYS, **dev}
         node = {"site": "S", "line": "L", "agent_id": "a"}
         raw = {"node": node, "mqtt": {"brokers": [{"host": "127.0.0.1"}]}, "devices": {"s1": table}}
         parse_config(raw, Path("line.toml"))
 
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"registers": {"status_register": 200}}, "span more than 125"),
-        ({"registers": {"stable_bit": 3}}, "status bits need status_register"),
-        ({"registers": {"weight_regster": 3}}, "unknown key 'weight_regster'"),
+        ({"registers": {**SCALE_KEYS, "status_register": 200}}, "span more than 125"),
+        ({"registers": {**SCALE_KEYS, "stable_bit": 3}}, "status bits need status_register"),
+        ({"registers": {**SCALE_KEYS, "weight_regster": 3}}, "unknown key 'weight_regster'"),
+        ({"registers": {"weight_register": 3}}, "with unit, decimals (or decimals_register)"),
         ({"port": "/dev/ttyUSB0"}, "stable name"),
         ({"units": [1, 1]}, "without repeats"),
     ]

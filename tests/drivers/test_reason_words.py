@@ -61,7 +61,7 @@ def test_modbus_tcp_refused_in_words() -> None:
             "transport": "tcp",
             "host": "127.0.0.1",
             "tcp_port": port,
-            "registers": {},
+            "registers": {"weight_register": 0, "unit": "kg", "decimals": 0},
         }
     )
     with pytest.raises(DeviceNotFoundError) as err:
@@ -71,7 +71,13 @@ def test_modbus_tcp_refused_in_words() -> None:
 
 def test_modbus_rtu_absent_port_is_not_present(tmp_path: Path) -> None:
     path = str(tmp_path / "usb-rs485-if00")
-    cfg = ModbusScaleConfig.model_validate({"type": "modbus_scale", "port": path, "registers": {}})
+    cfg = ModbusScaleConfig.model_validate(
+        {
+            "type": "modbus_scale",
+            "port": path,
+            "registers": {"weight_register": 0, "unit": "kg", "decimals": 0},
+        }
+    )
     with pytest.raises(DeviceNotFoundError) as err:
         ModbusScaleDriver("scale", cfg).open()
     assert str(err.value) == f"{path}: not present"

@@ -74,7 +74,7 @@ def write_config(tmp: Path, port: int, sim: ScaleSim) -> Path:
     path = agent_config(tmp, port, {"bus_1": table})
     with path.open("a") as f:
         f.write("[devices.bus_1.registers]\n")
-        regs = sim.cfg.registers.model_dump(exclude_defaults=True)
+        regs = sim.cfg.registers.model_dump(exclude_none=True)
         f.writelines(f"{k} = {json.dumps(v)}\n" for k, v in regs.items())
     return path
 

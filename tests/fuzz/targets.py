@@ -382,13 +382,18 @@ TARGETS: dict[str, DriverTarget] = {
 MODBUS_CONFIGS = tuple(
     _cfg(ModbusScaleConfig, type="modbus_scale", **kw)
     for kw in (
-        # an explicit empty [registers] table: every key at its default, as the map this
-        # corpus was recorded with (the table itself is required now)
-        {"port": SERIAL, "units": [1, 2], "registers": {}},
+        # every key at the RegisterMap default, the map this corpus was recorded with (the
+        # keys that set the weight's scale are required in a config now)
+        {
+            "port": SERIAL,
+            "units": [1, 2],
+            "registers": {"weight_register": 0, "unit": "kg", "decimals": 0},
+        },
         {
             "transport": "tcp",
             "host": "127.0.0.1",
             "registers": {
+                "weight_register": 0,
                 "weight_type": "float32",
                 "word_order": "little",
                 "unit": "g",
@@ -402,7 +407,13 @@ MODBUS_CONFIGS = tuple(
             "port": SERIAL,
             "units": [1],
             "min_weight_g": 0,
-            "registers": {"weight_type": "int16", "decimals_register": 1, "scale": 0.5},
+            "registers": {
+                "weight_register": 0,
+                "unit": "kg",
+                "weight_type": "int16",
+                "decimals_register": 1,
+                "scale": 0.5,
+            },
         },
     )
 )
