@@ -29,24 +29,21 @@ import signal
 import socket
 import threading
 import time
-from collections import deque
-from dataclasses import asdict
 from types import FrameType
-from typing import Any
 
 import structlog
 
 from drivers import driver_class
-from edge_agent import instance, sdnotify
-from edge_agent import outbox as queue_mod
+from edge_agent import commands, instance, sdnotify
 from edge_agent.config import AgentConfig, DeviceConfig, check_tls_files, load_config
-from edge_agent.control import SOCKET_HINT, ControlServer, Handler, answering_pid
+from edge_agent.control import SOCKET_HINT, ControlServer, answering_pid
 from edge_agent.errors import ConfigError
 from edge_agent.logs import register_secret
 from edge_agent.outbox import Outbox
 from edge_agent.publisher import Publisher
 from edge_agent.reading import Identity, Reading, boot_id
 from edge_agent.station_runner import StationRunner
+from edge_agent.status import Rates, device_status, queue_status, station_status
 from edge_agent.supervisor import DeviceWorker
 from edge_agent.topics import Topics
 from edge_agent.writer import Writer
@@ -87,7 +84,7 @@ class Daemon:
         )
         self.started_mono = time.monotonic()
         self.control: ControlServer | None = None
-        self._rates: deque[tuple[float, dict[str, tuple[int, int]]]] = deque(maxlen=13)
+        self.rates = Rates()
         self.stations = self._stations(cfg)
         self.reload_requested = threading.Event()
         self.workers = [
@@ -146,17 +143,7 @@ class Daemon:
         cfg = self.cfg.control
         if not cfg.enabled:
             return
-        handlers: dict[str, Handler] = {
-            "ping": lambda _r: {"ok": True, "pid": os.getpid()},
-            "status": lambda _r: {"ok": True, "status": self.status()},
-            "device": self._device_command,
-            "purge": lambda r: {
-                "ok": True,
-                "deleted": self.writer.call(
-                    lambda ob: ob.purge_sent_before(int(r["sent_before_ns"]))
-                ),
-            },
-        }
+        handlers = commands.handlers(self.status, lambda: self.workers, self.writer)
         server = ControlServer(cfg.path(), handlers, cfg.group)
         try:
             server.bind()
@@ -165,29 +152,6 @@ class Daemon:
             return
         server.start()
         self.control = server
-
-    def _device_command(self, req: dict[str, Any]) -> dict[str, Any]:
-        """``{"cmd": "device", "device": ID, "action": NAME}``: one of the driver's ``ACTIONS``,
-        run in the device thread; ``result`` is the device's reply (MT-SICS zero: ``A`` done,
-        ``I`` moving, ``+``/``-`` out of range)."""
-        worker = next((w for w in self.workers if w.driver.device_id == req.get("device")), None)
-        if worker is None:
-            known = ", ".join(w.driver.device_id for w in self.workers) or "none"
-            return {"ok": False, "error": f"no device {req.get('device')!r} (devices: {known})"}
-        action = str(req.get("action", ""))
-        actions = worker.driver.ACTIONS
-        if action not in actions:
-            valid = ", ".join(sorted(actions)) or "none"
-            return {
-                "ok": False,
-                "error": f"{worker.driver.device_id} ({worker.driver.kind}) does not support "
-                f"{action!r} (actions: {valid})",
-            }
-        try:
-            result = worker.call(getattr(worker.driver, action))
-        except TimeoutError:
-            return {"ok": False, "error": f"{worker.driver.device_id} is {worker.state}: try again"}
-        return {"ok": True, "result": str(result)}
 
     def start(self) -> None:
         """Start every thread, then tell systemd we are ready."""
@@ -260,7 +224,7 @@ class Daemon:
                 next_ping = time.monotonic() + ping_every
                 if self.healthy(window=self.HEALTH_WINDOW_S):
                     sdnotify.notify("WATCHDOG=1")
-            self._sample_rates()
+            self.rates.sample(self.workers)
             line = self.status_line()
             # at once when something changed that a technician should see (the broker went
             # down, the disk filled up), else every STATUS_EVERY_S for the queue figure
@@ -270,31 +234,6 @@ class Daemon:
                 last_status = line
                 sdnotify.notify("STATUS=" + line)
 
-    def _sample_rates(self) -> None:
-        now = time.monotonic()
-        if self._rates and now - self._rates[-1][0] < 5.0:
-            return
-        self._rates.append(
-            (
-                now,
-                {
-                    w.driver.device_id: (w.readings, sum(w.driver.rejects.values()))
-                    for w in self.workers
-                },
-            )
-        )
-
-    def _per_minute(self, device: str) -> tuple[float, float]:
-        """Readings and rejects per minute over the sampled window, from the oldest sample of
-        this device's current worker (a reload drops the samples of a restarted device)."""
-        samples = [(t, counts[device]) for t, counts in list(self._rates) if device in counts]
-        if len(samples) < 2:
-            return 0.0, 0.0
-        (t0, a), (t1, b) = samples[0], samples[-1]
-        span = max(t1 - t0, 1e-3) / 60
-        # counts only grow within one worker; max() guards a sample taken mid-restart
-        return round(max(b[0] - a[0], 0) / span, 1), round(max(b[1] - a[1], 0) / span, 1)
-
     def status(self) -> dict[str, object]:
         """Everything ``edge-agent status`` shows (see README "Control socket")."""
         return {
@@ -303,55 +242,11 @@ class Daemon:
             "line": self.node.line,
             "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self.started_mono, 1),
-            "devices": {w.driver.device_id: self._device_status(w) for w in self.workers},
-            "queue": self._queue_status(),
+            "devices": {w.driver.device_id: device_status(w, self.rates) for w in self.workers},
+            "queue": queue_status(self.cfg.queue),
             "broker": self.publisher.status(),
-            "stations": self._station_status(),
+            "stations": station_status(self.stations),
             "summary": self.status_line(),
-        }
-
-    def _station_status(self) -> dict[str, object]:
-        if self.stations is None:
-            return {}
-        try:
-            return {sid: st.kpis() for sid, st in self.stations.stations.items()}
-        except RuntimeError:  # a station changed mid-read (other thread); next status is fine
-            return {}
-
-    def _device_status(self, w: DeviceWorker) -> dict[str, object]:
-        now = time.monotonic()
-        per_min = self._per_minute(w.driver.device_id)
-        last = None if w.last_reading_mono is None else round(now - w.last_reading_mono, 3)
-        return {
-            "type": w.driver.kind,
-            "port": getattr(w.driver.cfg, "port", None),
-            "address": w.driver.address,
-            "state": w.state,
-            "reason": w.reason,
-            "readings": w.readings,
-            "last_reading_age_s": last,
-            "last_value": w.last_value,
-            "rejects": dict(w.driver.rejects),
-            "readings_per_min": per_min[0],
-            "rejects_per_min": per_min[1],
-            "reconnects": w.reconnects,
-        }
-
-    def _queue_status(self) -> dict[str, object]:
-        path = self.cfg.queue.path
-        con = queue_mod.open_reader(path)
-        try:
-            st = queue_mod.stats(con)
-        finally:
-            con.close()
-        oldest = None if st.oldest_pending_ns is None else time.time() - st.oldest_pending_ns / 1e9
-        disk = sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
-        return {
-            **asdict(st),
-            "oldest_pending_age_s": oldest,
-            "disk_bytes": disk,
-            "path": str(path),
-            "max_bytes": self.cfg.queue.max_bytes,
         }
 
     def stop(self) -> None:
@@ -406,8 +301,7 @@ class Daemon:
                 w.stop()
                 w.join(2.0)
                 self.workers.remove(w)
-                for _t, counts in list(self._rates):
-                    counts.pop(dev_id, None)  # a new worker counts from 0: no negative rate
+                self.rates.forget(dev_id)  # a new worker counts from 0: no negative rate
         for dev_id, dev in wanted.items():
             if dev_id not in running or dev != old_devices.get(dev_id):
                 w = self._worker(dev_id, dev)

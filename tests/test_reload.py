@@ -7,12 +7,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge_agent.daemon import Daemon
+from edge_agent.status import Rates
 from simulators.mosquitto import Mosquitto
 from tests.harness import ROOT, Subscriber, agent_config, backend_session_before, queue_rows
 from tests.test_e2e import assert_oracle, emitted, received, scanner_device
@@ -114,9 +113,12 @@ def test_sighup_keeps_unchanged_devices_and_their_order_and_starts_changed_ones_
 
 def test_rates_never_negative_when_a_counter_restarts() -> None:
     # the oldest sample in the 1-minute window holds a worker's count from before a restart
-    daemon = object.__new__(Daemon)  # only the rate window is needed, not a running daemon
-    daemon._rates = deque([(0.0, {"a": (500, 3)}), (30.0, {"a": (560, 3)}), (60.0, {"a": (7, 0)})])
-    assert daemon._per_minute("a") == (0.0, 0.0)
-    daemon._rates.append((90.0, {"a": (37, 1)}))  # the first sample of a's new worker counts
-    assert daemon._per_minute("a") == (0.0, 0.0)
-    assert daemon._per_minute("missing") == (0.0, 0.0)
+    rates = Rates()
+    rates.samples.extend([(0.0, {"a": (500, 3)}), (30.0, {"a": (560, 3)}), (60.0, {"a": (7, 0)})])
+    assert rates.per_minute("a") == (0.0, 0.0)
+    rates.samples.append((90.0, {"a": (37, 1)}))  # the first sample of a's new worker counts
+    assert rates.per_minute("a") == (0.0, 0.0)
+    assert rates.per_minute("missing") == (0.0, 0.0)
+    rates.forget("a")  # what a reload does for a restarted device
+    rates.samples.extend([(120.0, {"a": (37, 1)}), (150.0, {"a": (97, 1)})])
+    assert rates.per_minute("a") == (120.0, 0.0)  # 60 readings in 30 s, counted from restart
