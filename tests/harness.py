@@ -107,6 +107,26 @@ class Subscriber:
         self.client.loop_stop()
 
 
+def acl_broker_and_config(tmp: Path, acl: str) -> tuple[Any, Path]:
+    """A Mosquitto (not started) that admits user ``agent`` (password ``pw1``) under ``acl``
+    (the lines after ``user agent``), and an agent config for it using a password file."""
+    from simulators.mosquitto import Mosquitto
+
+    bdir = tmp / "aclb"
+    bdir.mkdir()
+    pw = bdir / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(pw), "agent", "pw1"], check=True)
+    (bdir / "acl").write_text("user agent\n" + acl)
+    broker = Mosquitto(
+        bdir, extra=f"password_file {pw}\nacl_file {bdir / 'acl'}\n", anonymous=False
+    )
+    secret = tmp / "pw"
+    secret.write_text("pw1")
+    secret.chmod(0o600)
+    cfg = agent_config(tmp, broker.port, {}, f'username = "agent"\npassword_file = "{secret}"')
+    return broker, cfg
+
+
 def backend_session_before(broker: Any) -> None:
     """Give the backend its persistent session and subscription on a broker that is not running
     yet, then stop it again: whatever the agent publishes once the broker is back waits in that

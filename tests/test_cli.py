@@ -25,7 +25,7 @@ from edge_agent.errors import EX_CONFIG
 from simulators.modbus_scale import DEFAULT_MAP, ScaleSim, ScaleSimConfig
 from simulators.mosquitto import Mosquitto, free_port
 from simulators.serial_line_scanner import ScannerSim
-from tests.harness import ROOT, Agent, Subscriber, agent_config
+from tests.harness import ROOT, Agent, Subscriber, acl_broker_and_config, agent_config
 from tests.test_e2e import received, scanner_device
 from tests.tls import make_ca, make_server_cert
 
@@ -250,22 +250,10 @@ def test_broker_test_wrong_ca_names_tls_step(tmp_path: Path) -> None:
 
 
 def test_broker_test_acl_denied_reason_in_words(tmp_path: Path) -> None:
-    bdir = tmp_path / "aclb"
-    bdir.mkdir()
-    pw = bdir / "passwd"
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(pw), "agent", "pw1"], check=True)
-    (bdir / "acl").write_text("user agent\ntopic write edge/v1/T1/L1/test-agent/status\n")
-    broker = Mosquitto(
-        bdir, extra=f"password_file {pw}\nacl_file {bdir / 'acl'}\n", anonymous=False
-    )
+    acl = "topic write edge/v1/T1/L1/test-agent/status\n"
+    broker, cfg = acl_broker_and_config(tmp_path, acl)
     broker.start()
     try:
-        secret = tmp_path / "pw"
-        secret.write_text("pw1")
-        secret.chmod(0o600)
-        cfg = agent_config(
-            tmp_path, broker.port, {}, f'username = "agent"\npassword_file = "{secret}"'
-        )
         res = cli("broker-test", "-c", str(cfg))
         assert res.returncode == 1
         assert "FAILED at publish: Not authorized (0x87)" in res.stdout, res.stdout

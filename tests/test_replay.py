@@ -11,7 +11,7 @@ from pathlib import Path
 from edge_agent.outbox import Outbox, OutEvent
 from edge_agent.reading import Capture, Decoded, Identity, Kind
 from simulators.mosquitto import Mosquitto
-from tests.harness import ROOT, Subscriber, agent_config
+from tests.harness import ROOT, Subscriber, acl_broker_and_config, agent_config
 
 NODE = Identity(agent="test-agent", site="T1", line="L1", boot_id="b")
 BASE = "edge/v1/T1/L1/test-agent"
@@ -63,25 +63,12 @@ def test_replay_puts_every_kind_on_its_own_topic(
 
 
 def test_replay_reports_a_refused_publish_with_its_reason_code(tmp_path: Path) -> None:
-    bdir = tmp_path / "aclb"
-    bdir.mkdir()
-    pw = bdir / "passwd"
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(pw), "agent", "pw1"], check=True)
-    (bdir / "acl").write_text(  # readings and batches allowed, station events not
-        f"user agent\ntopic write {BASE}/batch\ntopic write {BASE}/reading/#\n"
-        f"topic write {BASE}/exception/#\n"
+    acl = (  # readings and batches allowed, station events not
+        f"topic write {BASE}/batch\ntopic write {BASE}/reading/#\ntopic write {BASE}/exception/#\n"
     )
-    broker = Mosquitto(
-        bdir, extra=f"password_file {pw}\nacl_file {bdir / 'acl'}\n", anonymous=False
-    )
+    broker, cfg = acl_broker_and_config(tmp_path, acl)
     broker.start()
     try:
-        secret = tmp_path / "pw"
-        secret.write_text("pw1")
-        secret.chmod(0o600)
-        cfg = agent_config(
-            tmp_path, broker.port, {}, f'username = "agent"\npassword_file = "{secret}"'
-        )
         fill(tmp_path / "state" / "queue.db")
         res = replay(cfg)
     finally:
