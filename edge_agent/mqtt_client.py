@@ -131,10 +131,7 @@ class _Client(mqtt.Client):
             self._takeovers.append(now)
             base = TAKEOVER_FIRST_S * 2.0 ** (len(self._takeovers) - 1)
             delay = min(base, TAKEOVER_MAX_S) * random.uniform(1.0, 1.5)
-            self.reconnect_delay_set(
-                min_delay=delay,  # type: ignore[arg-type]
-                max_delay=max(int(delay) + 1, self.normal_max_delay),
-            )
+            self.reconnect_delay_set(delay, max(delay, self.normal_max_delay))
             self._backing_off = True
             return delay
 
@@ -143,10 +140,7 @@ class _Client(mqtt.Client):
         with self._delay_lock:
             if self._backing_off:
                 self._backing_off = False
-                self.reconnect_delay_set(
-                    min_delay=RECONNECT_MIN_S,  # type: ignore[arg-type]
-                    max_delay=self.normal_max_delay,
-                )
+                self.reconnect_delay_set(RECONNECT_MIN_S, self.normal_max_delay)
 
     #: When paho's network loop tries to reconnect next (``time.monotonic()``); None while it
     #: is not waiting (connected, or an attempt under way).
@@ -155,9 +149,10 @@ class _Client(mqtt.Client):
     _max_delay: float = 1.0
     _waits = 0
 
-    def reconnect_delay_set(self, min_delay: int = 1, max_delay: int = 120) -> None:
-        """paho's own, remembered for :meth:`note_failure` (public API only: no paho internals)."""
-        super().reconnect_delay_set(min_delay=min_delay, max_delay=max_delay)
+    def reconnect_delay_set(self, min_delay: float = 1, max_delay: float = 120) -> None:
+        """paho's own, remembered for :meth:`note_failure` (public API only: no paho internals).
+        paho types the delays as int but takes floats (the first retry 0.5 s after a drop)."""
+        super().reconnect_delay_set(min_delay, max_delay)  # type: ignore[arg-type]
         self._min_delay, self._max_delay, self._waits = float(min_delay), float(max_delay), 0
 
     def note_failure(self) -> None:
@@ -202,10 +197,7 @@ def build_client(cfg: MqttConfig, client_id: str, password: SecretStr | None) ->
     # to reconnect_max_s. Mosquitto 2.0 closes the connection after a PUBACK 0x87 (#2579): the
     # alarm raised by that rejection must not wait a whole second for the reconnect (T17).
     client.normal_max_delay = max(1, int(cfg.reconnect_max_s))
-    client.reconnect_delay_set(
-        min_delay=RECONNECT_MIN_S,  # type: ignore[arg-type]
-        max_delay=client.normal_max_delay,
-    )
+    client.reconnect_delay_set(RECONNECT_MIN_S, client.normal_max_delay)
     if cfg.username is not None:
         secret = password.get_secret_value() if password is not None else None
         client.username_pw_set(cfg.username, secret)
