@@ -32,14 +32,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @dataclass(frozen=True)
-class Installed:
-    """The base image with edge-agent installed from scratch, and what install.sh said."""
+class Wheels:
+    """The offline wheelhouse (made on the host: the guest has no network for pip)."""
 
-    disk: Path
-    output: str
-    install_s: float
-    wheels_s: float
-    boot_s: float
+    path: Path
+    seconds: float
 
 
 def timing(name: str, seconds: float) -> None:
@@ -64,22 +61,21 @@ def vm_image() -> BaseImage:
 
 
 @pytest.fixture(scope="session")
-def vm_installed(
-    vm_image: BaseImage, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Installed]:
-    """Boot a clean base image, copy the checkout and a wheelhouse in, run install.sh."""
-    work = tmp_path_factory.mktemp("vm-install")
-    guest = Guest(vm_image, work, usb_serial=None)
-    try:
-        wheels_s = lab.wheelhouse(guest.share / "wheels")
-        guest.start()
-        out, secs = lab.install(guest, guest.share / "wheels")
-        guest.run("rm -rf /root/edge-agent")
-        guest.shutdown()
-    finally:
-        guest.close()
-    timing("install.sh from scratch", secs)
-    yield Installed(guest.disk, out, secs, wheels_s, guest.boot_s)
+def vm_wheels(vm_image: BaseImage, tmp_path_factory: pytest.TempPathFactory) -> Wheels:
+    path = tmp_path_factory.mktemp("vm-wheels") / "wheels"
+    secs = lab.wheelhouse(path)
+    timing("wheelhouse on the host", secs)
+    return Wheels(path, secs)
+
+
+@pytest.fixture(scope="session")
+def vm_ready(
+    vm_image: BaseImage, vm_wheels: Wheels, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The image scenarios 2-6 start from: edge-agent installed (chroot install.sh), enabled."""
+    disk, secs = lab.installed_image(vm_image, vm_wheels.path, tmp_path_factory.mktemp("vm-ready"))
+    timing("installed image (chroot install.sh)" if secs else "installed image (cached)", secs or 0)
+    return disk
 
 
 @pytest.fixture
@@ -93,10 +89,10 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 
 @pytest.fixture
 def guest(
-    vm_image: BaseImage, vm_installed: Installed, tmp_path: Path, request: pytest.FixtureRequest
+    vm_image: BaseImage, vm_ready: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Guest]:
     """A guest on a fresh overlay of the installed image (not started: the test starts it)."""
-    g = Guest(vm_image, tmp_path / "guest", backing=vm_installed.disk)
+    g = Guest(vm_image, tmp_path / "guest", backing=vm_ready)
     t0 = time.monotonic()
     try:
         yield g

@@ -97,9 +97,11 @@ ExecStart=-/sbin/agetty --autologin root --noclear --keep-baud 115200 %I $TERM
 
 @dataclass(frozen=True)
 class BaseImage:
-    """A built guest: root filesystem image, kernel and initrd, and the key they were built at."""
+    """A built guest: root filesystem image (and its tree, for images derived by chroot), kernel
+    and initrd, and the key they were built at."""
 
     disk: Path
+    tree: Path
     kernel: Path
     initrd: Path
     key: str
@@ -118,7 +120,7 @@ def cache_dir() -> Path:
 
 def apt_mirror() -> str:
     """The Debian mirror apt uses on this machine (deb822 ``URIs:`` or one-line ``deb``)."""
-    files = sorted(Path("/etc/apt/sources.list.d").glob("*")) + [Path("/etc/apt/sources.list")]
+    files = [*sorted(Path("/etc/apt/sources.list.d").glob("*")), Path("/etc/apt/sources.list")]
     for f in files:
         if not f.is_file():
             continue
@@ -214,8 +216,9 @@ def base_image(log: Path | None = None) -> BaseImage:
     root = cache_dir()
     out = root / f"base-{key}"
     disk, kernel, initrd = out / "rootfs.raw", out / "vmlinuz", out / "initrd.img"
+    tree = out / "rootfs"
     if (out / "done").exists():
-        return BaseImage(disk, kernel, initrd, key, None)
+        return BaseImage(disk, tree, kernel, initrd, key, None)
     t0 = time.monotonic()
     root.mkdir(parents=True, exist_ok=True)
     work = root / f"build-{key}"
@@ -276,10 +279,11 @@ def base_image(log: Path | None = None) -> BaseImage:
         ["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(rootfs), str(disk), IMAGE_SIZE],
         log,
     )
+    rootfs.rename(tree)
     shutil.rmtree(work, ignore_errors=True)
     (out / "done").write_text(f"{time.monotonic() - t0:.1f}\n")
     # older keys' images are dead weight
     for old in root.glob("base-*"):
         if old != out:
             shutil.rmtree(old, ignore_errors=True)
-    return BaseImage(disk, kernel, initrd, key, time.monotonic() - t0)
+    return BaseImage(disk, tree, kernel, initrd, key, time.monotonic() - t0)

@@ -19,7 +19,7 @@ from typing import Any
 from simulators.mosquitto import Mosquitto
 from simulators.pty_port import PtyPort
 from simulators.serial_line_scanner import ScannerSim, ScannerSimConfig
-from tests.vm.image import cache_dir
+from tests.vm.image import BaseImage, cache_dir
 from tests.vm.qemu import Guest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,6 +90,75 @@ def wheelhouse(dest: Path) -> float:
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(cached, dest)
     return time.monotonic() - t0
+
+
+def tree_hash(root: Path) -> str:
+    """Hash of a directory's file names and contents."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def installed_image(base: BaseImage, wheels: Path, workdir: Path) -> tuple[Path, float | None]:
+    """The base image with edge-agent installed by ``install.sh`` run in a chroot (install.sh's
+    documented way to build an image) and the unit enabled: the starting disk of scenarios 2-6.
+
+    Cached beside the base image, keyed by the base image, the wheels and the checkout. Scenario
+    1 installs on the live guest instead. Returns the raw image and the build seconds (None:
+    cached).
+    """
+    stage_checkout(workdir / "src")
+    key = hashlib.sha256(
+        f"{base.key}{tree_hash(wheels)}{tree_hash(workdir / 'src')}".encode()
+    ).hexdigest()[:16]
+    out = cache_dir() / f"installed-{key}.raw"
+    if out.exists():
+        return out, None
+    t0 = time.monotonic()
+    for old in cache_dir().glob("installed-*.raw"):
+        old.unlink()
+    tree = workdir / "rootfs"
+    subprocess.run(["cp", "-a", "--reflink=auto", str(base.tree), str(tree)], check=True)
+    shutil.copytree(workdir / "src", tree / "root/edge-agent")
+    shutil.copytree(wheels, tree / "root/wheels")
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+    mounts = [tree / "proc", tree / "dev"]
+    subprocess.run(["mount", "-t", "proc", "proc", str(mounts[0])], check=True)
+    subprocess.run(["mount", "--bind", "/dev", str(mounts[1])], check=True)
+    try:
+        subprocess.run(
+            [
+                "chroot",
+                str(tree),
+                "/root/edge-agent/systemd/install.sh",
+                "--wheels",
+                "/root/wheels",
+            ],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
+        subprocess.run(
+            ["chroot", str(tree), "systemctl", "enable", "edge-agent.service"],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
+    finally:
+        for m in reversed(mounts):
+            subprocess.run(["umount", "-l", str(m)], check=False)
+    shutil.rmtree(tree / "root/edge-agent")
+    shutil.rmtree(tree / "root/wheels")
+    tmp = out.with_suffix(".tmp")
+    subprocess.run(
+        ["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(tree), str(tmp), "2G"],
+        check=True,
+        capture_output=True,
+    )
+    tmp.rename(out)
+    shutil.rmtree(tree)
+    return out, time.monotonic() - t0
 
 
 def auth_broker(workdir: Path, password: str) -> Mosquitto:

@@ -224,7 +224,7 @@ class Guest:
     def create_overlay(self) -> None:
         """A fresh qcow2 overlay on the backing disk (a clean disk for this scenario)."""
         self.disk.unlink(missing_ok=True)
-        fmt = "raw" if self.backing.suffix == ".raw" else "qcow2"
+        fmt = "raw" if self.backing.suffix == ".raw" else "qcow2"  # never probe a raw image
         subprocess.run(
             [
                 "qemu-img",
@@ -301,21 +301,21 @@ class Guest:
         t0 = time.monotonic()
         with self.console.open("a") as c:
             c.write(f"\n===== boot {self.boots + 1} =====\n")
-        self.proc = subprocess.Popen(
-            self.command_line(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=(self.dir / "qemu.stderr").open("ab"),
-        )
+        with (self.dir / "qemu.stderr").open("ab") as err:
+            self.proc = subprocess.Popen(
+                self.command_line(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+            )
         self.qmp = Qmp(self.qmp_path)
         self.usb = UsbSerial(self.usb_sock, self.dir / "scanner.pty", self.usb_serial_id or "")
         self.usb.connect()
         deadline = time.monotonic() + timeout
         while not (self.share / "out" / "runner.up").exists():
             if self.proc.poll() is not None:
-                raise GuestError(f"qemu exited with {self.proc.returncode}\n{self.console_tail()}")
+                msg = f"qemu exited with {self.proc.returncode}\n{self.console_tail()}"
+                raise GuestError(msg)
             if time.monotonic() > deadline:
-                raise GuestError(f"guest not up within {timeout} s\n{self.console_tail()}")
+                msg = f"guest not up within {timeout} s\n{self.console_tail()}"
+                raise GuestError(msg)
             time.sleep(0.1)
         self.boots += 1
         self.boot_s = time.monotonic() - t0
@@ -369,7 +369,8 @@ class Guest:
         deadline = t0 + timeout
         while not rc_file.exists():
             if self.proc is None or self.proc.poll() is not None:
-                raise GuestError(f"qemu is not running (job {script[:80]!r})")
+                msg = f"qemu is not running (job {script[:80]!r})"
+                raise GuestError(msg)
             if time.monotonic() > deadline:
                 partial = (
                     (out / f"{n}.out").read_text(errors="replace")

@@ -1,0 +1,195 @@
+"""Scenarios 2 and 3: the shipped, hardened unit under real systemd.
+
+2. A scanner on the emulated USB serial adapter (FTDI, ``/dev/serial/by-id/...``), the agent
+   publishing to a broker that wants a password, given by ``LoadCredential=``; the control
+   socket (``edge-agent status`` through the wrapper) and the metrics endpoint work under the
+   sandbox; the password appears in no command line and no journal line; the ledger.
+3. Watchdog: the writer is wedged from outside (a root process in the guest holds the queue's
+   SQLite write lock, as a backup tool or a hung disk would: the writer blocks inside its
+   commit); the petting stops, systemd sends SIGABRT, PYTHONFAULTHANDLER puts every thread's
+   stack in the journal, ``Restart=on-failure`` brings the agent back; no committed reading is
+   lost (the ledger). ``WatchdogSec=`` is shortened to 5 s by a drop-in to keep the test short.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from simulators.mosquitto import Mosquitto
+from tests import ledger
+from tests.harness import Subscriber, queue_rows
+from tests.vm import lab
+from tests.vm.conftest import PASSWORD, timing
+from tests.vm.qemu import Guest
+
+UNIT = Path(__file__).resolve().parents[2] / "systemd" / "edge-agent.service"
+
+
+def boot_with_config(guest: Guest, broker: Mosquitto, extra: str = "") -> None:
+    guest.start()
+    timing("boot (installed image)", guest.boot_s)
+    assert guest.usb is not None
+    devices = {lab.DEVICE: {**lab.SCANNER_CFG, "port": guest.usb.by_id}}
+    lab.write_config(guest, lab.agent_toml(broker.port, devices, extra), PASSWORD)
+
+
+@pytest.mark.timeout(600)
+def test_hardened_unit_with_usb_serial_scanner_and_credential(
+    guest: Guest, broker: Mosquitto, tmp_path: Path
+) -> None:
+    boot_with_config(guest, broker, "[metrics]\nenabled = true\nport = 9108")
+    # the unit systemd runs is the shipped one, byte for byte
+    (guest.share / "unit.expected").write_text(UNIT.read_text())
+    guest.run("cmp /mnt/lab/unit.expected /etc/systemd/system/edge-agent.service")
+    backend = Subscriber(broker.port, auth=("backend", "backend-pw"))
+    try:
+        assert backend.subscribed.wait(10)
+        guest.run("systemctl reset-failed edge-agent.service || true")
+        timing("systemctl start -> READY (hardened)", lab.start_service(guest))
+        props = guest.run(
+            "systemctl show edge-agent.service -p DevicePolicy -p MemoryDenyWriteExecute "
+            "-p NoNewPrivileges -p ProtectSystem -p User -p LoadCredential"
+        ).out
+        assert "DevicePolicy=closed" in props, props
+        assert "MemoryDenyWriteExecute=yes" in props, props
+        assert "User=edge-agent" in props, props
+
+        sim = lab.scanner(guest, rate=10.0, seed=2)
+        sim.start(count=50)
+        sim.wait(30)
+        assert backend.wait_for(lambda: len(backend.readings()) >= 50, timeout=60), (
+            f"{len(backend.readings())} of 50 readings arrived"
+        )
+        # control socket (wrapper, as root: runs as edge-agent) and metrics under the sandbox
+        st = json.loads(guest.run("edge-agent status --json").out)
+        assert st, st
+        metrics = guest.run(
+            'python3 -c "import urllib.request; print(urllib.request.urlopen('
+            "'http://127.0.0.1:9108/metrics', timeout=10).read().decode())\""
+        ).out
+        assert "edge_agent" in metrics, metrics[:500]
+        # the password: not on any command line, not in the journal
+        cmdlines = guest.run("cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' || true").out
+        assert PASSWORD not in cmdlines
+        journal = guest.run("journalctl -b --no-pager -o cat").out
+        assert PASSWORD not in journal
+        # nothing in the sandbox was refused: no EPERM/EACCES in the agent's own log
+        denied = [
+            ln
+            for ln in lab.journal_lines(guest)
+            if "Operation not permitted" in ln or "Permission denied" in ln
+        ]
+        assert not denied, denied[:5]
+        security = guest.run(
+            "systemd-analyze security edge-agent.service --no-pager | tail -1", check=False
+        ).out
+        print(f"live exposure: {security.strip()}")
+
+        guest.run("systemctl stop edge-agent.service", timeout=60)
+        assert lab.integrity_check(guest) == "ok"
+        db = lab.fetch_queue(guest, tmp_path / "queue")
+        fig = ledger.check(
+            "vm_hardened_unit",
+            backend,
+            db,
+            emitted=ledger.scanner_emitted(lab.DEVICE, sim),
+            devices=[lab.DEVICE],
+        )
+        assert fig.committed == 50, fig
+    finally:
+        backend.close()
+
+
+WATCHDOG_DROPIN = "[Service]\nWatchdogSec=5s\n"
+
+#: Holds the queue's write lock until /mnt/lab/release exists (the writer blocks in COMMIT).
+LOCKER = """
+cat >/root/locker.py <<'PY'
+import os, sqlite3, time
+con = sqlite3.connect("/var/lib/edge-agent/queue.db", timeout=30, isolation_level=None)
+con.execute("BEGIN IMMEDIATE")
+open("/mnt/lab/locked", "w").close()
+while not os.path.exists("/mnt/lab/release"):
+    time.sleep(0.1)
+con.execute("ROLLBACK")
+PY
+setsid python3 /root/locker.py >/dev/null 2>&1 </dev/null &
+"""
+
+
+@pytest.mark.timeout(600)
+def test_watchdog_aborts_a_wedged_writer_and_restarts(
+    guest: Guest, broker: Mosquitto, tmp_path: Path
+) -> None:
+    boot_with_config(guest, broker)
+    guest.run(
+        "mkdir -p /etc/systemd/system/edge-agent.service.d\n"
+        f"printf '{WATCHDOG_DROPIN}' >/etc/systemd/system/edge-agent.service.d/watchdog.conf\n"
+        "systemctl daemon-reload"
+    )
+    backend = Subscriber(broker.port, auth=("backend", "backend-pw"))
+    try:
+        assert backend.subscribed.wait(10)
+        lab.start_service(guest)
+        pid0 = guest.run("systemctl show -p MainPID --value edge-agent").out.strip()
+        sim = lab.scanner(guest, rate=10.0, seed=3)
+        sim.start()
+        time.sleep(4.0)
+        t_wedge = time.time()
+        guest.run(LOCKER)
+        guest.wait_until("test -e /mnt/lab/locked", timeout=20)
+        # systemd: watchdog timeout -> SIGABRT -> core/stack dump -> restart
+        t0 = time.monotonic()
+        guest.wait_until(
+            "journalctl -u edge-agent --no-pager -o cat | grep -q 'Watchdog timeout'",
+            timeout=60,
+            interval=0.5,
+        )
+        abort_s = time.monotonic() - t0
+        timing("wedge -> watchdog SIGABRT", abort_s)
+        (guest.share / "release").write_text("")
+        guest.wait_until(
+            'test "$(systemctl show -p NRestarts --value edge-agent)" -ge 1 && '
+            "systemctl is-active -q edge-agent && "
+            f'test "$(systemctl show -p MainPID --value edge-agent)" != {pid0}',
+            timeout=90,
+            interval=0.5,
+        )
+        restart_s = time.monotonic() - t0
+        t_back = time.time()
+        timing("wedge -> restarted and READY", restart_s)
+        time.sleep(4.0)  # the restarted agent reads the scanner again
+        sim.stop()
+        n_sent = len(ledger.scanner_emitted(lab.DEVICE, sim))
+        time.sleep(2.0)
+        journal = guest.run("journalctl -u edge-agent --no-pager -o cat").out
+        assert "Fatal Python error: Aborted" in journal, journal[-3000:]
+        threads = journal.count("most recent call first")
+        assert threads >= 3, f"only {threads} thread stacks in the journal:\n{journal[-3000:]}"
+        guest.run("systemctl stop edge-agent.service", timeout=60)
+        assert lab.integrity_check(guest) == "ok"
+        db = lab.fetch_queue(guest, tmp_path / "queue")
+        assert backend.wait_for(
+            lambda: {r["id"] for _, r in backend.readings()} >= {r["id"] for r in queue_rows(db)},
+            timeout=30,
+        )
+        fig = ledger.check(
+            "vm_watchdog",
+            backend,
+            db,
+            emitted=ledger.scanner_emitted(lab.DEVICE, sim),
+            # readings read but not committed when SIGABRT came, and those written while no
+            # agent had the port open, are not the agent's to keep
+            downtime=[(t_wedge, t_back + 1.0)],
+            devices=[lab.DEVICE],
+            abort_s=round(abort_s, 1),
+            restart_s=round(restart_s, 1),
+            thread_stacks=threads,
+        )
+        assert fig.emitted_received > 0 and n_sent > fig.emitted_received - 1, fig
+    finally:
+        backend.close()
