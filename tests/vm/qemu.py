@@ -70,10 +70,10 @@ class Qmp:
     def _read(self) -> dict[str, Any]:
         line = self.file.readline()
         if not line:
-            msg = "QMP connection closed"
-            raise GuestError(msg)
-        msg: dict[str, Any] = json.loads(line)
-        return msg
+            err = "QMP connection closed"
+            raise GuestError(err)
+        reply: dict[str, Any] = json.loads(line)
+        return reply
 
     def command(self, name: str, **arguments: Any) -> Any:
         """Run one command; returns its ``return`` value, raises on an ``error``."""
@@ -358,11 +358,14 @@ class Guest:
 
     # ---- jobs --------------------------------------------------------------------------
     def run(self, script: str, timeout: float = 120.0, check: bool = True) -> Result:
-        """Run a bash ``script`` in the guest as root; raises if ``check`` and it fails."""
+        """Run a bash ``script`` in the guest as root; with ``check`` under ``set -euo
+        pipefail`` and raising when it fails, else every line runs and the last one's exit
+        code is returned."""
         n = next(self._jobs)
         jobs, out = self.share / "jobs", self.share / "out"
         tmp = jobs / f"{n}.tmp"
-        tmp.write_text("set -euo pipefail\n" + script + "\n")
+        # checked jobs stop at the first failing command; unchecked ones run every line
+        tmp.write_text(("set -euo pipefail\n" if check else "") + script + "\n")
         t0 = time.monotonic()
         tmp.rename(jobs / f"{n}.sh")
         rc_file = out / f"{n}.rc"
