@@ -271,8 +271,11 @@ class Guest:
             "user,id=n0",
             "-device",
             "virtio-net-pci,netdev=n0,romfile=",
+            # appended to, so the console of every boot (power cuts) stays in one file
+            "-chardev",
+            f"file,id=console,path={self.console},append=on",
             "-serial",
-            f"file:{self.console}",
+            "chardev:console",
             "-qmp",
             f"unix:{self.qmp_path},server=on,wait=off",
             "-device",
