@@ -29,9 +29,10 @@ LOCAL_RULE += 'GROUP="edge-agent", MODE="0660"\n'
 
 def key(guest: Guest, qcode: str, down: bool) -> None:
     assert guest.qmp is not None
+    # no device= : with -display none there is no console to bind it to; events go to the
+    # active keyboard, the usb-kbd once the guest's usbhid enabled it
     guest.qmp.command(
         "input-send-event",
-        device="kbd1",
         events=[{"type": "key", "data": {"down": down, "key": {"type": "qcode", "data": qcode}}}],
     )
 

@@ -1,8 +1,10 @@
 """Scenario 4: USB serial hotplug under the hardened unit.
 
 * Ten QMP ``device_del`` / ``device_add`` cycles of the emulated FTDI adapter while the
-  simulated scanner writes (it pauses while the cable is out: bytes sent into an unplugged
-  adapter go nowhere, on a real line too). Every reading written while plugged arrives.
+  simulated scanner writes. It pauses from just before the unplug until the agent has the port
+  open again: bytes sent into an unplugged adapter go nowhere, and bytes the adapter holds
+  before the port is opened are purged by ftdi_sio's reset on open (on a real line too).
+  Every reading written while the agent had the port open arrives.
 * Boot with no adapter at all (``usbserial``/``ftdi_sio`` not loaded, so the unit's
   ``DeviceAllow=char-ttyUSB`` has to resolve through ``modprobe@usbserial``), plug it in later:
   the udev rule's stable name appears and the running agent reads the scanner through it.
@@ -40,6 +42,7 @@ def test_hotplug_ten_times_while_scanning(guest: Guest, broker: Mosquitto, tmp_p
         sim.start()
         gone: list[float] = []
         back: list[float] = []
+        reopened: list[float] = []
         for _ in range(CYCLES):
             time.sleep(1.5)
             sim._paused.set()  # between two frames; let the last ones reach the guest
@@ -52,6 +55,14 @@ def test_hotplug_ten_times_while_scanning(guest: Guest, broker: Mosquitto, tmp_p
             guest.plug_usb_serial()
             guest.wait_until(f"test -e {guest.usb.by_id}", timeout=15, interval=0.1)
             back.append(time.monotonic() - t1)
+            # the agent reopened the port (its supervisor retries with a backoff)
+            guest.wait_until(
+                "test $(journalctl -u edge-agent -o cat | grep device_state | grep -c connected)"
+                f" -ge {len(back) + 1}",
+                timeout=30,
+                interval=0.2,
+            )
+            reopened.append(time.monotonic() - t1)
             sim._paused.clear()
         time.sleep(2.0)
         sim.stop()
@@ -61,6 +72,7 @@ def test_hotplug_ten_times_while_scanning(guest: Guest, broker: Mosquitto, tmp_p
         ), f"{len({r['value'] for _, r in backend.readings()})} of {len(emitted)} arrived"
         timing("hotplug: unplugged -> by-id link gone (max)", max(gone))
         timing("hotplug: plugged -> by-id link back (max)", max(back))
+        timing("hotplug: plugged -> agent reading again (max)", max(reopened))
         guest.run("systemctl stop edge-agent.service", timeout=60)
         db = lab.fetch_queue(guest, tmp_path / "queue")
         ledger.check(
@@ -72,6 +84,7 @@ def test_hotplug_ten_times_while_scanning(guest: Guest, broker: Mosquitto, tmp_p
             cycles=CYCLES,
             gone_s=[round(g, 2) for g in gone],
             back_s=[round(b, 2) for b in back],
+            reopened_s=[round(r, 2) for r in reopened],
         )
     finally:
         sim.stop()
