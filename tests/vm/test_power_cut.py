@@ -49,7 +49,7 @@ def test_power_cuts(guest: Guest, broker: Mosquitto, tmp_path: Path) -> None:
     try:
         for i in range(CUTS):
             sim.start()
-            run_s = rng.uniform(3.0, 9.0)
+            run_s = rng.uniform(2.0, 6.0)
             if i % 2 == 1:  # the broker goes away for part of the run: the queue backs up
                 time.sleep(run_s / 3)
                 broker.stop()
