@@ -26,6 +26,8 @@ QCODES = {**{c: c.lower() for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}, **{d: d for d 
 LOCAL_RULE = 'SUBSYSTEM=="usb", ENV{DEVTYPE}=="usb_device", ATTR{idVendor}=="0627", '
 LOCAL_RULE += 'GROUP="edge-agent", MODE="0660"\n'
 
+pytestmark = pytest.mark.vm
+
 
 def key(guest: Guest, qcode: str, down: bool) -> None:
     assert guest.qmp is not None

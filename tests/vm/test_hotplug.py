@@ -26,6 +26,8 @@ from tests.vm.qemu import Guest
 
 CYCLES = 10
 
+pytestmark = pytest.mark.vm
+
 
 @pytest.mark.timeout(600)
 def test_hotplug_ten_times_while_scanning(guest: Guest, broker: Mosquitto, tmp_path: Path) -> None:

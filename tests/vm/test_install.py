@@ -27,6 +27,8 @@ from tests.vm.conftest import PASSWORD, Wheels, timing
 from tests.vm.image import BaseImage
 from tests.vm.qemu import Guest
 
+pytestmark = pytest.mark.vm
+
 
 @pytest.mark.timeout(900)
 def test_install_from_scratch(

@@ -30,6 +30,8 @@ CUTS = 5
 #: group commit, i.e. never committed: not the agent's to keep.
 LOSS_WINDOW_S = 2.0
 
+pytestmark = pytest.mark.vm
+
 
 @pytest.mark.timeout(900)
 def test_power_cuts(guest: Guest, broker: Mosquitto, tmp_path: Path) -> None:

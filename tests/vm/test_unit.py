@@ -30,6 +30,8 @@ from tests.vm.qemu import Guest
 
 UNIT = Path(__file__).resolve().parents[2] / "systemd" / "edge-agent.service"
 
+pytestmark = pytest.mark.vm
+
 
 def boot_with_config(guest: Guest, broker: Mosquitto, extra: str = "") -> None:
     guest.start()
