@@ -102,7 +102,10 @@ def tree_hash(root: Path) -> str:
 
 def installed_image(base: BaseImage, wheels: Path, workdir: Path) -> tuple[Path, float | None]:
     """The base image with edge-agent installed by ``install.sh`` run in a chroot (install.sh's
-    documented way to build an image) and the unit enabled: the starting disk of scenarios 2-6.
+    documented way to build an image): the starting disk of scenarios 2-6. The unit is not
+    enabled (install.sh enables it only where systemd runs): a guest must not start the agent
+    at boot while the test is still writing its config (the start would race the config and
+    drop-ins, and the test's own ``systemctl start`` would then be a no-op).
 
     Cached beside the base image, keyed by the base image, the wheels and the checkout. Scenario
     1 installs on the live guest instead. Returns the raw image and the build seconds (None:
@@ -135,12 +138,6 @@ def installed_image(base: BaseImage, wheels: Path, workdir: Path) -> tuple[Path,
                 "--wheels",
                 "/root/wheels",
             ],
-            check=True,
-            env=env,
-            capture_output=True,
-        )
-        subprocess.run(
-            ["chroot", str(tree), "systemctl", "enable", "edge-agent.service"],
             check=True,
             env=env,
             capture_output=True,
@@ -236,6 +233,8 @@ def install(guest: Guest, wheels: Path) -> tuple[str, float]:
 
 def start_service(guest: Guest, timeout: float = 90.0) -> float:
     """``systemctl start`` (Type=notify: returns once READY=1 came); returns the seconds."""
+    state = guest.run("systemctl is-active edge-agent.service", check=False).out.strip()
+    assert state in ("inactive", "failed"), f"edge-agent is already {state}: start would do nothing"
     res = guest.run("systemctl start edge-agent.service", timeout=timeout, check=False)
     if res.rc != 0:
         status = guest.run(

@@ -46,9 +46,9 @@ def test_hotplug_ten_times_while_scanning(guest: Guest, broker: Mosquitto, tmp_p
         back: list[float] = []
         reopened: list[float] = []
         for _ in range(CYCLES):
-            time.sleep(1.5)
+            time.sleep(1.0)
             sim._paused.set()  # between two frames; let the last ones reach the guest
-            time.sleep(0.5)
+            time.sleep(0.3)
             t0 = time.monotonic()
             guest.unplug_usb_serial()
             guest.wait_until(f"! test -e {guest.usb.by_id}", timeout=15, interval=0.1)

@@ -5,7 +5,7 @@
    socket (``edge-agent status`` through the wrapper) and the metrics endpoint work under the
    sandbox; the password appears in no command line and no journal line; the ledger.
 3. Watchdog: the writer thread hangs for good right after a COMMIT
-   (``EDGE_AGENT_FAULT=wedge_after_commit:20``); the petting stops, systemd sends SIGABRT,
+   (``EDGE_AGENT_FAULT=wedge_after_commit:10``); the petting stops, systemd sends SIGABRT,
    PYTHONFAULTHANDLER puts every thread's stack in the journal, ``Restart=on-failure`` brings
    the agent back; no committed reading is lost (the ledger). ``WatchdogSec=`` is shortened to
    5 s by a drop-in to keep the test short. (A root process holding the queue's SQLite write
@@ -26,7 +26,7 @@ from tests import ledger
 from tests.harness import Subscriber, queue_rows
 from tests.vm import lab
 from tests.vm.conftest import PASSWORD, timing
-from tests.vm.qemu import Guest
+from tests.vm.qemu import Guest, GuestError
 
 UNIT = Path(__file__).resolve().parents[2] / "systemd" / "edge-agent.service"
 
@@ -111,7 +111,7 @@ def test_hardened_unit_with_usb_serial_scanner_and_credential(
 #: WatchdogSec shortened for the test; the fault armed through a file the test removes once
 #: the agent runs, so the restarted agent starts without it.
 WATCHDOG_DROPIN = "[Service]\nWatchdogSec=5s\nEnvironmentFile=-/run/vmlab-fault.env\n"
-WEDGE_AT = 20
+WEDGE_AT = 10
 
 
 @pytest.mark.timeout(600)
@@ -131,16 +131,31 @@ def test_watchdog_aborts_a_wedged_writer_and_restarts(
         lab.start_service(guest)
         guest.run("rm /run/vmlab-fault.env")
         pid0 = guest.run("systemctl show -p MainPID --value edge-agent").out.strip()
+        assert pid0 != "0"
+        # the agent has the port open (what the adapter holds before the open is purged)
+        guest.wait_until(
+            "journalctl -u edge-agent -o cat | grep device_state | grep -q connected", timeout=30
+        )
         sim = lab.scanner(guest, rate=10.0, seed=3)
-        t_wedge = time.time()  # from here on the writer wedges after its 20th commit
+        t_wedge = time.time()  # from here on the writer wedges after its WEDGE_AT-th commit
         t0 = time.monotonic()
         sim.start()
         # systemd: watchdog timeout -> SIGABRT -> every thread's stack -> restart
-        guest.wait_until(
-            "journalctl -u edge-agent --no-pager -o cat | grep -q 'Watchdog timeout'",
-            timeout=60,
-            interval=0.5,
-        )
+        try:
+            guest.wait_until(
+                "journalctl -u edge-agent --no-pager -o cat | grep -q 'Watchdog timeout'",
+                timeout=60,
+                interval=0.5,
+            )
+        except GuestError as err:
+            state = guest.run(
+                "cat /proc/$(systemctl show -p MainPID --value edge-agent)/environ | tr '\\0' '\\n'"
+                " | grep EDGE_AGENT; systemctl status --no-pager edge-agent | head -5; "
+                "journalctl -u edge-agent --no-pager -o cat | tail -25",
+                check=False,
+            ).out
+            msg = f"{err}\n{len(backend.readings())} readings at the backend\n{state}"
+            raise AssertionError(msg) from err
         abort_s = time.monotonic() - t0
         timing("readings start -> wedge -> watchdog SIGABRT", abort_s)
         guest.wait_until(
@@ -153,7 +168,7 @@ def test_watchdog_aborts_a_wedged_writer_and_restarts(
         restart_s = time.monotonic() - t0
         t_back = time.time()
         timing("readings start -> wedge -> restarted and READY", restart_s)
-        time.sleep(4.0)  # the restarted agent reads the scanner again
+        time.sleep(3.0)  # the restarted agent reads the scanner again
         sim.stop()
         time.sleep(2.0)
         journal = guest.run("journalctl -u edge-agent --no-pager -o cat").out
