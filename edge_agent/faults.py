@@ -9,6 +9,11 @@ Points: ``crash_after_commit`` (readings committed, nothing published yet),
 ``crash_after_publish_call`` (handed to paho, maybe not on the wire),
 ``crash_after_puback`` (the broker has it, the queue does not know),
 ``crash_before_mark_sent`` (the writer is about to record the PUBACK).
+
+``wedge_after_commit:<n>`` blocks the writer thread for good at the n-th pass through
+``crash_after_commit`` instead (a hung thread, for the systemd watchdog: the VM lab's scenario
+3). A foreign SQLite lock holder does not do that: the writer's commit gives up after the busy
+timeout and retries, which counts as progress, so the watchdog keeps being pinged.
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ POINTS = frozenset(
         "crash_after_publish_call",
         "crash_after_puback",
         "crash_before_mark_sent",
+        "wedge_after_commit",
     }
 )
+#: Wedge points and the crash point whose place they share.
+WEDGES = {"wedge_after_commit": "crash_after_commit"}
 
 
 def _parse(spec: str | None) -> tuple[str, int] | None:
@@ -43,10 +51,14 @@ _lock = threading.Lock()
 
 
 def hit(point: str) -> None:
-    """Count a pass through ``point``; SIGKILL the process at the armed hit."""
-    if _armed is None or _armed[0] != point:
+    """Count a pass through ``point``; SIGKILL the process (or block this thread for good,
+    for a wedge point) at the armed hit."""
+    if _armed is None or (_armed[0] != point and WEDGES.get(_armed[0]) != point):
         return
     with _lock:
         _hits[0] += 1
-        if _hits[0] == _armed[1]:
-            os.kill(os.getpid(), signal.SIGKILL)
+        fire = _hits[0] == _armed[1]
+    if fire and _armed[0] in WEDGES:
+        threading.Event().wait()
+    if fire:
+        os.kill(os.getpid(), signal.SIGKILL)
