@@ -215,8 +215,18 @@ class ScannerSim:
             self._truth_file.flush()
 
     # ---- running ---------------------------------------------------------------------
+    def pause(self) -> None:
+        """Stop emitting between two frames (the port stays plugged) until :meth:`resume`."""
+        self._paused.set()
+
+    def resume(self) -> None:
+        """Emit again after :meth:`pause`."""
+        self._paused.clear()
+
     def start(self, count: int = 0) -> None:
-        """Emit at ``cfg.rate`` per second in a thread; ``count`` items (0: until stop())."""
+        """Emit at ``cfg.rate`` per second in a thread; ``count`` items (0: until stop()).
+        A stopped simulator can be started again; its truth list goes on."""
+        self._stop.clear()
         if self.port.master is None:
             self.port.plug()
         self._thread = threading.Thread(target=self._loop, args=(count,), daemon=True)

@@ -47,7 +47,7 @@ def test_hotplug_ten_times_while_scanning(guest: Guest, broker: Mosquitto, tmp_p
         reopened: list[float] = []
         for _ in range(CYCLES):
             time.sleep(1.0)
-            sim._paused.set()  # between two frames; let the last ones reach the guest
+            sim.pause()  # between two frames; let the last ones reach the guest
             time.sleep(0.3)
             t0 = time.monotonic()
             guest.unplug_usb_serial()
@@ -65,7 +65,7 @@ def test_hotplug_ten_times_while_scanning(guest: Guest, broker: Mosquitto, tmp_p
                 interval=0.2,
             )
             reopened.append(time.monotonic() - t1)
-            sim._paused.clear()
+            sim.resume()
         time.sleep(2.0)
         sim.stop()
         emitted = ledger.scanner_emitted(lab.DEVICE, sim)
