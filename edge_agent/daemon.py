@@ -38,7 +38,7 @@ from edge_agent import commands, instance, sdnotify
 from edge_agent.config import AgentConfig, DeviceConfig, check_tls_files, load_config
 from edge_agent.control import SOCKET_HINT, ControlServer, answering_pid
 from edge_agent.errors import ConfigError
-from edge_agent.logs import register_secret
+from edge_agent.logs import log_thread_deaths, register_secret
 from edge_agent.outbox import Outbox
 from edge_agent.publisher import Publisher
 from edge_agent.reading import Identity, Reading, boot_id
@@ -342,6 +342,7 @@ def run(cfg: AgentConfig) -> int:
     socket.
     """
     _return_big_buffers_to_the_os()
+    log_thread_deaths()  # a thread's last exception is one JSON line, not a bare traceback
     lock = instance.acquire(cfg.queue.path)  # before the queue is opened or anything connects
     try:
         if cfg.control.enabled:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -114,3 +115,20 @@ def setup(level: str = "info", fmt: str = "auto") -> None:
         logger_factory=lambda *_args: _STDERR,
         cache_logger_on_first_use=False,
     )
+
+
+def log_thread_deaths() -> None:
+    """An exception that ends a thread (a bug in a callback killing paho's network loop, say)
+    becomes one JSON log line, ``thread_died`` with the thread's name and the traceback as a
+    field, instead of Python's multi-line traceback on stderr (journald needs one object per
+    line). The thread still ends: the watchdog check notices and systemd restarts the daemon.
+    """
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        exc = (args.exc_type, args.exc_value, args.exc_traceback)
+        structlog.get_logger(__name__).error("thread_died", thread=name, exc_info=exc)
+
+    threading.excepthook = hook

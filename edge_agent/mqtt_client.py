@@ -164,7 +164,12 @@ class _Client(mqtt.Client):
         self._waits += 1
         self.retry_at = time.monotonic() + delay
 
+    #: paho's network thread (``loop_start``'s), known from inside: every connection attempt
+    #: runs :meth:`reconnect` in it. None until the first attempt.
+    network_thread: threading.Thread | None = None
+
     def reconnect(self) -> MQTTErrorCode:
+        self.network_thread = threading.current_thread()
         self.connect_error = None
         self.retry_at = None
         try:

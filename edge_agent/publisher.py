@@ -173,7 +173,6 @@ class Publisher(threading.Thread):
         self._device_states: dict[str, bytes] = {}
         #: Message ids handed to paho and not yet PUBACKed (rows and side messages).
         self._paho_mids: set[int] = set()
-        self._net: threading.Thread | None = None
         self._alarms: deque[tuple[str, bytes, bool]] = deque(maxlen=self.ALARM_BACKLOG)
         self._stopping = threading.Event()
         self._broker = 0
@@ -243,9 +242,14 @@ class Publisher(threading.Thread):
         self.join(timeout)
 
     def network_thread_alive(self) -> bool:
-        """paho's network loop is running (it can die on an uncaught exception, P8). The loop
-        runs in a thread of ours (paho's public ``loop_forever``), so no paho internals."""
-        return self._net is not None and self._net.is_alive()
+        """paho's network thread is running (it can die on an uncaught exception, P8).
+
+        The thread is the one paho's ``loop_start`` made; it is known from inside it (it runs
+        every ``reconnect()``, see ``_Client.network_thread``), not from paho's private
+        ``_thread``. Unknown until its first connection attempt: not healthy yet.
+        """
+        thread = self.client.network_thread
+        return thread is not None and thread.is_alive()
 
     def status(self) -> dict[str, object]:
         """Broker connection state for ``edge-agent status`` (read from other threads)."""
@@ -314,8 +318,10 @@ class Publisher(threading.Thread):
         """Connect, then move rows from the queue to the broker until stopped."""
         self._reader = q.open_reader(self.db_path)
         self._connect_async()
-        self._net = threading.Thread(target=self._network_loop, name="mqtt-network", daemon=True)
-        self._net.start()
+        # paho's own thread: loop_start also makes the socket pair that wakes its select()
+        # when another thread publishes (a thread of ours running loop_forever would not have
+        # it, and paho would then write the socket from the publishing thread)
+        self.client.loop_start()
         try:
             while not self._stopping.is_set():
                 self._step(timeout=self.IDLE_S)
@@ -323,15 +329,6 @@ class Publisher(threading.Thread):
         finally:
             self._go_offline()
             self._reader.close()
-
-    def _network_loop(self) -> None:
-        """paho's network loop, as its own ``loop_start`` runs it. If it dies (an exception out
-        of a callback, P8), say so in one JSON log line; :meth:`network_thread_alive` turns
-        false, the watchdog stops being pinged and systemd restarts the daemon."""
-        try:
-            self.client.loop_forever(retry_first_connection=True)
-        except Exception:
-            log.exception("mqtt_network_loop_died")
 
     def _connect_async(self) -> None:
         b = self.cfg.brokers[self._broker]
@@ -629,5 +626,4 @@ class Publisher(threading.Thread):
             self.client.disconnect()
         except (RuntimeError, ValueError, OSError) as err:
             log.debug("mqtt_offline_failed", error=str(err))
-        if self._net is not None:
-            self._net.join(2.0)  # disconnect() ends loop_forever
+        self.client.loop_stop()

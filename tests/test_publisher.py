@@ -171,16 +171,23 @@ def test_queue_bound_refuses_new_readings_counts_and_alarms(
 def test_network_loop_and_held_messages_are_tracked_without_paho_internals(
     tmp_path: Path, broker: Mosquitto, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The watchdog's view of paho's network loop is our own thread running paho's public
-    ``loop_forever``: when the loop dies (an exception out of a callback, P8), it says so; the
-    messages paho holds are counted by the publisher, not read from ``_out_messages``."""
+    """The watchdog's view of paho's network loop is the thread that runs paho's connection
+    attempts (known from inside it, not from paho's private ``_thread``): when the loop dies
+    (an exception out of a callback, P8), it says so, and the death is one JSON-able log line
+    (``thread_died``); the messages paho holds are counted by the publisher, not read from
+    ``_out_messages``."""
+    import threading
+
     from edge_agent.config import MqttConfig
+    from edge_agent.logs import log_thread_deaths
     from edge_agent.outbox import Outbox
     from edge_agent.publisher import Publisher
     from edge_agent.reading import Identity
     from edge_agent.topics import Topics
     from edge_agent.writer import Writer
 
+    hook = threading.excepthook
+    log_thread_deaths()
     db = tmp_path / "q.db"
     outbox = Outbox(db, Identity("a1", "S1", "L1", "b"), 1 << 20, 3600)
     writer = Writer(outbox, lambda _acc: None, lambda _n, _d: None)
@@ -214,8 +221,10 @@ def test_network_loop_and_held_messages_are_tracked_without_paho_internals(
             assert time.monotonic() < deadline + 20, "the dead loop went unnoticed"
             time.sleep(0.05)
         seen = capsys.readouterr()
-        assert "mqtt_network_loop_died" in seen.out + seen.err  # logged, not a bare traceback
+        assert "thread_died" in seen.out + seen.err  # logged, not a bare traceback
+        assert "a bug in a callback" in seen.out + seen.err
     finally:
+        threading.excepthook = hook
         pub.stop(2.0)
         writer.stop(1.0)
         outbox.close()
