@@ -22,7 +22,9 @@ SKIP_DIRS = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".mypy_cac
              ".hypothesis", "build", "dist", "node_modules", "corpus", "results"}  # fmt: skip
 SKIP_SUFFIXES = {".pyc", ".png", ".jpg", ".gz", ".db", ".sqlite", ".bin", ".whl"}
 #: Written split so that this file does not match itself.
-OLD_NOTES = re.compile("|".join([r"PROTOCOLS\.md", r"RELIABILITY\.md", r"\.\./" + "shared"]))
+OLD_NOTES = re.compile(
+    "|".join([r"PROTOCOLS\.md", r"RELIABILITY\.md", r"STYLE\.md", r"\.\./" + "shared"])
+)
 DOC_PATH = re.compile(r"(?<![\w/.-])docs/([A-Za-z0-9_-]+\.md)")
 PROTOCOL_REF = re.compile(
     r"docs/protocols\.md`{0,2}[ ,]*(?:§|section )?((?:\d+(?:\.\d+)?[-, §]*)+)"

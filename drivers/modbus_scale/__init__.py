@@ -1,6 +1,6 @@
 """Modbus weight indicators (RTU and TCP) through pymodbus: register map, polling, readings.
 
-Links (docs/protocols.md §3.4; STYLE.md L3)::
+Links (docs/protocols.md §3.4)::
 
     transport = "rtu", port = <pyserial URL>
         /dev/serial/by-id/usb-FTDI_..._if00-port0   USB-RS485 adapter (udev names only)

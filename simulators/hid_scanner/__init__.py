@@ -1,6 +1,6 @@
 """Simulated USB HID handheld scanners behind a pyusb backend (mirrors ``drivers/hid_scanner``).
 
-Parts (docs/protocols.md §2.1-2.3, §6 "Handheld HID-KBD / HID-POS"; STYLE.md L8):
+Parts (docs/protocols.md §2.1-2.3, §6 "Handheld HID-KBD / HID-POS"):
 
 * :mod:`.reports`: the exact reports a scanner sends for a code (keyboard wedge or HID POS);
 * :mod:`.device`: ``SimDevice``, one scanner: state, real descriptors, libusb's errors;
