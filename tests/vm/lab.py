@@ -19,6 +19,7 @@ from typing import Any
 from simulators.mosquitto import Mosquitto
 from simulators.pty_port import PtyPort
 from simulators.serial_line_scanner import ScannerSim, ScannerSimConfig
+from tests.harness import Subscriber
 from tests.vm.image import BaseImage, cache_dir
 from tests.vm.qemu import Guest
 
@@ -216,6 +217,18 @@ def write_config(guest: Guest, toml: str, password: str | None = None) -> None:
     guest.run(script)
 
 
+def configure(
+    guest: Guest, broker_port: int, devices: dict[str, dict[str, Any]], password: str
+) -> Subscriber:
+    """Write the agent's config and password into the guest, clear a failed unit state, and
+    connect the backend (user ``backend``) on the host broker: the start of every scenario
+    that runs the service against that broker. The caller waits for ``subscribed`` and closes
+    it."""
+    write_config(guest, agent_toml(broker_port, devices), password)
+    guest.run("systemctl reset-failed edge-agent.service || true")
+    return Subscriber(broker_port, auth=("backend", "backend-pw"))
+
+
 def install(guest: Guest, wheels: Path) -> tuple[str, float]:
     """Copy the checkout in and run ``systemd/install.sh --wheels`` as root on the live system.
 
@@ -277,6 +290,13 @@ def fetch_queue(guest: Guest, dest: Path) -> Path:
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(guest.share / "queue", dest)
     return dest / "queue.db"
+
+
+def checked_queue(guest: Guest, dest: Path) -> Path:
+    """``integrity_check`` ok in the guest (asserted), then the queue copied out to ``dest``
+    for the ledger; the service must be stopped."""
+    assert integrity_check(guest) == "ok"
+    return fetch_queue(guest, dest)
 
 
 def integrity_check(guest: Guest) -> str:

@@ -14,7 +14,6 @@ import pytest
 
 from simulators.mosquitto import Mosquitto
 from tests import ledger
-from tests.harness import Subscriber
 from tests.vm import lab
 from tests.vm.conftest import PASSWORD, timing
 from tests.vm.qemu import Guest
@@ -85,9 +84,7 @@ def test_keyboard_wedge_scanner_through_pyusb(
             "key_timeout_ms": 2000,
         }
     }
-    lab.write_config(guest, lab.agent_toml(broker.port, devices), PASSWORD)
-    guest.run("systemctl reset-failed edge-agent.service || true")
-    backend = Subscriber(broker.port, auth=("backend", "backend-pw"))
+    backend = lab.configure(guest, broker.port, devices, PASSWORD)
     try:
         assert backend.subscribed.wait(10)
         lab.start_service(guest)

@@ -19,7 +19,6 @@ import pytest
 
 from simulators.mosquitto import Mosquitto
 from tests import ledger
-from tests.harness import Subscriber
 from tests.vm import lab
 from tests.vm.conftest import PASSWORD, timing
 from tests.vm.qemu import Guest
@@ -34,9 +33,7 @@ def test_hotplug_ten_times_while_scanning(guest: Guest, broker: Mosquitto, tmp_p
     guest.start()
     assert guest.usb is not None
     devices = {lab.DEVICE: {**lab.SCANNER_CFG, "port": guest.usb.by_id}}
-    lab.write_config(guest, lab.agent_toml(broker.port, devices), PASSWORD)
-    guest.run("systemctl reset-failed edge-agent.service || true")
-    backend = Subscriber(broker.port, auth=("backend", "backend-pw"))
+    backend = lab.configure(guest, broker.port, devices, PASSWORD)
     sim = lab.scanner(guest, rate=10.0, seed=4)
     try:
         assert backend.subscribed.wait(10)
@@ -102,9 +99,7 @@ def test_boot_without_adapter_then_plug_it_in(
     serial = "LAB0001"
     stable = f"/dev/edge/serial/0403_6001_{serial}-if00"
     devices = {lab.DEVICE: {**lab.SCANNER_CFG, "port": stable}}
-    lab.write_config(guest, lab.agent_toml(broker.port, devices), PASSWORD)
-    guest.run("systemctl reset-failed edge-agent.service || true")
-    backend = Subscriber(broker.port, auth=("backend", "backend-pw"))
+    backend = lab.configure(guest, broker.port, devices, PASSWORD)
     try:
         assert backend.subscribed.wait(10)
         lab.start_service(guest)

@@ -21,7 +21,6 @@ import pytest
 
 from simulators.mosquitto import Mosquitto
 from tests import ledger
-from tests.harness import Subscriber
 from tests.vm import lab
 from tests.vm.conftest import PASSWORD, Wheels, timing
 from tests.vm.image import BaseImage
@@ -63,9 +62,7 @@ def configure_and_run(guest: Guest, broker: Mosquitto, tmp_path: Path) -> None:
 
     by_id = guest.usb.by_id if guest.usb else ""
     devices = {lab.DEVICE: {**lab.SCANNER_CFG, "port": by_id}}
-    lab.write_config(guest, lab.agent_toml(broker.port, devices), PASSWORD)
-    guest.run("systemctl reset-failed edge-agent.service || true")
-    backend = Subscriber(broker.port, auth=("backend", "backend-pw"))
+    backend = lab.configure(guest, broker.port, devices, PASSWORD)
     try:
         assert backend.subscribed.wait(10)
         start_s = lab.start_service(guest)
@@ -111,8 +108,7 @@ def configure_and_run(guest: Guest, broker: Mosquitto, tmp_path: Path) -> None:
             except (ValueError, AssertionError):
                 bad.append(ln)
         assert not bad, f"{len(bad)} journal lines are not one JSON object: {bad[:5]}"
-        assert lab.integrity_check(guest) == "ok"
-        db = lab.fetch_queue(guest, tmp_path / "queue")
+        db = lab.checked_queue(guest, tmp_path / "queue")
         fig = ledger.check(
             "vm_install",
             backend,

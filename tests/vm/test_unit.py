@@ -94,8 +94,7 @@ def test_hardened_unit_with_usb_serial_scanner_and_credential(
         print(f"live exposure: {security.strip()}")
 
         guest.run("systemctl stop edge-agent.service", timeout=60)
-        assert lab.integrity_check(guest) == "ok"
-        db = lab.fetch_queue(guest, tmp_path / "queue")
+        db = lab.checked_queue(guest, tmp_path / "queue")
         fig = ledger.check(
             "vm_hardened_unit",
             backend,
@@ -176,8 +175,7 @@ def test_watchdog_aborts_a_wedged_writer_and_restarts(
         threads = journal.count("most recent call first")
         assert threads >= 3, f"only {threads} thread stacks in the journal:\n{journal[-3000:]}"
         guest.run("systemctl stop edge-agent.service", timeout=60)
-        assert lab.integrity_check(guest) == "ok"
-        db = lab.fetch_queue(guest, tmp_path / "queue")
+        db = lab.checked_queue(guest, tmp_path / "queue")
         assert backend.wait_for(
             lambda: {r["id"] for _, r in backend.readings()} >= {r["id"] for r in queue_rows(db)},
             timeout=30,
