@@ -159,7 +159,7 @@ def test_any_frame_decodes_the_same_however_it_is_split(
 
 
 def _drain(sim: ToledoSim, drv: ToledoContinuousDriver, seconds: float) -> list[tuple[object, ...]]:
-    got = []
+    got: list[tuple[object, ...]] = []
     t0 = time.monotonic()
     while time.monotonic() - t0 < seconds:
         if (d := drv.read(0.1)) is not None:
