@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Generic, Protocol, TypeVar
+
+from simulators.pty_port import PtyPort
 
 
 class DemoSimulator(Protocol):
@@ -74,6 +77,15 @@ class DemoDevice(Generic[S]):
         """Stop the simulator and close (unplug) its port."""
         self.sim.stop()
         self.sim.port.close()
+
+
+def demo_port(link: str) -> PtyPort:
+    """A plugged pty behind ``link`` (the configured port path)."""
+    path = Path(link)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    port = PtyPort(path)
+    port.plug()
+    return port
 
 
 def parse_faults(text: str) -> dict[str, float]:

@@ -18,18 +18,18 @@ parcel, which is what a driver publishing on settle must publish, once.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
-from simulators import DemoDevice, announce, check_faults, parse_faults, serve
+from simulators import DemoDevice, announce, check_faults, demo_port, parse_faults, serve
+from simulators.emitter import Emitter, fragments, write_all
 from simulators.pty_port import PtyPort
 
 #: Grams per unit, exact (1 lb = 453.59237 g, 1 oz = 1/16 lb).
@@ -240,7 +240,7 @@ class ScaleSimConfig:
     faults: dict[str, float] = field(default_factory=dict)
 
 
-class ScaleSim:
+class ScaleSim(Emitter[Truth]):
     """Base of the scale simulators: one thread answering commands and/or streaming frames.
 
     Subclasses define the bytes: :meth:`split` (host commands), :meth:`on_command`,
@@ -262,14 +262,13 @@ class ScaleSim:
 
     def __init__(self, port: PtyPort, cfg: ScaleSimConfig, truth_file: Path | None = None) -> None:
         check_faults(cfg.faults, self.FAULTS)
+        super().__init__(truth_file)
         self.port, self.cfg = port, cfg
         self.rng = random.Random(cfg.seed)
         rng = random.Random(cfg.seed + 7)
         self.model = WeightModel(cfg.display, cfg.timing, rng, cfg.faults, cfg.auto)
-        self.truth: list[Truth] = []
         self.commands: list[bytes] = []
         self.streaming = False
-        self._truth_file = truth_file.open("a", encoding="utf-8") if truth_file else None
         self._inbuf = b""
         self._held: list[tuple[bytes, Truth]] = []
         self._settled: set[int] = set()
@@ -277,9 +276,8 @@ class ScaleSim:
         self._cut = False
         self._stall_until = self._next_frame = 0.0
         self._wait_stable: float | None = None  # a command answers once stable or by then
-        self._stop, self._paused = threading.Event(), threading.Event()
+        self._paused = threading.Event()
         self._lock = threading.RLock()
-        self._thread: threading.Thread | None = None
 
     # ---- protocol hooks ----------------------------------------------------------------
     def split(self, buf: bytes) -> tuple[list[bytes], bytes]:
@@ -378,32 +376,16 @@ class ScaleSim:
         if settled:
             self._settled.add(t.parcel)
         t = Truth(t.n, t.kind, t.parcel, t.grams, t.unit, settled, ok, t.t)
-        self.truth.append(t)
-        if self._truth_file:
-            self._truth_file.write(json.dumps(asdict(t)) + "\n")
-            self._truth_file.flush()
+        self.record(t)
         return t
 
     def _noise(self) -> bytes:
         return bytes(self.rng.choice(b"\x00\xff") for _ in range(self.rng.randrange(1, 8)))
 
     def _send(self, data: bytes, *, fragment: bool = False) -> bool:
-        chunks = [data]
-        if fragment and len(data) > 1:
-            cuts = sorted(self.rng.sample(range(1, len(data)), min(4, len(data) - 1)))
-            chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+        chunks = fragments(self.rng, data, fragment)
         deadline = time.monotonic() + 1.0
-        for i, chunk in enumerate(chunks):
-            if i:
-                time.sleep(self.rng.uniform(0.001, 0.01))
-            rest = chunk
-            while rest:
-                rest = rest[self.port.write(rest) :]
-                if rest and time.monotonic() > deadline:
-                    return False
-                if rest:
-                    time.sleep(0.002)
-        return True
+        return write_all(self.port.write, chunks, deadline, lambda: self.rng.uniform(0.001, 0.01))
 
     # ---- running -----------------------------------------------------------------------
     def tick(self, now: float) -> None:
@@ -458,15 +440,6 @@ class ScaleSim:
         self.port.plug()
         self._paused.clear()
 
-    def stop(self) -> None:
-        """Stop serving (the port stays plugged)."""
-        self._stop.set()
-        if self._thread:
-            self._thread.join(5)
-        if self._truth_file:
-            self._truth_file.close()
-            self._truth_file = None
-
     def settled(self) -> list[Truth]:
         """Settled weights delivered so far: what the agent must publish, in order."""
         return [t for t in self.truth if t.settled]
@@ -505,15 +478,6 @@ class DemoScale(DemoDevice[ScaleSim]):
 
 #: Faults the demo injects, so its output shows rejects being counted.
 DEMO_FAULTS = {"noise": 0.02, "garble": 0.02, "fragment": 0.2, "coalesce": 0.05, "overload": 0.05}
-
-
-def demo_port(link: str) -> PtyPort:
-    """A plugged pty behind ``link`` (the configured port path)."""
-    path = Path(link)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    port = PtyPort(path)
-    port.plug()
-    return port
 
 
 def cli_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
