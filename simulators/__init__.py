@@ -4,6 +4,11 @@ Each ``simulators/<driver>.py`` mirrors ``drivers/<driver>.py``, is runnable by 
 (``python -m simulators.<driver> --help``; it prints the port it serves) and offers
 ``for_demo(device_id, cfg, rate, seed) -> DemoSimulator`` so ``edge-agent demo`` and the
 end-to-end tests can stand it in for the device a config names.
+
+Written once here for all of them: :class:`DemoDevice` (the base of those stand-ins),
+:func:`demo_port`, :func:`parse_faults` / :func:`check_faults` (``--faults name=p,...``) and
+:func:`serve` (a CLI's run until done or ^C). ``simulators/emitter.py`` holds the truth records,
+thread and write loop the frame-writing simulators share.
 """
 
 from __future__ import annotations
