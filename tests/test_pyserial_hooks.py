@@ -30,7 +30,7 @@ def test_posix_open_flushes_through_reset_input_buffer_and_the_patch_keeps_input
         time.sleep(0.05)
         port = serial.serial_for_url(path, do_not_open=True, timeout=0.2)
         calls: list[str] = []
-        port._reset_input_buffer = lambda: calls.append("flush")  # type: ignore[method-assign]
+        port._reset_input_buffer = lambda: calls.append("flush")
         port.open()
         try:
             assert calls == ["flush"], "pyserial's open() no longer flushes via _reset_input_buffer"
@@ -48,7 +48,7 @@ def test_socket_url_open_flushes_through_reset_input_buffer_and_keeps_its_socket
     try:
         port = serial.serial_for_url(f"socket://127.0.0.1:{port_no}", do_not_open=True, timeout=0.2)
         calls: list[str] = []
-        port.reset_input_buffer = lambda: calls.append("flush")  # type: ignore[method-assign]
+        port.reset_input_buffer = lambda: calls.append("flush")
         port.open()
         peer, _ = server.accept()
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -22,14 +23,14 @@ from edge_agent.reading import Decoded
 class Rig:
     """A driver and the simulator hooks that drive it."""
 
-    driver: Driver  # type: ignore[type-arg]
+    driver: Driver[Any]
     send_good: Callable[[], object]  # returns the expected value
     send_garbled: Callable[[], str]  # returns the expected reject reason
     unplug: Callable[[], None]
-    replug: Callable[[], None]
+    replug: Callable[[], object]  # what it returns is not used
 
 
-def read_until(driver: Driver, timeout: float = 3.0) -> Decoded | None:  # type: ignore[type-arg]
+def read_until(driver: Driver[Any], timeout: float = 3.0) -> Decoded | None:
     """Read until a reading arrives or ``timeout`` s pass."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
