@@ -298,7 +298,8 @@ class ScaleSim(Emitter[Truth]):
 
     def garble(self, frame: bytes) -> tuple[bytes, str]:
         """Set bit 7 of one payload byte (no checksum: only a non-ASCII byte is detectable)."""
-        i = self.rng.randrange(1, len(frame) - 2)
+        # a short reply (SMA's 3-byte \n?\r) still has one payload byte to garble
+        i = self.rng.randrange(1, max(2, len(frame) - 2))
         return frame[:i] + bytes([frame[i] | 0x80]) + frame[i + 1 :], "garbled"
 
     def on_replug(self) -> None:
