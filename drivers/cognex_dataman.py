@@ -22,14 +22,16 @@ DMCC overview, docs.cognex.com ``dmst_2310/.../dmcc-main.html`` and manualslib p
   id and a checksum when ``command_checksum``) on that period. Otherwise the reader's own
   photo-eye triggers it.
 
-Port strings are pyserial URLs: ``socket://<ip>:23`` (the DataMan default TCP port), or a serial
-port (115200 8N1 is commonly quoted [U]).
+Port strings (:mod:`drivers.common.link`): ``socket://<ip>:23`` (the DataMan default TCP port),
+``listen://0.0.0.0:<port>?allow=<ip>`` (the reader as a TCP client), or a serial port (115200
+8N1 is commonly quoted [U]).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -175,23 +177,19 @@ class CognexDatamanDriver(TunnelDriver[CognexDatamanConfig]):
         return cls(TERMINATORS[cfg.terminator], cfg.max_frame, cfg.inter_byte_timeout_ms / 1000)
 
     def decode(self, frame: bytes) -> list[Decoded]:
-        """The reading of one line (none for an answer). Raises FrameError."""
-        return list(parse_line(frame, self.cfg).readings)
-
-    def _route(self, frame: bytes) -> list[Event]:
-        try:
-            line = parse_line(frame, self.cfg)
-        except FrameError:
-            return [frame]
+        """The reading of one line; a DMCC answer is counted, no reading. Raises FrameError."""
+        line = parse_line(frame, self.cfg)
         if line.kind == "answer" and line.status is not None:
             self.answers[f"status {line.status}"] += 1
             if line.status >= 100:
                 self.log.warning("dmcc_error", status=line.status, text=STATUS[line.status])
-            return []
-        return self._fan_out(frame)
+        return list(line.readings)
 
     def _on_open(self) -> None:
         self._next_trigger = time.monotonic()
+
+    def _due(self, now: float) -> float:
+        return self._next_trigger - now if self.cfg.trigger_period_ms else math.inf
 
     def _tick(self, now: float) -> None:
         period = self.cfg.trigger_period_ms / 1000

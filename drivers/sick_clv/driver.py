@@ -17,13 +17,14 @@ How telegrams are handled:
 
 from __future__ import annotations
 
+import math
 import time
 from typing import ClassVar
 
-from drivers.common.framing import Event, Framer, StxEtxFramer
+from drivers.common.framing import Framer, StxEtxFramer
 from drivers.sick_clv.telegram import SickClvConfig, parse_telegram
-from drivers.tunnel.base import Slot, TunnelDriver
-from edge_agent.errors import DeviceIOError, FrameError
+from drivers.tunnel.base import TunnelDriver
+from edge_agent.errors import DeviceIOError
 from edge_agent.reading import Decoded
 
 GATE_ON = b"\x02sMN mTCgateon\x03"
@@ -55,21 +56,14 @@ class SickClvDriver(TunnelDriver[SickClvConfig]):
         return StxEtxFramer(self.cfg.max_frame, self.cfg.inter_byte_timeout_ms / 1000)
 
     def decode(self, frame: bytes) -> list[Decoded]:
-        """The readings of one telegram (none for an answer). Raises FrameError."""
-        return list(parse_telegram(frame, self.cfg).readings)
-
-    def _route(self, frame: bytes) -> list[Event]:
-        try:
-            telegram = parse_telegram(frame, self.cfg)
-        except FrameError:
-            return [frame]
+        """The readings of one telegram; answers and heartbeats are counted. Raises FrameError."""
+        telegram = parse_telegram(frame, self.cfg)
         if telegram.kind == "answer":
             self._answer(telegram.answer, frame)
-            return []
-        if telegram.kind == "heartbeat":
+        elif telegram.kind == "heartbeat":
             self.heartbeats += 1
-            return [Slot(frame, 0)] if self.cfg.heartbeat_publish else []
-        return self._fan_out(frame)
+            return list(telegram.readings) if self.cfg.heartbeat_publish else []
+        return list(telegram.readings)
 
     def _answer(self, tokens: tuple[str, ...], frame: bytes) -> None:
         self.answers[tokens[0] if tokens[0] == "sFA" else " ".join(tokens[:2])] += 1
@@ -89,6 +83,11 @@ class SickClvDriver(TunnelDriver[SickClvConfig]):
         if cfg.heartbeat_timeout_s and silent > cfg.heartbeat_timeout_s:
             msg = f"{cfg.port}: no data for {silent:.1f} s (heartbeat lost)"
             raise DeviceIOError(msg)
+
+    def _due(self, now: float) -> float:
+        if self.cfg.gate_trigger != "software":
+            return math.inf
+        return (self._next_gate if self._gate_off_at is None else self._gate_off_at) - now
 
     def _tick(self, now: float) -> None:
         cfg = self.cfg
