@@ -1,9 +1,20 @@
 """The driver interface: one small ABC; the base class owns the public ``read()``.
 
 Construction does no I/O, so the supervisor builds every driver from config first, then opens
-each with retries. ``read()`` returns the next decoded frame or None on timeout; a frame that
-cannot be parsed is counted in ``rejects[reason]`` and logged, never raised, never dropped
-silently. Link failures come out as :class:`~edge_agent.errors.DeviceIOError`.
+each with retries. ``read()`` returns the next reading or None on timeout; a frame that cannot
+be parsed is counted in ``rejects[reason]`` and logged, never raised, never dropped silently.
+Link failures come out as :class:`~edge_agent.errors.DeviceIOError`.
+
+A driver supplies two steps, each run once per frame:
+
+* ``_read_events(timeout)``: the transport. Frames (bytes), framing rejects, and, for a driver
+  whose library already decodes (Modbus), finished :class:`Decoded` readings;
+* ``decode(frame)``: the frame's readings, 0..N of them (a tunnel telegram holds one per code; a
+  command answer or heartbeat none). Raises FrameError, nothing else;
+
+and, where it needs one, the hook ``_admit(frame, readings)``, run after ``decode`` and before
+the screening below: the scales' settle filter, the tunnel scanners' duplicate check. It returns
+the readings to keep and may raise FrameError (``duplicate``).
 
 Whatever a driver's parser accepts is screened once more here, for every driver alike
 (docs/reliability.md D16, T19): a code must be at most ``MAX_CODE_BYTES`` of UTF-8 made of printable
@@ -11,7 +22,8 @@ characters (GS, FNC1 in GS1-128, is the one control character kept; C0/C1 contro
 and line-separator format characters, unassigned and private-use code points make a
 ``bad_code`` reject); a weight must be a finite number (``not_finite``). A parser that raises
 anything but FrameError is a bug, counted as a ``parser_error`` reject and logged with its
-traceback instead of killing the device thread. ``raw`` is kept up to ``MAX_RAW_BYTES``.
+traceback instead of killing the device thread (``_admit`` alike). ``raw`` is kept up to
+``MAX_RAW_BYTES``.
 """
 
 from __future__ import annotations
@@ -22,7 +34,7 @@ import math
 import time
 import unicodedata
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 
@@ -93,8 +105,10 @@ class Driver(abc.ABC, Generic[C]):
         self.device_id = device_id
         self.cfg = cfg
         self.rejects: Counter[str] = Counter()
+        #: Frames (and library-decoded readings) taken in, rejected or not.
         self.frames = 0
-        self._pending: deque[Event] = deque()
+        #: Readings decoded and screened, not yet returned by ``read()``.
+        self._pending: deque[Decoded] = deque()
         #: Called with (device_id, reason, frame) on every reject (the daemon's live view).
         self.on_reject: Callable[[str, str, bytes], None] | None = None
         self.log = structlog.get_logger("drivers").bind(device=device_id, driver=self.kind)
@@ -116,41 +130,53 @@ class Driver(abc.ABC, Generic[C]):
         """Release the device; idempotent. Pending partial frames are dropped with it."""
 
     @abc.abstractmethod
-    def _read_events(self, timeout: float) -> list[Event]:
+    def _read_events(self, timeout: float) -> Sequence[Event | Decoded]:
         """Wait up to ``timeout`` s for bytes; return frames and rejects. Raises DeviceIOError."""
 
     @abc.abstractmethod
-    def _parse(self, frame: bytes) -> Decoded:
-        """Turn one frame into a decoded reading. Raises FrameError, nothing else."""
+    def decode(self, frame: bytes) -> Sequence[Decoded]:
+        """Every reading one frame holds (0..N). Raises FrameError, nothing else."""
+
+    def _admit(self, frame: bytes, readings: Sequence[Decoded]) -> Sequence[Decoded]:
+        """The readings of ``frame`` to keep (settle, deduplicate). Raises FrameError."""
+        del frame
+        return readings
 
     def read(self, timeout: float = 0.5) -> Decoded | None:
-        """The next decoded frame, or None after ``timeout`` s. Counts and logs rejects."""
+        """The next reading, or None after ``timeout`` s. Counts and logs rejects."""
         deadline = time.monotonic() + timeout
-        while True:
-            while self._pending:
-                decoded = self._take(self._pending.popleft())
-                if decoded is not None:
-                    return decoded
+        while not self._pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            self._pending.extend(self._read_events(remaining))
+            self._take_all(self._read_events(remaining))
+        return self._pending.popleft()
 
-    def _take(self, event: Event) -> Decoded | None:
+    def _take_all(self, events: Sequence[Event | Decoded]) -> None:
+        for event in events:
+            self._pending.extend(self._take(event))
+
+    def _take(self, event: Event | Decoded) -> list[Decoded]:
+        """The screened readings of one event; rejects counted."""
         if isinstance(event, Reject):
-            self._reject(event.reason, event.data)
-            return None
+            self._reject(event.reason, event.data, event.detail)
+            return []
         self.frames += 1
-        try:
-            decoded = self._parse(event)
-        except FrameError as err:
-            self._reject(err.reason, event, err.detail)
-            return None
-        except Exception as err:  # a parser bug must not end the device thread
-            self.log.exception("parser_error", error=repr(err), frame_hex=event[:256].hex(" "))
-            self._reject("parser_error", event, type(err).__name__)
-            return None
-        return self._screen_value(decoded, event)
+        readings: Sequence[Decoded] = [event] if isinstance(event, Decoded) else []
+        if isinstance(event, Decoded):
+            frame = event.raw
+        else:
+            frame = event
+            try:
+                readings = self._admit(frame, self.decode(frame))
+            except FrameError as err:
+                self._reject(err.reason, frame, err.detail)
+                return []
+            except Exception as err:  # a parser bug must not end the device thread
+                self.log.exception("parser_error", error=repr(err), frame_hex=frame[:256].hex(" "))
+                self._reject("parser_error", frame, type(err).__name__)
+                return []
+        return [s for d in readings if (s := self._screen_value(d, frame)) is not None]
 
     def _screen_value(self, d: Decoded, frame: bytes) -> Decoded | None:
         """The checks every driver's output passes (see the module docstring)."""

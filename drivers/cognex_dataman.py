@@ -175,20 +175,13 @@ class CognexDatamanDriver(TunnelDriver[CognexDatamanConfig]):
         return cls(TERMINATORS[cfg.terminator], cfg.max_frame, cfg.inter_byte_timeout_ms / 1000)
 
     def decode(self, frame: bytes) -> list[Decoded]:
-        """The reading of one line (none for an answer). Raises FrameError."""
-        return list(parse_line(frame, self.cfg).readings)
-
-    def _route(self, frame: bytes) -> list[Event]:
-        try:
-            line = parse_line(frame, self.cfg)
-        except FrameError:
-            return [frame]
+        """The reading of one line; a DMCC answer is counted, no reading. Raises FrameError."""
+        line = parse_line(frame, self.cfg)
         if line.kind == "answer" and line.status is not None:
             self.answers[f"status {line.status}"] += 1
             if line.status >= 100:
                 self.log.warning("dmcc_error", status=line.status, text=STATUS[line.status])
-            return []
-        return self._fan_out(frame)
+        return list(line.readings)
 
     def _on_open(self) -> None:
         self._next_trigger = time.monotonic()

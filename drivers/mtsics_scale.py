@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import ClassVar, Literal
 
@@ -152,34 +153,30 @@ class MtSicsScaleDriver(Settling, Polling, Driver[MtSicsScaleConfig]):
         self._reset()
         self.log.info("port_opened", port=cfg.port)
 
-    def _read_events(self, timeout: float) -> list[Event]:
+    def _read_events(self, timeout: float) -> Sequence[Event | Decoded]:
         del timeout  # the port's own timeout (POLL_S) bounds the wait; termios calls are costly
         cmd = self.cfg.poll_command.encode()
         self._poll_due(time.monotonic(), self.cfg, cmd + b"\r\n", cmd)
         data = self._io()
         now = time.monotonic()
         events = self._framer.feed(data, now) if data else self._framer.expire(now)
-        return [ev for ev in events if self._screen(ev)]
+        if any(isinstance(ev, Reject) and ev.reason != "noise" for ev in events):
+            self._sent_at, self._missed = None, 0  # a cut-off reply is still a reply
+        return events
 
-    def _screen(self, ev: Event) -> bool:
-        """Whether ``ev`` goes on to ``_parse``: command replies, motion, repeats don't."""
-        if isinstance(ev, Reject):
-            if ev.reason != "noise":
-                self._sent_at, self._missed = None, 0  # a cut-off reply is still a reply
-            return True
-        head = ev.split(maxsplit=1)[0] if ev.strip() else b""
+    def decode(self, frame: bytes) -> list[Decoded]:
+        """A weight reply's weight; a zero/tare reply is kept for the command. Raises FrameError."""
+        head = frame.split(maxsplit=1)[0] if frame.strip() else b""
         if head in self.REPLY_IDS:
-            self._replies[head.decode()] = ev.decode("ascii", "replace").strip()
-            return False
+            self._replies[head.decode()] = frame.decode("ascii", "replace").strip()
+            return []
         self._sent_at, self._missed = None, 0
-        try:
-            d = parse_frame(ev, self.cfg)
-        except FrameError:
-            return True  # _parse raises it again and the base class counts it
-        return self._settled(d, self.cfg.min_weight_g)
+        return [parse_frame(frame, self.cfg)]
 
-    def _parse(self, frame: bytes) -> Decoded:
-        return parse_frame(frame, self.cfg)
+    def _admit(self, frame: bytes, readings: Sequence[Decoded]) -> list[Decoded]:
+        """Publish on settle (module docstring): motion, small weights and repeats are counted."""
+        del frame
+        return [d for d in readings if self._settled(d, self.cfg.min_weight_g)]
 
     def zero(self, timeout: float = 5.0) -> str:
         """Zero the scale (``Z``). Call from the reading thread (``DeviceWorker.call``).
@@ -204,7 +201,7 @@ class MtSicsScaleDriver(Settling, Polling, Driver[MtSicsScaleConfig]):
         while cmd not in self._replies:
             if time.monotonic() > deadline:
                 raise self._lost("no reply to", cmd, "within", timeout, "s")
-            self._pending.extend(self._read_events(deadline - time.monotonic()))
+            self._take_all(self._read_events(deadline - time.monotonic()))
         reply = self._replies.pop(cmd)
         self.log.info("scale_command", command=cmd, reply=reply)
         return [*reply.split(), "?"][1]

@@ -21,6 +21,7 @@ Port strings are pyserial URLs (see :mod:`drivers.common.serial_link`).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -129,16 +130,15 @@ class SerialLineScannerDriver(Driver[SerialLineScannerConfig]):
         self._pending.clear()
         self._link.close()
 
-    def _read_events(self, timeout: float) -> list[Event]:
+    def _read_events(self, timeout: float) -> Sequence[Event | Decoded]:
         del timeout  # the port's own timeout (POLL_S) bounds the wait; termios calls are costly
         data = self._link.read()
         now = time.monotonic()
-        if not data:
-            return self._framer.expire(now)
-        return self._framer.feed(data, now)
+        return self._framer.feed(data, now) if data else self._framer.expire(now)
 
-    def _parse(self, frame: bytes) -> Decoded:
-        return parse_frame(frame, self.cfg)
+    def decode(self, frame: bytes) -> list[Decoded]:
+        """The one reading of a line. Raises FrameError."""
+        return [parse_frame(frame, self.cfg)]
 
     @staticmethod
     def detect() -> list[DetectedDevice]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import ClassVar, Literal
 
@@ -156,7 +157,7 @@ class SmaScaleDriver(Settling, Polling, Driver[SmaScaleConfig]):
         self._reset()
         self.log.info("port_opened", port=cfg.port, mode=cfg.mode)
 
-    def _read_events(self, timeout: float) -> list[Event]:
+    def _read_events(self, timeout: float) -> Sequence[Event | Decoded]:
         del timeout  # the port's own timeout (POLL_S) bounds the wait; termios calls are costly
         if self.cfg.mode == "poll":
             cmd = b"\n" + self.cfg.poll_command.encode() + b"\r"
@@ -168,24 +169,19 @@ class SmaScaleDriver(Settling, Polling, Driver[SmaScaleConfig]):
         elif self._stalled(now):
             raise self._lost("no data for", round(now - self._heard, 1), "s")
         events = self._framer.feed(data, now) if data else self._framer.expire(now)
-        return [ev for ev in events if self._screen(ev)]
+        if any(not isinstance(ev, Reject) or ev.reason != "noise" for ev in events):
+            self._sent_at, self._missed = None, 0  # a reply, even a cut-off one, answers the poll
+        return events
 
     def _stalled(self, now: float) -> bool:
         stall = self.cfg.stall_timeout_ms / 1000 if self.cfg.mode == "continuous" else 0
         return bool(stall) and now - self._heard > stall
 
-    def _screen(self, ev: Event) -> bool:
-        """Whether ``ev`` goes on to ``_parse``: motion, small weights and repeats don't."""
-        if isinstance(ev, Reject) and ev.reason == "noise":
-            return True
-        self._sent_at, self._missed = None, 0  # a reply, even a cut-off one, answers the poll
-        if isinstance(ev, Reject):
-            return True
-        try:
-            d = parse_frame(ev, self.cfg)
-        except FrameError:
-            return True  # _parse raises it again and the base class counts it
-        return self._settled(d, self.cfg.min_weight_g)
+    def decode(self, frame: bytes) -> list[Decoded]:
+        """The weight of one frame, stable or not. Raises FrameError."""
+        return [parse_frame(frame, self.cfg)]
 
-    def _parse(self, frame: bytes) -> Decoded:
-        return parse_frame(frame, self.cfg)
+    def _admit(self, frame: bytes, readings: Sequence[Decoded]) -> list[Decoded]:
+        """Publish on settle (module docstring): motion, small weights and repeats are counted."""
+        del frame
+        return [d for d in readings if self._settled(d, self.cfg.min_weight_g)]

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import ClassVar, Literal
 
@@ -174,7 +175,7 @@ class ToledoContinuousDriver(Settling, Driver[ToledoContinuousConfig]):
     def _lost(self, *what: object) -> DeviceIOError:
         return self._link.lost(*what)
 
-    def _read_events(self, timeout: float) -> list[Event]:
+    def _read_events(self, timeout: float) -> Sequence[Event | Decoded]:
         del timeout  # the port's own timeout (POLL_S) bounds the wait; termios calls are costly
         data = self._link.read()
         now = time.monotonic()
@@ -186,15 +187,13 @@ class ToledoContinuousDriver(Settling, Driver[ToledoContinuousConfig]):
             if stall and now - self._heard > stall:
                 raise self._lost("no data for", round(now - self._heard, 1), "s")
             events = self._framer.expire(now)
-        return [ev for ev in events if isinstance(ev, Reject) or self._screen(ev)]
+        return events
 
-    def _screen(self, frame: bytes) -> bool:
-        """Whether ``frame`` goes on to ``_parse``: motion, small weights and repeats don't."""
-        try:
-            d = parse_frame(frame, self.cfg)
-        except FrameError:
-            return True  # _parse raises it again and the base class counts it
-        return self._settled(d, self.cfg.min_weight_g)
+    def decode(self, frame: bytes) -> list[Decoded]:
+        """The weight of one frame, stable or not. Raises FrameError."""
+        return [parse_frame(frame, self.cfg)]
 
-    def _parse(self, frame: bytes) -> Decoded:
-        return parse_frame(frame, self.cfg)
+    def _admit(self, frame: bytes, readings: Sequence[Decoded]) -> list[Decoded]:
+        """Publish on settle (module docstring): motion, small weights and repeats are counted."""
+        del frame
+        return [d for d in readings if self._settled(d, self.cfg.min_weight_g)]

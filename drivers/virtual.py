@@ -9,6 +9,7 @@ literal ``NoRead`` becomes a noread reading and a frame starting with ``!`` is r
 from __future__ import annotations
 
 import queue
+from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 from drivers.base import Driver
@@ -45,7 +46,7 @@ class VirtualDriver(Driver[VirtualConfig]):
     def close(self) -> None:
         """Nothing to release."""
 
-    def _read_events(self, timeout: float) -> list[Event]:
+    def _read_events(self, timeout: float) -> Sequence[Event | Decoded]:
         try:
             frame = self._q.get(timeout=timeout)
         except queue.Empty:
@@ -55,10 +56,11 @@ class VirtualDriver(Driver[VirtualConfig]):
             raise DeviceIOError(msg)
         return [frame]
 
-    def _parse(self, frame: bytes) -> Decoded:
+    def decode(self, frame: bytes) -> list[Decoded]:
+        """The frame's one reading; ``!...`` is ``garbled``."""
         if frame.startswith(b"!"):
             raise FrameError("garbled", "frame starts with '!'")
         text = frame.decode("utf-8", errors="replace")
         if text == "NoRead":
-            return Decoded(Kind.NOREAD, None, frame)
-        return Decoded(Kind.BARCODE, text, frame, symbology=None, check="none")
+            return [Decoded(Kind.NOREAD, None, frame)]
+        return [Decoded(Kind.BARCODE, text, frame, symbology=None, check="none")]

@@ -11,7 +11,7 @@ from edge_agent.supervisor import DeviceWorker
 
 
 class BuggyDriver(VirtualDriver):
-    """Raises a plain ValueError outside ``_parse`` (as a framer or router bug would)."""
+    """Raises a plain ValueError in ``_read_events`` (as a framer or transport bug would)."""
 
     def _read_events(self, timeout: float) -> list[Event]:
         events = super()._read_events(timeout)

@@ -30,6 +30,7 @@ class Reject:
 
     reason: str
     data: bytes
+    detail: str = ""
 
 
 Event = bytes | Reject

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
-from drivers.common.framing import Event
 from drivers.common.serial_link import SerialLink
 from edge_agent.errors import DeviceIOError
+from edge_agent.reading import Decoded
 
 
 class _PollConfig(Protocol):
@@ -33,7 +33,7 @@ class Polling:
     """
 
     _link: SerialLink
-    _pending: deque[Event]
+    _pending: deque[Decoded]
     polls: int
     _sent_at: float | None
     _next_poll: float

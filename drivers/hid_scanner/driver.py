@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import time
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import usb.core
@@ -140,7 +141,7 @@ class HidScannerDriver(Driver[HidScannerConfig]):
         except (usb.core.USBError, ValueError) as err:
             self.log.debug("usb_dispose_failed", error=str(err))
 
-    def _read_events(self, timeout: float) -> list[Event]:
+    def _read_events(self, timeout: float) -> Sequence[Event | Decoded]:
         dev = self._dev
         if dev is None:
             msg = f"{self.cfg.where}: not open"
@@ -152,15 +153,16 @@ class HidScannerDriver(Driver[HidScannerConfig]):
             return self._read_error(err)
         return self._framer.feed(bytes(data), time.monotonic())
 
-    def _read_error(self, err: Any) -> list[Event]:
+    def _read_error(self, err: Any) -> Sequence[Event | Decoded]:
         if isinstance(err, usb.core.USBTimeoutError) or err.errno == errno.ETIMEDOUT:
             return self._framer.expire(time.monotonic())  # idle: no log line (U4)
         if err.errno == errno.EOVERFLOW:
             return [Reject("bad_length", b"")]  # a report longer than wMaxPacketSize
         raise usbio.translate(self.cfg.where, err, opening=False) from err
 
-    def _parse(self, frame: bytes) -> Decoded:
-        return parse_frame(frame, self.cfg)
+    def decode(self, frame: bytes) -> list[Decoded]:
+        """The one reading of a scan. Raises FrameError."""
+        return [parse_frame(frame, self.cfg)]
 
     @staticmethod
     def detect() -> list[DetectedDevice]:

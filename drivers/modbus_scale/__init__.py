@@ -16,7 +16,8 @@ Design:
   probe (:mod:`drivers.modbus_scale.poller`). The unit id of a reading is the first byte of its
   ``raw`` RTU frame (byte 7 of a TCP frame).
 * Every unit is read with ONE FC03/FC04 request per poll covering the whole register map.
-  The reading's ``raw`` is that response ADU (RTU with its CRC, TCP with its MBAP header).
+  The reading's ``raw`` is that response ADU as it came off the wire (RTU with its CRC, TCP
+  with its MBAP header), parsed once by the driver.
 * A reading (kind ``weight``, value in grams, unit ``g``, ``stable``, ``check`` ``crc16`` /
   ``tcp``, ``gate`` None) is emitted once per new stable weight per unit; motion is not.
 * Exception responses are values: counted per unit and as rejects named after the code

@@ -7,6 +7,7 @@ import socket
 import termios
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn
@@ -21,12 +22,8 @@ from drivers.modbus_scale.config import ModbusScaleConfig
 from drivers.modbus_scale.frames import (
     classify_unanswered,
     complete,
-    exception_pdu,
     parse_frame,
-    read_pdu,
-    rtu_adu,
     sound_tail,
-    tcp_adu,
     to_decoded,
 )
 from drivers.modbus_scale.poller import Scheduler, UnitState, settle
@@ -44,8 +41,6 @@ from edge_agent.reading import Decoded
 logging.getLogger("pymodbus").addHandler(logging.NullHandler())
 
 Client = ModbusSerialClient | ModbusTcpClient
-#: Reasons for bytes that made no response (rejected as bytes, not re-parsed as a frame).
-BYTE_REASONS = frozenset({"crc", "wrong_unit", "noise", "short", "garbled"})
 
 
 class _TcpClient(ModbusTcpClient):
@@ -104,6 +99,8 @@ class ModbusScaleDriver(Driver[ModbusScaleConfig]):
         super().__init__(device_id, cfg)
         self._client: Client | None = None
         self._rx = b""
+        #: The response ADU pymodbus was handed, as it came off the wire (a reading's ``raw``).
+        self._wire = b""
         self._asking = 0
         self._sched = Scheduler(cfg)
         self._last_answer = 0.0
@@ -174,6 +171,8 @@ class ModbusScaleDriver(Driver[ModbusScaleConfig]):
         cfg, unit = self.cfg, self._asking
         tail = sound_tail(self._rx, unit, cfg.transport, cfg.registers.count)
         if tail is not None:
+            size = 6 + int.from_bytes(tail[4:6], "big") if cfg.transport == "tcp" else len(tail)
+            self._wire = tail[:size]
             return tail
         if complete(self._rx, cfg.transport, cfg.registers.count):
             msg = f"unit {unit}: {len(self._rx)} bytes, no sound response"
@@ -190,7 +189,7 @@ class ModbusScaleDriver(Driver[ModbusScaleConfig]):
             except (OSError, ModbusException) as err:
                 self.log.debug("link_close_failed", error=str(err))
 
-    def _read_events(self, timeout: float) -> list[Event]:
+    def _read_events(self, timeout: float) -> Sequence[Event | Decoded]:
         if self._client is None:
             msg = f"{self.cfg.where}: not open"
             raise DeviceIOError(msg)
@@ -201,9 +200,9 @@ class ModbusScaleDriver(Driver[ModbusScaleConfig]):
             return []
         return self._poll(self._client, st)
 
-    def _poll(self, client: Client, st: UnitState) -> list[Event]:
+    def _poll(self, client: Client, st: UnitState) -> Sequence[Event | Decoded]:
         t0 = time.monotonic()
-        self._rx, self._asking = b"", st.unit
+        self._rx, self._wire, self._asking = b"", b"", st.unit
         try:
             rsp = self._request(client, st.unit)
         except ModbusIOException as err:  # no valid answer within the timeout
@@ -216,7 +215,8 @@ class ModbusScaleDriver(Driver[ModbusScaleConfig]):
         self._last_answer = time.monotonic()
         if self._sched.answered(st, self._last_answer):
             self.log.info("unit_online", unit=st.unit)
-        return self._answer(st, t0, self._frame(rsp, st.unit))
+        del rsp  # pymodbus decoded the bytes _trace handed it: they are parsed once, here
+        return self._answer(st, t0, self._wire)
 
     def _link_lost(self, st: UnitState, t0: float, err: Exception) -> NoReturn:
         self.close()  # drop the client object: open() makes a new one (M1, M6)
@@ -232,26 +232,22 @@ class ModbusScaleDriver(Driver[ModbusScaleConfig]):
             return client.read_input_registers(m.start, count=m.count, device_id=unit)
         return client.read_holding_registers(m.start, count=m.count, device_id=unit)
 
-    def _frame(self, rsp: Any, unit: int) -> bytes:
-        fc = rsp.function_code & 0x7F  # as answered: parse_frame checks it is ours
-        if rsp.isError():
-            pdu = exception_pdu(fc, rsp.exception_code)
-        else:
-            pdu = read_pdu(fc, getattr(rsp, "registers", []))
-        if self.cfg.transport == "tcp":
-            return tcp_adu(rsp.transaction_id, unit, pdu)
-        return rtu_adu(unit, pdu)
-
-    def _answer(self, st: UnitState, t0: float, frame: bytes) -> list[Event]:
+    def _answer(self, st: UnitState, t0: float, frame: bytes) -> Sequence[Event | Decoded]:
+        """The reading of a response ADU once its unit has settled on a new weight."""
         try:
             _unit, sample = parse_frame(frame, self.cfg)
         except FrameError as err:
-            return self._failure(st, t0, err.reason, frame)
+            return self._failure(st, t0, err.reason, frame, err.detail)
         outcome = settle(st, sample, self.cfg)
         self._record(st, t0, outcome)
-        return [frame] if outcome == "reading" else []
+        if outcome != "reading":
+            return []
+        decoded = to_decoded(frame, sample, self.cfg)
+        if decoded.stable is None:  # no status bits: settle() found it stable
+            decoded = replace(decoded, stable=True)
+        return [decoded]
 
-    def _no_answer(self, st: UnitState, t0: float, detail: str) -> list[Event]:
+    def _no_answer(self, st: UnitState, t0: float, detail: str) -> Sequence[Event | Decoded]:
         rx, count = self._rx, self.cfg.registers.count
         outcome = classify_unanswered(rx, st.unit, self.cfg.transport, count)
         if rx:
@@ -266,25 +262,21 @@ class ModbusScaleDriver(Driver[ModbusScaleConfig]):
             raise DeviceIOError(msg)
         return events
 
-    def _failure(self, st: UnitState, t0: float, reason: str, data: bytes) -> list[Event]:
+    def _failure(
+        self, st: UnitState, t0: float, reason: str, data: bytes, detail: str = ""
+    ) -> Sequence[Event | Decoded]:
         """Count every failure per unit; hand the first of a run to the base class's rejects."""
         first = st.last_outcome != reason
         self._record(st, t0, reason)
-        if not first:
-            return []
-        if reason in BYTE_REASONS:
-            return [Reject(reason, data)]  # bytes that made no response
-        return [data]  # a response: _parse raises the same FrameError, the base counts it
+        return [Reject(reason, data, detail)] if first else []
 
-    def _record(self, st: UnitState, t0: float, outcome: str) -> list[Event]:
+    def _record(self, st: UnitState, t0: float, outcome: str) -> Sequence[Event | Decoded]:
         st.stats[outcome] += 1
         st.last_outcome = outcome
         self.polls.append(Poll(st.unit, t0, time.monotonic(), outcome))
         return []
 
-    def _parse(self, frame: bytes) -> Decoded:
+    def decode(self, frame: bytes) -> list[Decoded]:
+        """One response ADU's weight, unsettled (``read()`` gets readings from the poll)."""
         _unit, sample = parse_frame(frame, self.cfg)
-        decoded = to_decoded(frame, sample, self.cfg)
-        if decoded.stable is None:  # no status bits: _read_events passes a frame once settled
-            decoded = replace(decoded, stable=True)
-        return decoded
+        return [to_decoded(frame, sample, self.cfg)]

@@ -20,10 +20,10 @@ from __future__ import annotations
 import time
 from typing import ClassVar
 
-from drivers.common.framing import Event, Framer, StxEtxFramer
+from drivers.common.framing import Framer, StxEtxFramer
 from drivers.sick_clv.telegram import SickClvConfig, parse_telegram
-from drivers.tunnel.base import Slot, TunnelDriver
-from edge_agent.errors import DeviceIOError, FrameError
+from drivers.tunnel.base import TunnelDriver
+from edge_agent.errors import DeviceIOError
 from edge_agent.reading import Decoded
 
 GATE_ON = b"\x02sMN mTCgateon\x03"
@@ -55,21 +55,14 @@ class SickClvDriver(TunnelDriver[SickClvConfig]):
         return StxEtxFramer(self.cfg.max_frame, self.cfg.inter_byte_timeout_ms / 1000)
 
     def decode(self, frame: bytes) -> list[Decoded]:
-        """The readings of one telegram (none for an answer). Raises FrameError."""
-        return list(parse_telegram(frame, self.cfg).readings)
-
-    def _route(self, frame: bytes) -> list[Event]:
-        try:
-            telegram = parse_telegram(frame, self.cfg)
-        except FrameError:
-            return [frame]
+        """The readings of one telegram; answers and heartbeats are counted. Raises FrameError."""
+        telegram = parse_telegram(frame, self.cfg)
         if telegram.kind == "answer":
             self._answer(telegram.answer, frame)
-            return []
-        if telegram.kind == "heartbeat":
+        elif telegram.kind == "heartbeat":
             self.heartbeats += 1
-            return [Slot(frame, 0)] if self.cfg.heartbeat_publish else []
-        return self._fan_out(frame)
+            return list(telegram.readings) if self.cfg.heartbeat_publish else []
+        return list(telegram.readings)
 
     def _answer(self, tokens: tuple[str, ...], frame: bytes) -> None:
         self.answers[tokens[0] if tokens[0] == "sFA" else " ".join(tokens[:2])] += 1

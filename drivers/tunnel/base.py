@@ -17,10 +17,8 @@ The three drivers share four things:
 * **outgoing commands**: software triggers, sent by :meth:`TunnelDriver._tick` from the read
   thread, so one thread owns the port;
 * **one telegram, several readings**: a tunnel scanner reports every code of a reading gate in
-  one telegram, but ``Driver.read()`` returns one reading at a time. So :meth:`_fan_out` turns
-  a telegram with N codes into N :class:`Slot` events. A Slot is the telegram's bytes plus the
-  code's position, and ``_parse`` returns that slot's reading. Every reading of a telegram carries
-  the whole telegram as ``raw`` and the same ``gate``.
+  one telegram; ``decode`` returns them all, each with the whole telegram as ``raw`` and the
+  same ``gate``. Answers and heartbeats are counted by ``decode`` and give no reading.
 
 Duplicates: a telegram that carries a gate or trigger counter and is byte-identical to one of the
 last ``dedup_window`` such telegrams is dropped as the reject ``duplicate``. This is a device
@@ -34,7 +32,8 @@ import abc
 import errno
 import time
 from collections import Counter, deque
-from typing import Any, ClassVar, Self, TypeVar
+from collections.abc import Sequence
+from typing import Any, ClassVar, TypeVar
 
 import serial
 
@@ -52,18 +51,6 @@ from edge_agent.reading import Decoded
 
 _ABSENT = (errno.ENOENT, errno.ENODEV, errno.ENXIO)
 _ABSENT_TEXT = ("No such file", "Connection refused", "No route to host", "timed out")
-
-
-class Slot(bytes):
-    """One reading of a telegram: the telegram's bytes plus the reading's position in it."""
-
-    position: int
-
-    def __new__(cls, frame: bytes, position: int) -> Self:
-        """Wrap ``frame`` (the whole telegram) as reading number ``position``."""
-        slot = super().__new__(cls, frame)
-        slot.position = position
-        return slot
 
 
 TC = TypeVar("TC", bound=TunnelConfig)
@@ -96,10 +83,6 @@ class TunnelDriver(Driver[TC]):
     @abc.abstractmethod
     def make_framer(self) -> Framer:
         """A fresh framer for this device's telegrams."""
-
-    @abc.abstractmethod
-    def decode(self, frame: bytes) -> list[Decoded]:
-        """Every reading one result telegram holds. Pure; raises FrameError, nothing else."""
 
     def open(self) -> None:
         """Open the port URL. Raises DeviceNotFoundError (absent, refused) or DeviceInitError."""
@@ -173,33 +156,22 @@ class TunnelDriver(Driver[TC]):
         """Called after a read that returned nothing (watchdogs). Raises DeviceIOError."""
         del now
 
-    def _route(self, frame: bytes) -> list[Event]:
-        """What a frame becomes: by default the readings of a result telegram."""
-        return self._fan_out(frame)
-
-    def _fan_out(self, frame: bytes) -> list[Event]:
-        try:
-            readings = self.decode(frame)
-        except FrameError:
-            return [frame]  # _parse raises the same FrameError; the base counts it once
+    def _admit(self, frame: bytes, readings: Sequence[Decoded]) -> Sequence[Decoded]:
+        """Drop a telegram with a gate counter that repeats one of the last ``dedup_window``."""
         if readings and readings[0].gate is not None and self.cfg.dedup_window:
             if frame in self._recent:
-                return [Reject("duplicate", frame)]
-            self._recent.append(bytes(frame))
-        return [Slot(frame, i) for i in range(len(readings))]
+                raise FrameError("duplicate", "same bytes as a recent telegram")
+            self._recent.append(frame)
+        return readings
 
-    def _read_events(self, timeout: float) -> list[Event]:
+    def _read_events(self, timeout: float) -> Sequence[Event | Decoded]:
         del timeout  # the port's own timeout (POLL_S) bounds the wait
         self._tick(time.monotonic())
         data = self._read_some()
         now = time.monotonic()
         if not data:
             self._idle(now)  # only after an empty read: closing would drop unread bytes
-        events = self._framer.feed(data, now) if data else self._framer.expire(now)
-        out: list[Event] = []
-        for ev in events:
-            out.extend([ev] if isinstance(ev, Reject) else self._route(ev))
-        return out
+        return self._framer.feed(data, now) if data else self._framer.expire(now)
 
     def _read_some(self) -> bytes:
         port = self._port
@@ -229,36 +201,26 @@ class TunnelDriver(Driver[TC]):
         waiting = port.in_waiting
         return bytes(port.read(waiting)) if waiting else b""
 
-    def _parse(self, frame: bytes) -> Decoded:
-        readings = self.decode(bytes(frame))  # raw stays plain bytes, not the Slot
-        position = frame.position if isinstance(frame, Slot) else 0
-        if position >= len(readings):
-            raise FrameError("empty", "telegram holds no reading")
-        return readings[position]
-
     def replay(self, data: bytes, *, bytewise: bool = False) -> list[Decoded | Reject]:
-        """Run recorded bytes through framer, router and parser, without a port.
+        """Run recorded bytes through framer and decoder, without a port (unscreened).
 
         For captures and a technician's ``spy://`` traces. Rejects come back as :class:`Reject`
         (and are counted as on a live port); answers and heartbeats update their counters.
         """
-        framer, out = self.make_framer(), []
+        framer, out = self.make_framer(), list[Decoded | Reject]()
         chunks = [data[i : i + 1] for i in range(len(data))] if bytewise else [data]
         events: list[Event] = []
         for chunk in chunks:
             events += framer.feed(chunk, 0.0)
         events += framer.expire(1e9)
         for ev in events:
-            for item in [ev] if isinstance(ev, Reject) else self._route(ev):
-                out.append(self._replay_one(item))
+            if isinstance(ev, Reject):
+                self._reject(ev.reason, ev.data)
+                out.append(ev)
+                continue
+            try:
+                out.extend(self._admit(ev, self.decode(ev)))
+            except FrameError as err:
+                self._reject(err.reason, ev, err.detail)
+                out.append(Reject(err.reason, ev))
         return out
-
-    def _replay_one(self, item: Event) -> Decoded | Reject:
-        if isinstance(item, Reject):
-            self._reject(item.reason, item.data)
-            return item
-        try:
-            return self._parse(item)
-        except FrameError as err:
-            self._reject(err.reason, item, err.detail)
-            return Reject(err.reason, bytes(item))

@@ -149,7 +149,7 @@ def test_capture_response(case: str) -> None:
         assert err.value.reason == want["reject"]
         return
     unit, sample = parse_frame(frame, cfg)
-    d = ModbusScaleDriver("s", cfg)._parse(frame)
+    (d,) = ModbusScaleDriver("s", cfg).decode(frame)
     assert (unit, sample.grams, sample.stable) == (want["unit"], want["value"], want["stable"])
     assert (d.value, d.unit, d.check, d.raw, d.gate) == (
         want["value"],

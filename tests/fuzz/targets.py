@@ -154,11 +154,9 @@ def _flat(out: Outcome) -> list[object]:
 
 
 # ---- the driver path ---------------------------------------------------------------------------
-def _collect(drv: Driver[Any], events: list[Event], out: Outcome) -> None:
+def _collect(drv: Driver[Any], events: Sequence[Event | Decoded], out: Outcome) -> None:
     for ev in events:
-        d = drv._take(ev)
-        if d is not None:
-            out.append(d)
+        out.extend(drv._take(ev))
 
 
 def _quiet(drv: Driver[Any], out: Outcome) -> None:
