@@ -117,8 +117,8 @@ class Driver(abc.ABC, Generic[C]):
     def address(self) -> str | None:
         """Where the device is, for a technician: a port path, or ``host:port`` for TCP."""
         port = getattr(self.cfg, "port", None)
-        if isinstance(port, str) and port.startswith("socket://"):
-            return port.removeprefix("socket://").split("?")[0]
+        if isinstance(port, str) and port.startswith(("socket://", "listen://")):
+            return port.partition("://")[2].split("?")[0]
         return port if isinstance(port, str) else None
 
     @abc.abstractmethod

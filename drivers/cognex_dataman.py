@@ -22,14 +22,16 @@ DMCC overview, docs.cognex.com ``dmst_2310/.../dmcc-main.html`` and manualslib p
   id and a checksum when ``command_checksum``) on that period. Otherwise the reader's own
   photo-eye triggers it.
 
-Port strings are pyserial URLs: ``socket://<ip>:23`` (the DataMan default TCP port), or a serial
-port (115200 8N1 is commonly quoted [U]).
+Port strings (:mod:`drivers.common.link`): ``socket://<ip>:23`` (the DataMan default TCP port),
+``listen://0.0.0.0:<port>?allow=<ip>`` (the reader as a TCP client), or a serial port (115200
+8N1 is commonly quoted [U]).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -185,6 +187,9 @@ class CognexDatamanDriver(TunnelDriver[CognexDatamanConfig]):
 
     def _on_open(self) -> None:
         self._next_trigger = time.monotonic()
+
+    def _due(self, now: float) -> float:
+        return self._next_trigger - now if self.cfg.trigger_period_ms else math.inf
 
     def _tick(self, now: float) -> None:
         period = self.cfg.trigger_period_ms / 1000

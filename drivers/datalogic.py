@@ -24,8 +24,9 @@ DX8200 PackTrack manual p.48)::
 * The header, terminator, separators and no-read strings are set per device in Genius/DL.CODE,
   so each one is a config key.
 
-Port strings are pyserial URLs: a serial port (``/dev/serial/by-id/...``) or ``socket://ip:port``
-for the scanner's TCP server or a serial-to-Ethernet gateway.
+Port strings (:mod:`drivers.common.link`): a serial port (``/dev/serial/by-id/...``),
+``socket://ip:port`` for the scanner's TCP server or a serial-to-Ethernet gateway, or
+``listen://0.0.0.0:<port>?allow=<ip>`` when the scanner connects to the line PC.
 """
 
 from __future__ import annotations

@@ -20,13 +20,13 @@ net) are counted in ``below_min`` and re-arm it; a stable weight equal to the la
 is counted in ``repeats``. Weights above ``max_capacity_g``, NaN or infinite are rejected as
 ``out_of_range``.
 
-Polling happens inside ``_read_events``: when no poll is outstanding and ``poll_interval_ms``
+Polling happens before each read (``_tick``): when no poll is outstanding and ``poll_interval_ms``
 has passed, the poll is written; a reply (or a cut-off line) answers it. No reply within
 ``reply_timeout_ms`` is a ``no_reply`` reject; ``max_missed`` in a row raise DeviceIOError, so
 the supervisor reopens the port and the stall shows in the device state.
 
-Port strings are pyserial URLs (``/dev/serial/by-id/...``, ``socket://host:1701``, ``loop://``,
-``spy://...``, ``hwgrep://...``). Serial 9600 8N1 is typical [S: InstrumentKit]; all configurable.
+Port strings: :mod:`drivers.common.link` (``/dev/serial/by-id/...``, ``socket://host:1701``,
+``loop://``). Serial 9600 8N1 is typical [S: InstrumentKit]; all configurable.
 """
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from drivers.base import Driver
-from drivers.common.framing import Event, Reject, TerminatorFramer
+from drivers.common.framing import Event, Framer, Reject, TerminatorFramer
+from drivers.common.link import LinkConfig
 from drivers.common.poll import Polling
-from drivers.common.serial_link import SerialLink, SerialPortConfig
 from drivers.common.settle import Settling
+from drivers.common.stream import StreamDriver
 from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded, Kind
 
@@ -64,7 +64,7 @@ class SicsFramer(TerminatorFramer):
         super().__init__(b"\r\n", 64, timeout)
 
 
-class MtSicsScaleConfig(SerialPortConfig):
+class MtSicsScaleConfig(LinkConfig):
     """``type = "mtsics_scale"``."""
 
     type: Literal["mtsics_scale"]
@@ -118,7 +118,7 @@ def parse_frame(frame: bytes, cfg: MtSicsScaleConfig) -> Decoded:
     return Decoded(Kind.WEIGHT, grams, frame, unit=tokens[3], check="none", stable=status == "S")
 
 
-class MtSicsScaleDriver(Settling, Polling, Driver[MtSicsScaleConfig]):
+class MtSicsScaleDriver(Settling, Polling, StreamDriver[MtSicsScaleConfig]):
     """An MT-SICS balance or weighing terminal on a serial port (or serial-over-TCP).
 
     Public counters: ``motion``, ``below_min``, ``repeats`` (see the module docstring),
@@ -127,39 +127,34 @@ class MtSicsScaleDriver(Settling, Polling, Driver[MtSicsScaleConfig]):
 
     kind: ClassVar[str] = "mtsics_scale"
     Config = MtSicsScaleConfig
-    #: Longest single wait in the port's read(), s: bounds poll jitter and stop latency.
-    POLL_S = 0.05
+    KEEP_INPUT = False  # replies to polls sent before the reopen are stale
     #: Reply ids that answer zero/tare commands, not polls.
     REPLY_IDS = frozenset({b"Z", b"ZI", b"T", b"TI", b"TA", b"TAC"})
     ACTIONS = frozenset({"zero", "tare"})
 
     def __init__(self, device_id: str, cfg: MtSicsScaleConfig) -> None:
         super().__init__(device_id, cfg)
-        self._link = SerialLink(cfg, timeout=self.POLL_S, keep_input=False)
         self.motion = self.below_min = self.repeats = self.polls = 0
-        self._reset()
+        self._on_open()
 
-    def _reset(self) -> None:
-        self._framer = SicsFramer(self.cfg.inter_byte_timeout_ms / 1000)
+    def make_framer(self) -> Framer:
+        """CR LF lines, at most 64 bytes."""
+        return SicsFramer(self.cfg.inter_byte_timeout_ms / 1000)
+
+    def _on_open(self) -> None:
         self._last: float | None = None
         self._reset_poll()
         self._replies: dict[str, str] = {}
 
-    def open(self) -> None:
-        """Open the port URL. Raises DeviceNotFoundError (absent) or DeviceInitError."""
-        self.close()
-        cfg = self.cfg
-        self._link.open()
-        self._reset()
-        self.log.info("port_opened", port=cfg.port)
+    def _tick(self, now: float) -> None:
+        cmd = self.cfg.poll_command.encode()
+        self._poll_due(now, self.cfg, cmd + b"\r\n", cmd)
+
+    def _due(self, now: float) -> float:
+        return self._poll_wait(now, self.cfg)
 
     def _read_events(self, timeout: float) -> Sequence[Event | Decoded]:
-        del timeout  # the port's own timeout (POLL_S) bounds the wait; termios calls are costly
-        cmd = self.cfg.poll_command.encode()
-        self._poll_due(time.monotonic(), self.cfg, cmd + b"\r\n", cmd)
-        data = self._io()
-        now = time.monotonic()
-        events = self._framer.feed(data, now) if data else self._framer.expire(now)
+        events = super()._read_events(timeout)
         if any(isinstance(ev, Reject) and ev.reason != "noise" for ev in events):
             self._sent_at, self._missed = None, 0  # a cut-off reply is still a reply
         return events
@@ -196,7 +191,7 @@ class MtSicsScaleDriver(Settling, Polling, Driver[MtSicsScaleConfig]):
 
     def _command(self, cmd: str, timeout: float) -> str:
         self._replies.pop(cmd, None)
-        self._io(cmd.encode() + b"\r\n")
+        self.write(cmd.encode() + b"\r\n")
         deadline = time.monotonic() + timeout
         while cmd not in self._replies:
             if time.monotonic() > deadline:

@@ -15,22 +15,21 @@ Wire format (configurable, see ``docs/protocols.md`` §1.1, §1.3, §2.4)::
   DS8110 (STX ... CR LF), handhelds in CDC mode (CR suffix). Vendor defaults vary: every one of
   these is a config key, none is hard-wired.
 
-Port strings are pyserial URLs (see :mod:`drivers.common.serial_link`).
+Port strings: see :mod:`drivers.common.link` (device nodes, ``socket://``, ``listen://``).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 from pydantic import Field
 from serial.tools import list_ports
 
-from drivers.base import DetectedDevice, Driver
+from drivers.base import DetectedDevice
 from drivers.common.aim import AIM_GS1, AIM_SYMBOLOGY
-from drivers.common.framing import Event, Framer, StxEtxFramer, TerminatorFramer
-from drivers.common.serial_link import SerialLink, SerialPortConfig
+from drivers.common.framing import Framer, StxEtxFramer, TerminatorFramer
+from drivers.common.link import LinkConfig
+from drivers.common.stream import StreamDriver
 from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded, Kind
 
@@ -38,8 +37,8 @@ TERMINATORS = {"CR": b"\r", "LF": b"\n", "CRLF": b"\r\n"}
 GS = "\x1d"
 
 
-class SerialLineScannerConfig(SerialPortConfig):
-    """``type = "serial_line_scanner"`` (port settings: :class:`SerialPortConfig`)."""
+class SerialLineScannerConfig(LinkConfig):
+    """``type = "serial_line_scanner"`` (port settings: :class:`LinkConfig`)."""
 
     type: Literal["serial_line_scanner"]
     framing: Literal["stx_etx", "terminator"] = "terminator"
@@ -105,36 +104,16 @@ def _strip_affixes(text: str, cfg: SerialLineScannerConfig) -> str:
     return text
 
 
-class SerialLineScannerDriver(Driver[SerialLineScannerConfig]):
+class SerialLineScannerDriver(StreamDriver[SerialLineScannerConfig]):
     """A scanner on a serial port (RS-232, USB CDC-ACM, USB-serial adapter, serial-over-TCP)."""
 
     kind: ClassVar[str] = "serial_line_scanner"
     Config = SerialLineScannerConfig
-    #: Longest single wait in the port's read(), seconds: bounds stop latency.
     POLL_S = 0.25
 
-    def __init__(self, device_id: str, cfg: SerialLineScannerConfig) -> None:
-        super().__init__(device_id, cfg)
-        self._link = SerialLink(cfg, timeout=self.POLL_S)
-        self._framer = make_framer(cfg)
-
-    def open(self) -> None:
-        """Open the port URL. Raises DeviceNotFoundError (absent) or DeviceInitError."""
-        self._pending.clear()
-        self._link.open()
-        self._framer = make_framer(self.cfg)
-        self.log.info("port_opened", port=self.cfg.port)
-
-    def close(self) -> None:
-        """Close the port (idempotent)."""
-        self._pending.clear()
-        self._link.close()
-
-    def _read_events(self, timeout: float) -> Sequence[Event | Decoded]:
-        del timeout  # the port's own timeout (POLL_S) bounds the wait; termios calls are costly
-        data = self._link.read()
-        now = time.monotonic()
-        return self._framer.feed(data, now) if data else self._framer.expire(now)
+    def make_framer(self) -> Framer:
+        """The framer the config describes."""
+        return make_framer(self.cfg)
 
     def decode(self, frame: bytes) -> list[Decoded]:
         """The one reading of a line. Raises FrameError."""

@@ -16,30 +16,29 @@ PR 5410 p.120, Cardinal 190, BTEK T419S p.61, Minebea PR 5310 p.145)::
   (``lb ``, ``kg ``, ``g  ``, ``oz ``). No checksum: only non-ASCII bytes and format errors are
   detectable.
 
-``mode = "poll"`` sends ``poll_command`` every ``poll_interval_ms`` inside ``_read_events``, one
+``mode = "poll"`` sends ``poll_command`` every ``poll_interval_ms`` before a read (``_tick``), one
 outstanding at a time; no reply in ``reply_timeout_ms`` is a ``no_reply`` reject, ``max_missed``
 in a row raise DeviceIOError. ``mode = "continuous"`` writes ``continuous_command`` on open
 (``""``: the scale streams by itself [U]) and raises DeviceIOError after ``stall_timeout_ms``
 of silence. Publishing on settle (motion, ``below_min``, ``repeats``) is as documented in
-``drivers/mtsics_scale.py``. Port strings are pyserial URLs; 8N1 9600 Bd is common [U].
+``drivers/mtsics_scale.py``. Port strings: :mod:`drivers.common.link`; 8N1 9600 Bd is common [U].
 """
 
 from __future__ import annotations
 
 import math
 import re
-import time
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from drivers.base import Driver
 from drivers.common.framing import KEEP, Event, Framer, Reject
+from drivers.common.link import LinkConfig
 from drivers.common.poll import Polling
-from drivers.common.serial_link import SerialLink, SerialPortConfig
 from drivers.common.settle import Settling
+from drivers.common.stream import StreamDriver
 from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded, Kind
 
@@ -51,7 +50,7 @@ STATUS = {"O": "over_capacity", "U": "under_range", "E": "zero_error", "T": "tar
 NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
-class SmaScaleConfig(SerialPortConfig):
+class SmaScaleConfig(LinkConfig):
     """``type = "sma_scale"``."""
 
     type: Literal["sma_scale"]
@@ -124,7 +123,7 @@ def parse_frame(frame: bytes, cfg: SmaScaleConfig) -> Decoded:
     return Decoded(Kind.WEIGHT, grams, frame, unit=unit, check="none", stable=m == " ")
 
 
-class SmaScaleDriver(Settling, Polling, Driver[SmaScaleConfig]):
+class SmaScaleDriver(Settling, Polling, StreamDriver[SmaScaleConfig]):
     """A scale speaking the SMA protocol on a serial port.
 
     Public counters: ``motion``, ``below_min``, ``repeats``, ``polls``.
@@ -132,50 +131,44 @@ class SmaScaleDriver(Settling, Polling, Driver[SmaScaleConfig]):
 
     kind: ClassVar[str] = "sma_scale"
     Config = SmaScaleConfig
-    #: Longest single wait in the port's read(), s: bounds poll jitter and stop latency.
-    POLL_S = 0.05
+    KEEP_INPUT = False  # replies to polls sent before the reopen are stale
 
     def __init__(self, device_id: str, cfg: SmaScaleConfig) -> None:
         super().__init__(device_id, cfg)
-        self._link = SerialLink(cfg, timeout=self.POLL_S, keep_input=False)
         self.motion = self.below_min = self.repeats = self.polls = 0
-        self._reset()
-
-    def _reset(self) -> None:
-        self._framer = LfCrFramer(32, self.cfg.inter_byte_timeout_ms / 1000)
         self._last: float | None = None
         self._reset_poll()
-        self._heard = time.monotonic()
 
-    def open(self) -> None:
-        """Open the port URL (and start the stream). Raises DeviceNotFoundError/InitError."""
-        self.close()
+    def make_framer(self) -> Framer:
+        """``LF ... CR`` frames of at most 32 bytes."""
+        return LfCrFramer(32, self.cfg.inter_byte_timeout_ms / 1000)
+
+    def _on_open(self) -> None:
+        """Start the stream (continuous mode); forget the last weight and the poll."""
         cfg = self.cfg
-        self._link.open()
         if cfg.mode == "continuous" and cfg.continuous_command:
-            self._link.write(b"\n" + cfg.continuous_command.encode() + b"\r")
-        self._reset()
-        self.log.info("port_opened", port=cfg.port, mode=cfg.mode)
+            self.write(b"\n" + cfg.continuous_command.encode() + b"\r")
+        self._last = None
+        self._reset_poll()
 
-    def _read_events(self, timeout: float) -> Sequence[Event | Decoded]:
-        del timeout  # the port's own timeout (POLL_S) bounds the wait; termios calls are costly
+    def _tick(self, now: float) -> None:
         if self.cfg.mode == "poll":
             cmd = b"\n" + self.cfg.poll_command.encode() + b"\r"
-            self._poll_due(time.monotonic(), self.cfg, cmd, cmd)
-        data = self._io()
-        now = time.monotonic()
-        if data:
-            self._heard = now
-        elif self._stalled(now):
-            raise self._lost("no data for", round(now - self._heard, 1), "s")
-        events = self._framer.feed(data, now) if data else self._framer.expire(now)
+            self._poll_due(now, self.cfg, cmd, cmd)
+
+    def _due(self, now: float) -> float:
+        return self._poll_wait(now, self.cfg) if self.cfg.mode == "poll" else math.inf
+
+    def _idle(self, now: float) -> None:
+        stall = self.cfg.stall_timeout_ms / 1000 if self.cfg.mode == "continuous" else 0
+        if stall and now - self.last_rx > stall:
+            raise self._lost("no data for", round(now - self.last_rx, 1), "s")
+
+    def _read_events(self, timeout: float) -> Sequence[Event | Decoded]:
+        events = super()._read_events(timeout)
         if any(not isinstance(ev, Reject) or ev.reason != "noise" for ev in events):
             self._sent_at, self._missed = None, 0  # a reply, even a cut-off one, answers the poll
         return events
-
-    def _stalled(self, now: float) -> bool:
-        stall = self.cfg.stall_timeout_ms / 1000 if self.cfg.mode == "continuous" else 0
-        return bool(stall) and now - self._heard > stall
 
     def decode(self, frame: bytes) -> list[Decoded]:
         """The weight of one frame, stable or not. Raises FrameError."""

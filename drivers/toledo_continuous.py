@@ -26,25 +26,24 @@ returned weight in ``repeats`` (at 5-20 Hz most frames are repeats); only the fi
 frame of a new weight is returned. An indicator that stops streaming for ``stall_timeout_ms``
 raises DeviceIOError (cable pulled or indicator hung: the supervisor reopens it).
 
-Port strings are pyserial URLs (``/dev/serial/by-id/...``, ``socket://host:port``, ``loop://``,
-``spy://...``). Serial settings are [U]: 4800 Bd or faster per WILDCAT; check the indicator.
+Port strings: :mod:`drivers.common.link` (``/dev/serial/by-id/...``, ``socket://host:port``,
+``loop://``). Serial settings are [U]: 4800 Bd or faster per WILDCAT; check the indicator.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from drivers.base import Driver
 from drivers.common.framing import KEEP, Event, Framer, Reject
-from drivers.common.serial_link import SerialLink, SerialPortConfig
+from drivers.common.link import LinkConfig
 from drivers.common.settle import Settling
-from edge_agent.errors import DeviceIOError, FrameError
+from drivers.common.stream import StreamDriver
+from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded, Kind
 
 STX, CR = 0x02, 0x0D
@@ -53,7 +52,7 @@ GRAMS = {"g": Decimal(1), "kg": Decimal(1000), "lb": Decimal("453.59237")}
 MASK7 = bytes(b & 0x7F for b in range(256))
 
 
-class ToledoContinuousConfig(SerialPortConfig):
+class ToledoContinuousConfig(LinkConfig):
     """``type = "toledo_continuous"``."""
 
     type: Literal["toledo_continuous"]
@@ -88,6 +87,10 @@ class ToledoFramer(Framer):
     def __init__(self, cfg: ToledoContinuousConfig) -> None:
         super().__init__(cfg.frame_length, cfg.inter_byte_timeout_ms / 1000)
         self.cr_at = 10 + 6 * cfg.tare_field
+
+    def feed(self, data: bytes, now: float) -> list[Event]:
+        """As :meth:`Framer.feed`, every byte masked to 7 bits first (7E1 read as 8N1)."""
+        return super().feed(data.translate(MASK7), now)
 
     def _start(self, b: int, out: list[Event]) -> None:
         if b == STX:
@@ -137,7 +140,7 @@ def parse_frame(frame: bytes, cfg: ToledoContinuousConfig) -> Decoded:
     return Decoded(Kind.WEIGHT, grams, frame, unit=unit, check=check, stable=not swb & 0x08)
 
 
-class ToledoContinuousDriver(Settling, Driver[ToledoContinuousConfig]):
+class ToledoContinuousDriver(Settling, StreamDriver[ToledoContinuousConfig]):
     """A weight indicator in Toledo continuous-output mode on a serial port.
 
     Public counters: ``motion``, ``below_min``, ``repeats`` (see the module docstring).
@@ -145,49 +148,25 @@ class ToledoContinuousDriver(Settling, Driver[ToledoContinuousConfig]):
 
     kind: ClassVar[str] = "toledo_continuous"
     Config = ToledoContinuousConfig
-    #: Longest single wait in the port's read(), s: bounds stop latency.
     POLL_S = 0.1
+    KEEP_INPUT = False  # frames from before the reopen are old weights
 
     def __init__(self, device_id: str, cfg: ToledoContinuousConfig) -> None:
         super().__init__(device_id, cfg)
-        self._link = SerialLink(cfg, timeout=self.POLL_S, keep_input=False)
         self.motion = self.below_min = self.repeats = 0
-        self._reset()
-
-    def _reset(self) -> None:
-        self._framer = ToledoFramer(self.cfg)
         self._last: float | None = None
-        self._heard = time.monotonic()
 
-    def open(self) -> None:
-        """Open the port URL. Raises DeviceNotFoundError (absent) or DeviceInitError."""
-        self.close()
-        cfg = self.cfg
-        self._link.open()
-        self._reset()
-        self.log.info("port_opened", port=cfg.port)
+    def make_framer(self) -> Framer:
+        """Fixed-length frames of 7-bit bytes."""
+        return ToledoFramer(self.cfg)
 
-    def close(self) -> None:
-        """Close the port (idempotent)."""
-        self._pending.clear()
-        self._link.close()
+    def _on_open(self) -> None:
+        self._last = None
 
-    def _lost(self, *what: object) -> DeviceIOError:
-        return self._link.lost(*what)
-
-    def _read_events(self, timeout: float) -> Sequence[Event | Decoded]:
-        del timeout  # the port's own timeout (POLL_S) bounds the wait; termios calls are costly
-        data = self._link.read()
-        now = time.monotonic()
-        if data:
-            self._heard = now
-            events = self._framer.feed(data.translate(MASK7), now)
-        else:
-            stall = self.cfg.stall_timeout_ms / 1000
-            if stall and now - self._heard > stall:
-                raise self._lost("no data for", round(now - self._heard, 1), "s")
-            events = self._framer.expire(now)
-        return events
+    def _idle(self, now: float) -> None:
+        stall = self.cfg.stall_timeout_ms / 1000
+        if stall and now - self.last_rx > stall:
+            raise self._link.lost("no data for", round(now - self.last_rx, 1), "s")
 
     def decode(self, frame: bytes) -> list[Decoded]:
         """The weight of one frame, stable or not. Raises FrameError."""

@@ -1,2 +1,3 @@
 """Pieces every driver family uses: framers (``framing``), AIM symbology ids (``aim``) and the
-serial port link with its config fields (``serial_link``)."""
+one link every byte-stream device uses (``link``: serial nodes via ``tty``, TCP via ``tcp``) and
+the read loop on it (``stream``)."""

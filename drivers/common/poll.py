@@ -3,18 +3,16 @@
 One poll is in flight at a time. A reply not seen within ``reply_timeout_ms`` is a ``no_reply``
 reject; ``max_missed`` of them in a row mean the link is gone (DeviceIOError, so the supervisor
 reopens the port). The next poll goes out ``poll_interval_ms`` after the previous one was sent.
-The driver calls :meth:`Polling._poll_due` at the top of each ``_read_events`` and clears
+The driver calls :meth:`Polling._poll_due` from its ``_tick`` (before each read) and clears
 ``_sent_at`` when a reply arrives.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
-from drivers.common.serial_link import SerialLink
+from drivers.common.link import Link
 from edge_agent.errors import DeviceIOError
-from edge_agent.reading import Decoded
 
 
 class _PollConfig(Protocol):
@@ -27,13 +25,12 @@ class _PollConfig(Protocol):
 
 
 class Polling:
-    """Mixin for a scale driver polled over a :class:`SerialLink` (listed before ``Driver``).
+    """Mixin for a scale driver polled over a :class:`Link` (listed before the driver base).
 
     The driver sets ``polls`` to 0 and calls :meth:`_reset_poll` from its constructor and on open.
     """
 
-    _link: SerialLink
-    _pending: deque[Decoded]
+    _link: Link
     polls: int
     _sent_at: float | None
     _next_poll: float
@@ -58,21 +55,15 @@ class Polling:
             self._sent_at, self._next_poll = now, now + cfg.poll_interval_ms / 1000
             self.polls += 1
 
+    def _poll_wait(self, now: float, cfg: _PollConfig) -> float:
+        """Seconds until the reply deadline of the poll in flight, or until the next poll."""
+        if self._sent_at is not None:
+            return self._sent_at + cfg.reply_timeout_ms / 1000 - now
+        return self._next_poll - now
+
     if TYPE_CHECKING:  # Driver's, after this mixin in the MRO
 
         def _reject(self, reason: str, data: bytes, detail: str = "") -> None: ...
 
-    def close(self) -> None:
-        """Close the port (idempotent)."""
-        self._pending.clear()
-        self._link.close()
-
     def _lost(self, *what: object) -> DeviceIOError:
         return self._link.lost(*what)
-
-    def _io(self, data: bytes | None = None) -> bytes:
-        """Write ``data``, or read what is there (waiting up to the link's timeout)."""
-        if data is not None:
-            self._link.write(data)
-            return b""
-        return self._link.read()

@@ -17,6 +17,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from drivers.common.link import stable_name_problem
 from edge_agent.model import DeviceConfig, StrictModel, bare_host_problem
 
 #: Registers one FC03/FC04 request may read (Modbus application protocol spec, §6.3).
@@ -174,12 +175,9 @@ class ModbusScaleConfig(DeviceConfig):
     @field_validator("port")
     @classmethod
     def _stable_name(cls, v: str | None) -> str | None:
-        if v is not None and v.rstrip("0123456789") in ("/dev/ttyUSB", "/dev/ttyACM"):
-            msg = (
-                "a stable name: /dev/serial/by-id/... or a udev symlink "
-                f"(kernel names like {v} change on replug)"
-            )
-            raise ValueError(msg)
+        problem = None if v is None else stable_name_problem(v)
+        if problem is not None:
+            raise ValueError(problem)
         return v
 
     @field_validator("units")

@@ -17,6 +17,7 @@ How telegrams are handled:
 
 from __future__ import annotations
 
+import math
 import time
 from typing import ClassVar
 
@@ -82,6 +83,11 @@ class SickClvDriver(TunnelDriver[SickClvConfig]):
         if cfg.heartbeat_timeout_s and silent > cfg.heartbeat_timeout_s:
             msg = f"{cfg.port}: no data for {silent:.1f} s (heartbeat lost)"
             raise DeviceIOError(msg)
+
+    def _due(self, now: float) -> float:
+        if self.cfg.gate_trigger != "software":
+            return math.inf
+        return (self._next_gate if self._gate_off_at is None else self._gate_off_at) - now
 
     def _tick(self, now: float) -> None:
         cfg = self.cfg

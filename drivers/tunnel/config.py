@@ -2,42 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pydantic import Field
 
-from pydantic import Field, field_validator
-
+from drivers.common.link import Baud, LinkConfig
 from edge_agent.errors import FrameError
-from edge_agent.model import DeviceConfig
 
-Baud = Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400]
+__all__ = ["Baud", "TunnelConfig", "code_text", "counter"]
 GS = "\x1d"
 
 
-class TunnelConfig(DeviceConfig):
-    """Settings every tunnel scanner has. Serial settings are ignored on ``socket://``."""
+class TunnelConfig(LinkConfig):
+    """Settings every tunnel scanner has, beside the port's (:class:`LinkConfig`)."""
 
-    port: str = Field(min_length=1)
-    baudrate: Baud = 9600
-    bytesize: Literal[7, 8] = 8
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
     max_frame: int = Field(default=1024, ge=16, le=65536)
     #: A frame left open this long is rejected as ``partial``. 500 ms rides out a TCP
     #: retransmission (200 ms minimum RTO on Linux) between two segments of one telegram.
     inter_byte_timeout_ms: int = Field(default=500, ge=1, le=10_000)
     dedup_window: int = Field(default=32, ge=0, le=4096)
-    exclusive: bool = True
-
-    @field_validator("port")
-    @classmethod
-    def _stable_name(cls, v: str) -> str:
-        if v.rstrip("0123456789") in ("/dev/ttyUSB", "/dev/ttyACM"):
-            msg = (
-                "a stable name: /dev/serial/by-id/... or a udev symlink "
-                f"(kernel names like {v} change on replug)"
-            )
-            raise ValueError(msg)
-        return v
 
 
 def code_text(data: bytes) -> str:

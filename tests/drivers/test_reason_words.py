@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import serial
 
-from drivers.common.serial_link import SerialLink
+from drivers.common.link import Link
 from drivers.modbus_scale.config import ModbusScaleConfig
 from drivers.modbus_scale.driver import ModbusScaleDriver
 from drivers.serial_line_scanner import SerialLineScannerConfig
@@ -26,20 +26,20 @@ def scanner_cfg(port: str) -> SerialLineScannerConfig:
 def test_absent_serial_port_is_not_present(tmp_path: Path) -> None:
     path = str(tmp_path / "usb-scanner-if00")
     with pytest.raises(DeviceNotFoundError) as err:
-        SerialLink(scanner_cfg(path), timeout=0.1).open()
+        Link(scanner_cfg(path)).open()
     assert str(err.value) == f"{path}: not present"
 
 
 def test_unplugged_serial_port_is_not_present(tmp_path: Path) -> None:
     port = PtyPort(tmp_path / "usb-scanner-if00")
     port.plug()
-    link = SerialLink(scanner_cfg(port.url), timeout=0.1)
+    link = Link(scanner_cfg(port.url))
     link.open()
     try:
         port.unplug()  # the symlink goes, the pty closes: the read fails (EIO)
         with pytest.raises(DeviceIOError) as err:
             for _ in range(20):
-                link.read()
+                link.read(0.1)
         assert str(err.value) == f"{port.url}: not present"
     finally:
         link.close()
@@ -49,7 +49,7 @@ def test_unplugged_serial_port_is_not_present(tmp_path: Path) -> None:
 def test_tcp_serial_port_refused_in_words() -> None:
     url = f"socket://127.0.0.1:{free_port()}"
     with pytest.raises(DeviceError) as err:
-        SerialLink(scanner_cfg(url), timeout=0.1).open()
+        Link(scanner_cfg(url)).open()
     assert str(err.value) == f"{url}: connection refused"
 
 

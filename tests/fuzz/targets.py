@@ -76,35 +76,20 @@ class Quiet:
 
 
 class FakeLink:
-    """Stands in for ``SerialLink``: each ``read()`` returns the next chunk, then nothing."""
+    """Stands in for ``Link``: each ``read()`` returns the next chunk, then nothing."""
+
+    generation = 0
 
     def __init__(self, chunks: Sequence[bytes]) -> None:
         self.chunks = list(chunks)
         self.written: list[bytes] = []
 
-    def read(self) -> bytes:
+    def read(self, timeout: float = 0.0) -> bytes:
+        del timeout
         return self.chunks.pop(0) if self.chunks else b""
 
     def write(self, data: bytes) -> None:
         self.written.append(data)
-
-
-class FakePort(FakeLink):
-    """Stands in for the tunnel drivers' pyserial port: ``read(1)``, ``in_waiting``, ``read(n)``."""
-
-    def __init__(self, chunks: Sequence[bytes]) -> None:
-        super().__init__(chunks)
-        self._rest = b""
-
-    @property
-    def in_waiting(self) -> int:
-        return len(self._rest)
-
-    def read(self, n: int = 1) -> bytes:
-        if not self._rest:
-            self._rest = super().read()
-        out, self._rest = self._rest[:n], self._rest[n:]
-        return out
 
 
 # ---- checks ------------------------------------------------------------------------------------
@@ -179,7 +164,7 @@ def _serial_run(drv: Any, chunks: Sequence[bytes]) -> Outcome:
 def _tunnel_run(drv: Any, chunks: Sequence[bytes]) -> Outcome:
     out: Outcome = []
     _quiet(drv, out)
-    drv._port = FakePort(chunks)
+    drv._link = FakeLink(chunks)
     for _ in chunks:
         _collect(drv, drv._read_events(0.0), out)
     drv._framer._last = -math.inf

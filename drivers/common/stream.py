@@ -1,0 +1,141 @@
+"""The base of every byte-stream device: a :class:`Link`, a declared framer, a decode step.
+
+A device on it is a config class (a :class:`~drivers.common.link.LinkConfig` subclass), a
+framer (:meth:`StreamDriver.make_framer`) and a parse step (:meth:`~drivers.base.Driver.decode`).
+What else a device needs is an optional hook:
+
+* :meth:`~drivers.base.Driver._admit`: settle (scales) or drop duplicates (tunnel scanners);
+* :meth:`StreamDriver._tick`: before each read (a poll, a software trigger), may write; with
+  :meth:`StreamDriver._due` saying when it next has work, so the read wakes up in time;
+* :meth:`StreamDriver._idle`: after a read that found the line silent (stall and heartbeat
+  watchdogs: closing before would drop bytes not yet read);
+* :meth:`StreamDriver._on_open`: reset per-connection state.
+
+The read loop: wait up to ``POLL_S`` for bytes, feed the framer; on a silent read let the
+framer expire an open frame (``partial``). When a ``listen://`` device's peer is replaced, a
+frame the old peer left open is ``partial`` too, never glued to the new peer's bytes.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import time
+from collections.abc import Sequence
+from typing import ClassVar, TypeVar
+
+from drivers.base import Driver
+from drivers.common.framing import Event, Framer, Reject
+from drivers.common.link import Link, LinkConfig
+from edge_agent.errors import FrameError
+from edge_agent.reading import Decoded
+
+LC = TypeVar("LC", bound=LinkConfig)
+
+
+class StreamDriver(Driver[LC]):
+    """A framed byte-stream device on a :class:`Link`.
+
+    Args:
+        device_id: the config id (``[devices.<id>]``).
+        cfg: the driver's validated config.
+    """
+
+    #: Longest single wait for bytes, seconds: bounds poll/trigger jitter and stop latency.
+    POLL_S: ClassVar[float] = 0.05
+    #: Keep bytes that arrived before a (re)open: results, for a scanner or a streaming scale.
+    KEEP_INPUT: ClassVar[bool] = True
+
+    def __init__(self, device_id: str, cfg: LC) -> None:
+        super().__init__(device_id, cfg)
+        self._link = Link(cfg, keep_input=self.KEEP_INPUT, device=device_id)
+        self._framer = self.make_framer()
+        self._generation = 0
+        #: Monotonic time bytes last arrived (or the port was opened).
+        self.last_rx = time.monotonic()
+
+    @abc.abstractmethod
+    def make_framer(self) -> Framer:
+        """A fresh framer for this device's frames."""
+
+    @property
+    def refused(self) -> int:
+        """Foreign peers refused on a ``listen://`` port."""
+        return self._link.refused
+
+    def open(self) -> None:
+        """Open the port. Raises DeviceNotFoundError (absent) or DeviceInitError."""
+        self.close()
+        self._link.open()
+        self._framer = self.make_framer()
+        self._generation = self._link.generation
+        self.last_rx = time.monotonic()
+        self._on_open()
+        self.log.info("port_opened", port=self.cfg.port)
+
+    def close(self) -> None:
+        """Close the port (idempotent). A frame cut by the close is dropped with the framer."""
+        self._pending.clear()
+        self._link.close()
+
+    def write(self, data: bytes) -> None:
+        """Send a command to the device. Raises DeviceIOError."""
+        self._link.write(data)
+
+    def _on_open(self) -> None:
+        """Reset per-connection state; called after every open."""
+
+    def _tick(self, now: float) -> None:
+        """Work before each read (polls, triggers). Raises DeviceIOError."""
+        del now
+
+    def _due(self, now: float) -> float:
+        """Seconds until ``_tick`` has work (a poll, a trigger, a reply deadline); inf: none."""
+        del now
+        return math.inf
+
+    def _idle(self, now: float) -> None:
+        """Called after a read that returned nothing (watchdogs). Raises DeviceIOError."""
+        del now
+
+    def _read_events(self, timeout: float) -> Sequence[Event | Decoded]:
+        now = time.monotonic()
+        self._tick(now)
+        data = self._link.read(max(0.0, min(timeout, self.POLL_S, self._due(now))))
+        now = time.monotonic()
+        events: list[Event | Decoded] = []
+        if data:
+            self.last_rx = now
+            self.log.debug("rx", data_hex=data.hex(" "))
+            events += self._framer.feed(data, now)
+        else:
+            self._idle(now)
+            events += self._framer.expire(now)
+        if self._link.generation != self._generation:  # a new peer: the old one's frame is cut
+            self._generation = self._link.generation
+            events += self._framer.expire(math.inf)
+        return events
+
+    def replay(self, data: bytes, *, bytewise: bool = False) -> list[Decoded | Reject]:
+        """Run recorded bytes through framer, decode and ``_admit``, without a port (unscreened).
+
+        For captures and a technician's ``spy://`` traces. Rejects come back as :class:`Reject`
+        (and are counted as on a live port); answers and heartbeats update their counters.
+        """
+        framer, out = self.make_framer(), list[Decoded | Reject]()
+        chunks = [data[i : i + 1] for i in range(len(data))] if bytewise else [data]
+        events: list[Event] = []
+        for chunk in chunks:
+            events += framer.feed(chunk, 0.0)
+        events += framer.expire(1e9)
+        for ev in events:
+            if isinstance(ev, Reject):
+                self._reject(ev.reason, ev.data)
+                out.append(ev)
+                continue
+            try:
+                out.extend(self._admit(ev, self.decode(ev)))
+            except FrameError as err:
+                self._reject(err.reason, ev, err.detail)
+                out.append(Reject(err.reason, ev))
+        return out
