@@ -39,6 +39,7 @@ DRIVERS: dict[str, tuple[str, str]] = {
     "sma_scale": ("drivers.sma_scale", "SmaScaleDriver"),
     "toledo_continuous": ("drivers.toledo_continuous", "ToledoContinuousDriver"),
     "virtual": ("drivers.virtual", "VirtualDriver"),
+    "zebra_ds": ("drivers.zebra_ds", "ZebraDsDriver"),
 }
 
 
