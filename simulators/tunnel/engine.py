@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from simulators.tunnel.model import FAULTS, SimConfig, SimPort, Truth
+from simulators.tunnel.tcp_client import TcpClientPort
 from simulators.tunnel.tcp_port import TcpPort
 
 
@@ -219,8 +220,11 @@ class TunnelSim(abc.ABC):
     # ---- running ---------------------------------------------------------------------
     def start(self, count: int = 0) -> None:
         """Run in a thread: ``count`` self-triggered gates (0: until ``stop()``)."""
-        if isinstance(self.port, TcpPort) or getattr(self.port, "master", 0) is None:
-            self.port.plug()  # TcpPort.plug() is idempotent; a PtyPort is plugged once
+        if (
+            isinstance(self.port, TcpPort | TcpClientPort)
+            or getattr(self.port, "master", 0) is None
+        ):
+            self.port.plug()  # TCP plug() is idempotent; a PtyPort is plugged once
         self._thread = threading.Thread(target=self._loop, args=(count,), daemon=True)
         self._thread.start()
 

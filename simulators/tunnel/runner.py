@@ -1,7 +1,8 @@
 """Running a tunnel scanner simulator: ports from URLs, the demo wrapper, the shared CLI.
 
 ``make_port`` turns a driver's port string into the simulator's side of it:
-``socket://127.0.0.1:N`` becomes a :class:`TcpPort` listening on N, and a path becomes a
+``socket://127.0.0.1:N`` becomes a :class:`TcpPort` listening on N, ``listen://127.0.0.1:N``
+a :class:`TcpClientPort` connecting to the agent's port N, and a path becomes a
 :class:`~simulators.pty_port.PtyPort` behind that symlink (the way udev's
 ``/dev/serial/by-id`` names work).
 """
@@ -17,6 +18,7 @@ from simulators import announce
 from simulators.pty_port import PtyPort
 from simulators.tunnel.engine import TunnelSim
 from simulators.tunnel.model import SimPort
+from simulators.tunnel.tcp_client import TcpClientPort
 from simulators.tunnel.tcp_port import TcpPort
 
 #: Faults the demo injects, so its output shows rejects being counted.
@@ -32,6 +34,12 @@ def make_port(url: str) -> SimPort:
             msg = f"{url}: a simulator serves socket://127.0.0.1:<port> only"
             raise ValueError(msg)
         return TcpPort(parts.port)
+    if url.startswith("listen://"):
+        parts = urlsplit(url)
+        if parts.port is None:
+            msg = f"{url}: expected listen://<host>:<port>"
+            raise ValueError(msg)
+        return TcpClientPort(parts.port, parts.hostname or "127.0.0.1")
     link = Path(url)
     link.parent.mkdir(parents=True, exist_ok=True)
     return PtyPort(link)
@@ -87,6 +95,8 @@ def common_parser(prog: str, doc: str | None, default_tcp: int) -> argparse.Argu
     tcp_help = f"serve TCP on 127.0.0.1:PORT (default {default_tcp}; 0: any free port)"
     where.add_argument("--tcp", type=int, default=default_tcp, metavar="PORT", help=tcp_help)
     where.add_argument("--pty", type=Path, metavar="LINK", help="serve a pty behind this symlink")
+    connect_help = "client mode: connect to the agent's listen:// port on 127.0.0.1:PORT"
+    where.add_argument("--connect", type=int, metavar="PORT", help=connect_help)
     p.add_argument("--rate", type=float, default=5.0, help="gates per second (self trigger)")
     p.add_argument("--count", type=int, default=0, help="stop after N gates (0: never)")
     p.add_argument("--seed", type=int, default=1)
@@ -100,6 +110,8 @@ def common_parser(prog: str, doc: str | None, default_tcp: int) -> argparse.Argu
 
 def port_from_args(args: argparse.Namespace) -> SimPort:
     """The port the CLI arguments ask for."""
+    if args.connect:
+        return TcpClientPort(args.connect)
     return PtyPort(args.pty) if args.pty else TcpPort(args.tcp)
 
 
