@@ -1,7 +1,6 @@
 """Zebra DS fixed scanner: ``<code id> data CR LF``, a 2-character symbology prefix first.
 
-The worked example of docs/new-device.md, which gives the prefix table's source [U: check the
-reader's code ID setting; ``symbologies`` is a config key]. ``NR`` is a no-read."""
+Sources, the prefix table and the no-read text ``NR``: docs/new-device.md (the worked example)."""
 
 from __future__ import annotations
 
@@ -16,6 +15,7 @@ from drivers.reasons import FRAMING, R
 from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded, Kind
 
+#: Prefix -> symbology: the AIM code character + modifier [U]; a site's own in ``symbologies``.
 SYMBOLOGIES = {"C0": "code128", "C1": "gs1-128", "E0": "ean-upc", "E4": "ean-8", "A0": "code39",
                "I0": "itf", "d1": "datamatrix", "Q1": "qr", "L0": "pdf417"}  # fmt: skip
 

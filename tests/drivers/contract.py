@@ -38,7 +38,7 @@ class Rig:
     """A driver and the simulator hooks that drive it."""
 
     driver: Driver  # type: ignore[type-arg]
-    send_good: Callable[[], object]  # returns the expected value
+    send_good: Callable[[], object]  # returns what ``expect`` must give for the reading(s)
     send_garbled: Callable[[], str]  # returns the expected reject reason
     unplug: Callable[[], None]
     replug: Callable[[], None]
@@ -49,6 +49,21 @@ class Rig:
     clean_replugs: bool = True
     #: Driver-specific checks after the 50 replugs (open counts, handles released).
     after_replugs: Callable[[], None] | None = None
+    #: What of a reading ``send_good``'s return is compared with (value and gate counter...).
+    expect: Callable[[Decoded], object] = lambda d: d.value
+    #: Readings one ``send_good`` makes (a tunnel message with several codes): then it
+    #: returns the list of what ``expect`` gives for each.
+    per_good: int = 1
+
+    def good(self, timeout: float = 3.0) -> None:
+        """Make the simulator send good data and assert the driver reads what it sent."""
+        want = self.send_good()
+        got = []
+        for _ in range(self.per_good):
+            d = read_until(self.driver, timeout)
+            assert d is not None, f"no reading; wanted {want!r}"
+            got.append(self.expect(d))
+        assert (got if self.per_good > 1 else got[0]) == want
 
 
 @dataclass(frozen=True)
@@ -98,9 +113,7 @@ class DriverContract:
 
     def test_open_read_close(self, rig: Rig) -> None:
         rig.driver.open()
-        expected = rig.send_good()
-        d = read_until(rig.driver)
-        assert d is not None and d.value == expected
+        rig.good()
         rig.driver.close()
 
     def test_timeout_returns_none(self, rig: Rig) -> None:
@@ -118,9 +131,7 @@ class DriverContract:
     def test_garbled_frame_is_counted_not_raised(self, rig: Rig) -> None:
         rig.driver.open()
         reason = rig.send_garbled()
-        expected = rig.send_good()
-        d = read_until(rig.driver)
-        assert d is not None and d.value == expected
+        rig.good()
         assert rig.driver.rejects[reason] == 1, dict(rig.driver.rejects)
         rig.driver.close()
 
@@ -133,9 +144,7 @@ class DriverContract:
         rig.driver.close()
         rig.replug()
         reopen(rig.driver)
-        expected = rig.send_good()
-        d = read_until(rig.driver)
-        assert d is not None and d.value == expected
+        rig.good()
         rig.driver.close()
 
     def test_unplug_replug_50_times_leaks_no_fd_or_thread(self, rig: Rig) -> None:
@@ -145,9 +154,7 @@ class DriverContract:
             if i == 1:
                 fds, threads = counts()
             reopen(drv)
-            expected = rig.send_good()
-            d = read_until(drv)
-            assert d is not None and d.value == expected, (i, d)
+            rig.good()
             rig.unplug()
             with pytest.raises(DeviceIOError):
                 for _ in range(50):

@@ -58,19 +58,21 @@ def read_for(drv: CognexDatamanDriver, seconds: float) -> list[Decoded]:
 
 
 class TestContract(DriverContract):
-    @pytest.fixture(params=["tcp-silent", "tcp-extended", "pty-silent"])
+    @pytest.fixture(params=["tcp-silent", "tcp-extended", "pty-silent", "tcp-index", "pty-index"])
     def rig(self, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
         kind, mode = request.param.split("-")
         port = make_port(kind, tmp_path)
         ext = mode == "extended"
-        sim = DataManSim(port, DataManSimConfig(extended=ext, checksum=ext))
-        drv = CognexDatamanDriver("dm1", cfg(port.url))
+        index = mode == "index"  # the trigger index is the reading's gate
+        sim = DataManSim(port, DataManSimConfig(extended=ext, checksum=ext, index_field=index))
+        drv = CognexDatamanDriver("dm1", cfg(port.url, index_field=index))
         n = iter(range(1, 10_000))
 
-        def good() -> str:
-            code = waybill(2, next(n))
-            assert sim.send(sim.line(code))
-            return code
+        def good() -> tuple[str, int | None]:
+            gate = next(n)
+            code = waybill(2, gate)
+            assert sim.send(sim.line(code, gate if index else None))
+            return code, gate if index else None
 
         def garbled() -> str:
             data, reason = sim.garble(sim.line("SF1234567890123"))
@@ -80,7 +82,7 @@ class TestContract(DriverContract):
         def replug() -> None:
             port.plug()
 
-        yield Rig(drv, good, garbled, port.unplug, replug)
+        yield Rig(drv, good, garbled, port.unplug, replug, expect=lambda d: (d.value, d.gate))
         drv.close()
         port.close()
 

@@ -55,10 +55,11 @@ class TestContract(DriverContract):
         drv = DatalogicDriver("dl1", cfg(port.url, header=header))
         n = iter(range(1, 10_000))
 
-        def good() -> str:
-            code = waybill(3, next(n))
-            assert sim.send(sim.message(code))
-            return code
+        def good() -> list[str]:  # two labels in one message: two readings
+            i = next(n)
+            codes = [waybill(3, i, 0), waybill(3, i, 1)]
+            assert sim.send(sim.message(",".join(codes)))
+            return codes
 
         def garbled() -> str:
             data, reason = sim.garble(sim.message("SF1234567890123,0467"))
@@ -68,7 +69,7 @@ class TestContract(DriverContract):
         def replug() -> None:
             port.plug()
 
-        yield Rig(drv, good, garbled, port.unplug, replug)
+        yield Rig(drv, good, garbled, port.unplug, replug, per_good=2)
         drv.close()
         port.close()
 

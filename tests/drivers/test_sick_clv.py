@@ -53,11 +53,11 @@ class TestContract(DriverContract):
         drv = SickClvDriver("clv1", cfg(port.url, header_fields=["gate"]))
         n = iter(range(1, 10_000))
 
-        def good() -> str:
+        def good() -> tuple[str, int]:
             gate = next(n)
             code = waybill(1, gate)
             assert sim.send(sim.telegram([code], gate))
-            return code
+            return code, gate
 
         def garbled() -> str:
             data, reason = sim.garble(sim.telegram(["SF1234567890123"], 99_999))
@@ -67,7 +67,7 @@ class TestContract(DriverContract):
         def replug() -> None:
             port.plug()
 
-        yield Rig(drv, good, garbled, port.unplug, replug)
+        yield Rig(drv, good, garbled, port.unplug, replug, expect=lambda d: (d.value, d.gate))
         drv.close()
         port.close()
 
