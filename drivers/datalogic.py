@@ -36,7 +36,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from drivers.common.framing import KEEP, STX, Event, Framer, Reject, StxEtxFramer, TerminatorFramer
+from drivers.common.framing import STX, Event, Framer, StxEtxFramer, TerminatorFramer
 from drivers.tunnel.base import TunnelDriver
 from drivers.tunnel.config import Baud, TunnelConfig, code_text
 from edge_agent.errors import FrameError
@@ -78,12 +78,7 @@ class StxLineFramer(Framer):
 
     def _byte(self, b: int, out: list[Event]) -> None:
         if b == STX:
-            if self._in_frame and not self._skipping:
-                out.append(Reject("partial", bytes(self._buf[:KEEP])))
-            self._flush_noise(out)
-            self._reset()
-            self._in_frame = True
-            self._buf.append(b)
+            self._open(b, out)
         elif not self._in_frame:
             self._noise.append(b)
         elif self._skipping:
