@@ -109,7 +109,6 @@ class SerialLineScannerDriver(StreamDriver[SerialLineScannerConfig]):
 
     kind: ClassVar[str] = "serial_line_scanner"
     Config = SerialLineScannerConfig
-    POLL_S = 0.25
 
     def make_framer(self) -> Framer:
         """The framer the config describes."""

@@ -45,8 +45,9 @@ class StreamDriver(Driver[LC]):
         cfg: the driver's validated config.
     """
 
-    #: Longest single wait for bytes, seconds: bounds poll/trigger jitter and stop latency.
-    POLL_S: ClassVar[float] = 0.05
+    #: Longest single wait for bytes, seconds. Polls, triggers and open frames wake the read
+    #: by themselves (``_due``, ``Framer.expires_at``); this bounds the watchdogs' lateness.
+    POLL_S: ClassVar[float] = 0.25
     #: Keep bytes that arrived before a (re)open: results, for a scanner or a streaming scale.
     KEEP_INPUT: ClassVar[bool] = True
 
