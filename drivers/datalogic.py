@@ -36,7 +36,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from drivers.common.framing import KEEP, STX, Event, Framer, Reject, StxEtxFramer, TerminatorFramer
+from drivers.common.framing import STX, Event, Framer, StxEtxFramer, TerminatorFramer
 from drivers.reasons import FRAMING, R
 from drivers.tunnel.base import TunnelDriver
 from drivers.tunnel.config import Baud, TunnelConfig, code_text
@@ -79,12 +79,7 @@ class StxLineFramer(Framer):
 
     def _byte(self, b: int, out: list[Event]) -> None:
         if b == STX:
-            if self._in_frame and not self._skipping:
-                out.append(Reject(R.PARTIAL, bytes(self._buf[:KEEP])))
-            self._flush_noise(out)
-            self._reset()
-            self._in_frame = True
-            self._buf.append(b)
+            self._open(b, out)
         elif not self._in_frame:
             self._noise.append(b)
         elif self._skipping:
@@ -119,7 +114,7 @@ def parse_message(frame: bytes, cfg: DatalogicConfig) -> list[Decoded]:
     seps = [cfg.separator] + ([cfg.multiread_separator] if cfg.multiread_separator else [])
     slots = re.split("|".join(map(re.escape, seps)), text)
     if "" in slots:
-        raise FrameError(R.GARBLED if text else "empty", "empty slot")
+        raise FrameError(R.GARBLED if text else R.EMPTY, "empty slot")
     return [
         Decoded(Kind.NOREAD, None, frame, check="none")
         if slot == cfg.local_noread

@@ -165,7 +165,7 @@ class MtSicsScaleDriver(Settling, Polling, StreamDriver[MtSicsScaleConfig]):
 
     def _read_events(self, timeout: float) -> Sequence[Event | Decoded]:
         events = super()._read_events(timeout)
-        if any(isinstance(ev, Reject) and ev.reason != "noise" for ev in events):
+        if any(isinstance(ev, Reject) and ev.reason != R.NOISE for ev in events):
             self._sent_at, self._missed = None, 0  # a cut-off reply is still a reply
         return events
 

@@ -111,7 +111,6 @@ class SerialLineScannerDriver(StreamDriver[SerialLineScannerConfig]):
     kind: ClassVar[str] = "serial_line_scanner"
     REJECTS: ClassVar[frozenset[R]] = FRAMING | {R.GARBLED, R.EMPTY, R.BAD_PREFIX, R.BAD_SUFFIX}
     Config = SerialLineScannerConfig
-    POLL_S = 0.25
 
     def make_framer(self) -> Framer:
         """The framer the config describes."""

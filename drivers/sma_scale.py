@@ -34,7 +34,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from drivers.common.framing import KEEP, Event, Framer, Reject
+from drivers.common.framing import Event, Framer, Reject, StxEtxFramer
 from drivers.common.link import LinkConfig
 from drivers.common.poll import Polling
 from drivers.common.settle import Settling
@@ -74,26 +74,10 @@ class SmaScaleConfig(LinkConfig):
         return self
 
 
-class LfCrFramer(Framer):
+class LfCrFramer(StxEtxFramer):
     """``LF payload CR``; the emitted frame includes LF and CR."""
 
-    def _byte(self, b: int, out: list[Event]) -> None:
-        if b == LF:
-            if self._in_frame and not self._skipping:
-                out.append(Reject(R.PARTIAL, bytes(self._buf[:KEEP])))
-            self._flush_noise(out)
-            self._reset()
-            self._in_frame = True
-            self._buf.append(b)
-        elif not self._in_frame:
-            self._noise.append(b)
-        elif b == CR:
-            if not self._skipping:
-                self._buf.append(b)
-                out.append(bytes(self._buf))
-            self._reset()
-        else:
-            self._grow(b, out)
+    START, END = LF, CR
 
 
 def parse_frame(frame: bytes, cfg: SmaScaleConfig) -> Decoded:
@@ -178,7 +162,7 @@ class SmaScaleDriver(Settling, Polling, StreamDriver[SmaScaleConfig]):
 
     def _read_events(self, timeout: float) -> Sequence[Event | Decoded]:
         events = super()._read_events(timeout)
-        if any(not isinstance(ev, Reject) or ev.reason != "noise" for ev in events):
+        if any(not isinstance(ev, Reject) or ev.reason != R.NOISE for ev in events):
             self._sent_at, self._missed = None, 0  # a reply, even a cut-off one, answers the poll
         return events
 

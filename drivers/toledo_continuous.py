@@ -156,7 +156,6 @@ class ToledoContinuousDriver(Settling, StreamDriver[ToledoContinuousConfig]):
         R.OUT_OF_RANGE,
     }
     Config = ToledoContinuousConfig
-    POLL_S = 0.1
     KEEP_INPUT = False  # frames from before the reopen are old weights
 
     def __init__(self, device_id: str, cfg: ToledoContinuousConfig) -> None:

@@ -14,7 +14,9 @@ Wire forms:
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from drivers.reasons import RejectReason as R
 
@@ -68,6 +70,12 @@ class Framer(abc.ABC):
             self._last = now
         return out
 
+    def expires_at(self) -> float:
+        """When :meth:`expire` would cut what is open (a frame, a noise run); inf if nothing."""
+        if self._in_frame or self._skipping or self._noise:
+            return self._last + self.timeout
+        return math.inf
+
     def expire(self, now: float) -> list[Event]:
         """Reject a frame (or noise run) left open for longer than the inter-byte timeout."""
         if now - self._last <= self.timeout:
@@ -98,24 +106,34 @@ class Framer(abc.ABC):
             self._buf.clear()
             self._skipping = True
 
+    def _open(self, b: int, out: list[Event]) -> None:
+        """Start a frame with start byte ``b``; a frame still open is cut (``partial``)."""
+        if self._in_frame and not self._skipping:
+            out.append(Reject(R.PARTIAL, bytes(self._buf[:KEEP])))
+        self._flush_noise(out)
+        self._reset()
+        self._in_frame = True
+        self._buf.append(b)
+
     @abc.abstractmethod
     def _byte(self, b: int, out: list[Event]) -> None: ...
 
 
 class StxEtxFramer(Framer):
-    """``STX payload ETX``; the emitted frame includes STX and ETX."""
+    """``STX payload ETX``; the emitted frame includes STX and ETX.
+
+    A subclass with other ``START`` / ``END`` bytes frames ``LF payload CR`` (SMA) the same way.
+    """
+
+    START: ClassVar[int] = STX
+    END: ClassVar[int] = ETX
 
     def _byte(self, b: int, out: list[Event]) -> None:
-        if b == STX:
-            if self._in_frame and not self._skipping:
-                out.append(Reject(R.PARTIAL, bytes(self._buf[:KEEP])))
-            self._flush_noise(out)
-            self._reset()
-            self._in_frame = True
-            self._buf.append(b)
+        if b == self.START:
+            self._open(b, out)
         elif not self._in_frame:
             self._noise.append(b)
-        elif b == ETX:
+        elif b == self.END:
             if not self._skipping:
                 self._buf.append(b)
                 out.append(bytes(self._buf))

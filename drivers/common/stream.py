@@ -11,8 +11,9 @@ What else a device needs is an optional hook:
   watchdogs: closing before would drop bytes not yet read);
 * :meth:`StreamDriver._on_open`: reset per-connection state.
 
-The read loop: wait up to ``POLL_S`` for bytes, feed the framer; on a silent read let the
-framer expire an open frame (``partial``). When a ``listen://`` device's peer is replaced, a
+The read loop: wait for bytes up to ``POLL_S``, the next ``_due`` work, or the inter-byte
+deadline of a frame left open, whichever comes first; feed the framer; on a silent read let
+the framer expire an open frame (``partial``). When a ``listen://`` device's peer is replaced, a
 frame the old peer left open is ``partial`` too, never glued to the new peer's bytes.
 """
 
@@ -31,6 +32,9 @@ from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded
 
 LC = TypeVar("LC", bound=LinkConfig)
+#: Seconds past a frame's inter-byte deadline the read waits, so the silent read that ends it
+#: is past the deadline.
+EXPIRY_SLACK_S = 0.005
 
 
 class StreamDriver(Driver[LC]):
@@ -41,8 +45,9 @@ class StreamDriver(Driver[LC]):
         cfg: the driver's validated config.
     """
 
-    #: Longest single wait for bytes, seconds: bounds poll/trigger jitter and stop latency.
-    POLL_S: ClassVar[float] = 0.05
+    #: Longest single wait for bytes, seconds. Polls, triggers and open frames wake the read
+    #: by themselves (``_due``, ``Framer.expires_at``); this bounds the watchdogs' lateness.
+    POLL_S: ClassVar[float] = 0.25
     #: Keep bytes that arrived before a (re)open: results, for a scanner or a streaming scale.
     KEEP_INPUT: ClassVar[bool] = True
 
@@ -101,7 +106,8 @@ class StreamDriver(Driver[LC]):
     def _read_events(self, timeout: float) -> Sequence[Event | Decoded]:
         now = time.monotonic()
         self._tick(now)
-        data = self._link.read(max(0.0, min(timeout, self.POLL_S, self._due(now))))
+        expiry = self._framer.expires_at() + EXPIRY_SLACK_S - now  # wake to cut a partial frame
+        data = self._link.read(max(0.0, min(timeout, self.POLL_S, self._due(now), expiry)))
         now = time.monotonic()
         events: list[Event | Decoded] = []
         if data:

@@ -52,7 +52,7 @@ class SickClvConfig(TunnelConfig):
             with no byte at all (0: off). This catches a half-open TCP link or a hung reader.
         gate_trigger: ``external`` (photo-eye on the reader's input) or ``software``: the
             driver opens the gate with ``sMN mTCgateon`` every ``gate_period_ms`` and closes it
-            ``gate_open_ms`` later. Timing jitter is up to ``POLL_S``.
+            ``gate_open_ms`` later (the read wakes when a gate is due).
     """
 
     type: Literal["sick_clv"]
