@@ -18,18 +18,18 @@ parcel, which is what a driver publishing on settle must publish, once.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from simulators import announce
+from simulators import DemoDevice, announce, check_faults, demo_port, parse_faults, serve
+from simulators.emitter import Emitter, fragments, write_all
 from simulators.pty_port import PtyPort
 
 #: Grams per unit, exact (1 lb = 453.59237 g, 1 oz = 1/16 lb).
@@ -240,11 +240,13 @@ class ScaleSimConfig:
     faults: dict[str, float] = field(default_factory=dict)
 
 
-class ScaleSim:
+class ScaleSim(Emitter[Truth]):
     """Base of the scale simulators: one thread answering commands and/or streaming frames.
 
     Subclasses define the bytes: :meth:`split` (host commands), :meth:`on_command`,
-    :meth:`encode` (a sample as a frame plus its truth kind) and optionally :meth:`garble`.
+    :meth:`encode` (a sample as a frame plus its truth kind) and optionally :meth:`garble`;
+    a command that waits for a stable weight sets ``_wait_stable`` (a deadline) and defines
+    :meth:`unstable_reply`. ``CONFIG`` is the config class :meth:`run_cli` and :meth:`demo` build.
 
     Args:
         port: the pty to serve (plugged by ``start()`` if needed).
@@ -253,32 +255,29 @@ class ScaleSim:
     """
 
     FAULTS: ClassVar[tuple[str, ...]] = FAULTS
+    CONFIG: ClassVar[type[ScaleSimConfig]] = ScaleSimConfig
     #: Silence after a cut-off streamed frame, s: a frame with no start byte ends only by a
     #: timeout. (A polled device answers the next poll only after the host gave up on it.)
     PARTIAL_GAP_S: ClassVar[float] = 0.0
 
     def __init__(self, port: PtyPort, cfg: ScaleSimConfig, truth_file: Path | None = None) -> None:
-        unknown = set(cfg.faults) - set(self.FAULTS)
-        if unknown:
-            msg = f"unknown fault modes {sorted(unknown)}; valid: {', '.join(self.FAULTS)}"
-            raise ValueError(msg)
+        check_faults(cfg.faults, self.FAULTS)
+        super().__init__(truth_file)
         self.port, self.cfg = port, cfg
         self.rng = random.Random(cfg.seed)
         rng = random.Random(cfg.seed + 7)
         self.model = WeightModel(cfg.display, cfg.timing, rng, cfg.faults, cfg.auto)
-        self.truth: list[Truth] = []
         self.commands: list[bytes] = []
         self.streaming = False
-        self._truth_file = truth_file.open("a", encoding="utf-8") if truth_file else None
         self._inbuf = b""
         self._held: list[tuple[bytes, Truth]] = []
         self._settled: set[int] = set()
         self._forced: set[str] = set()
         self._cut = False
         self._stall_until = self._next_frame = 0.0
-        self._stop, self._paused = threading.Event(), threading.Event()
+        self._wait_stable: float | None = None  # a command answers once stable or by then
+        self._paused = threading.Event()
         self._lock = threading.RLock()
-        self._thread: threading.Thread | None = None
 
     # ---- protocol hooks ----------------------------------------------------------------
     def split(self, buf: bytes) -> tuple[list[bytes], bytes]:
@@ -293,9 +292,14 @@ class ScaleSim:
         """``s`` as a frame and its truth kind (``weight``, ``motion`` or a reject reason)."""
         raise NotImplementedError
 
+    def unstable_reply(self) -> tuple[bytes, str]:
+        """The reply when ``_wait_stable`` passes without a stable weight, and its truth kind."""
+        raise NotImplementedError
+
     def garble(self, frame: bytes) -> tuple[bytes, str]:
         """Set bit 7 of one payload byte (no checksum: only a non-ASCII byte is detectable)."""
-        i = self.rng.randrange(1, len(frame) - 2)
+        # a short reply (SMA's 3-byte \n?\r) still has one payload byte to garble
+        i = self.rng.randrange(1, max(2, len(frame) - 2))
         return frame[:i] + bytes([frame[i] | 0x80]) + frame[i + 1 :], "garbled"
 
     def on_replug(self) -> None:
@@ -373,39 +377,33 @@ class ScaleSim:
         if settled:
             self._settled.add(t.parcel)
         t = Truth(t.n, t.kind, t.parcel, t.grams, t.unit, settled, ok, t.t)
-        self.truth.append(t)
-        if self._truth_file:
-            self._truth_file.write(json.dumps(asdict(t)) + "\n")
-            self._truth_file.flush()
+        self.record(t)
         return t
 
     def _noise(self) -> bytes:
         return bytes(self.rng.choice(b"\x00\xff") for _ in range(self.rng.randrange(1, 8)))
 
     def _send(self, data: bytes, *, fragment: bool = False) -> bool:
-        chunks = [data]
-        if fragment and len(data) > 1:
-            cuts = sorted(self.rng.sample(range(1, len(data)), min(4, len(data) - 1)))
-            chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+        chunks = fragments(self.rng, data, fragment)
         deadline = time.monotonic() + 1.0
-        for i, chunk in enumerate(chunks):
-            if i:
-                time.sleep(self.rng.uniform(0.001, 0.01))
-            rest = chunk
-            while rest:
-                rest = rest[self.port.write(rest) :]
-                if rest and time.monotonic() > deadline:
-                    return False
-                if rest:
-                    time.sleep(0.002)
-        return True
+        return write_all(self.port.write, chunks, deadline, lambda: self.rng.uniform(0.001, 0.01))
 
     # ---- running -----------------------------------------------------------------------
     def tick(self, now: float) -> None:
-        """Called every few ms while not stalled: stream a frame when one is due."""
+        """Called every few ms while not stalled: stream a frame when one is due; answer a
+        command waiting for a stable weight once it is stable (or the reply for its timeout)."""
         if self.streaming and now >= self._next_frame:
             self._next_frame = max(self._next_frame + 1 / self.cfg.rate, now)
             self.send_sample(now)
+        if self._wait_stable is None:
+            return
+        s = self.model.sample(now)
+        if s.stable or s.over or s.under:
+            self._wait_stable = None
+            self.emit(*self.encode(s), s)
+        elif now > self._wait_stable:
+            self._wait_stable = None
+            self.emit(*self.unstable_reply(), None)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -443,34 +441,32 @@ class ScaleSim:
         self.port.plug()
         self._paused.clear()
 
-    def stop(self) -> None:
-        """Stop serving (the port stays plugged)."""
-        self._stop.set()
-        if self._thread:
-            self._thread.join(5)
-        if self._truth_file:
-            self._truth_file.close()
-            self._truth_file = None
-
     def settled(self) -> list[Truth]:
         """Settled weights delivered so far: what the agent must publish, in order."""
         return [t for t in self.truth if t.settled]
 
+    @classmethod
+    def demo(cls, name: str, link: str, capacity_g: float, rate: float, seed: int,
+             faults: dict[str, float], **extra: Any) -> DemoScale:  # fmt: skip
+        """A simulator of this class behind ``link`` (a configured port path) for the demo: a
+        kg display to 3 decimals in steps of 5, :data:`DEMO_FAULTS` plus ``faults``."""
+        sim_cfg = cls.CONFIG(display=Display("kg", 3, 5, capacity_g), rate=rate, seed=seed,
+                             faults={**DEMO_FAULTS, **faults}, **extra)  # fmt: skip
+        return DemoScale(name, cls(demo_port(link), sim_cfg))
 
-class DemoScale:
+    @classmethod
+    def run_cli(cls, args: argparse.Namespace, **extra: Any) -> int:
+        """Run by hand (:func:`cli_parser`'s arguments, ``extra`` config fields) on a new pty."""
+        cfg = cli_config(args, cls.CONFIG, **extra)
+        return cli_run(cls(PtyPort(args.link), cfg, args.truth), args.seconds)
+
+
+class DemoScale(DemoDevice[ScaleSim]):
     """A :class:`ScaleSim` standing in for a configured scale (``for_demo``)."""
 
     def __init__(self, name: str, sim: ScaleSim) -> None:
-        self.name, self.sim = name, sim
-
-    def start(self) -> None:
-        """Serve until stopped."""
-        self.sim.start()
-
-    def stop(self) -> None:
-        """Stop and unplug."""
-        self.sim.stop()
-        self.sim.port.close()
+        super().__init__(sim)
+        self.name = name
 
     def expected(self) -> int:
         """Settled weights delivered: one reading each."""
@@ -483,15 +479,6 @@ class DemoScale:
 
 #: Faults the demo injects, so its output shows rejects being counted.
 DEMO_FAULTS = {"noise": 0.02, "garble": 0.02, "fragment": 0.2, "coalesce": 0.05, "overload": 0.05}
-
-
-def demo_port(link: str) -> PtyPort:
-    """A plugged pty behind ``link`` (the configured port path)."""
-    path = Path(link)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    port = PtyPort(path)
-    port.plug()
-    return port
 
 
 def cli_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
@@ -512,14 +499,11 @@ def cli_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
 
 
 def cli_config(args: argparse.Namespace, cls: type[ScaleSimConfig] = ScaleSimConfig,
-               **extra: object) -> ScaleSimConfig:  # fmt: skip
+               **extra: Any) -> ScaleSimConfig:  # fmt: skip
     """The simulator config the common arguments describe."""
-    faults = {}
-    for part in filter(None, args.faults.split(",")):
-        name, _, prob = part.partition("=")
-        faults[name] = float(prob or 0.1)
+    faults = parse_faults(args.faults)
     display = Display(args.unit, args.decimals, args.step, args.capacity_g)
-    return cls(display=display, rate=args.rate, seed=args.seed, faults=faults, **extra)  # type: ignore[arg-type]
+    return cls(display=display, rate=args.rate, seed=args.seed, faults=faults, **extra)
 
 
 def cli_run(sim: ScaleSim, seconds: float) -> int:
@@ -529,11 +513,6 @@ def cli_run(sim: ScaleSim, seconds: float) -> int:
         print(f"symlink {sim.port.link} -> {sim.port.path}", file=sys.stderr, flush=True)
     announce(str(sim.port.link) if sim.port.link else sim.port.path)
     sim.start()
-    try:
-        threading.Event().wait(seconds if seconds > 0 else None)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.stop()
-        sim.port.close()
-    return 0
+    return serve(
+        lambda: threading.Event().wait(seconds if seconds > 0 else None), sim.stop, sim.port.close
+    )

@@ -31,15 +31,7 @@ from pathlib import Path
 from drivers.cognex_dataman import TERMINATORS, CognexDatamanConfig, xor
 from simulators.tunnel.engine import TunnelSim
 from simulators.tunnel.model import SimConfig, SimPort, Truth, waybill
-from simulators.tunnel.runner import (
-    DEMO_FAULTS,
-    DemoTunnel,
-    common_parser,
-    make_port,
-    parse_faults,
-    port_from_args,
-    run_cli,
-)
+from simulators.tunnel.runner import DEMO_FAULTS, DemoTunnel, cli_main, common_parser, demo_tunnel
 
 COMMAND = re.compile(rb"\|\|(?:(?P<ck>[01])(?::(?P<id>\d*))?)?>")
 
@@ -171,8 +163,7 @@ def for_demo(device_id: str, cfg: CognexDatamanConfig, rate: float, seed: int) -
     """A simulated DataMan at ``cfg.port`` (``socket://127.0.0.1:N`` or a pty symlink)."""
     del device_id
     faults = {k: v for k, v in DEMO_FAULTS.items() if k != "duplicate" or cfg.index_field}
-    sim = DataManSim(make_port(cfg.port), sim_config(cfg, rate, seed, faults))
-    return DemoTunnel(sim, "Cognex DataMan")
+    return demo_tunnel(DataManSim, cfg.port, sim_config(cfg, rate, seed, faults), "Cognex DataMan")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,13 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checksum", action="store_true", help="XOR checksum on extended lines")
     p.add_argument("--base64", action="store_true", help="base64 read strings (extended)")
     a = p.parse_args(argv)
-    cfg = DataManSimConfig(
-        rate=a.rate, seed=a.seed, scanner_no=a.scanner_no, trigger=a.trigger,
-        faults=parse_faults(a.faults), terminator=a.terminator, noread_mode=a.noread_mode,
+    return cli_main(
+        DataManSim, DataManSimConfig, a, terminator=a.terminator, noread_mode=a.noread_mode,
         noread_text=a.noread_text, index_field=a.index, extended=a.extended,
         checksum=a.checksum, base64=a.base64,
     )  # fmt: skip
-    return run_cli(DataManSim(port_from_args(a), cfg, a.truth), a.count)
 
 
 if __name__ == "__main__":

@@ -37,15 +37,7 @@ from pathlib import Path
 from drivers.datalogic import TERMINATORS, DatalogicConfig
 from simulators.tunnel.engine import TunnelSim
 from simulators.tunnel.model import SimConfig, SimPort, Truth, waybill
-from simulators.tunnel.runner import (
-    DEMO_FAULTS,
-    DemoTunnel,
-    common_parser,
-    make_port,
-    parse_faults,
-    port_from_args,
-    run_cli,
-)
+from simulators.tunnel.runner import DEMO_FAULTS, DemoTunnel, cli_main, common_parser, demo_tunnel
 
 MODES = ("single", "standard", "logical", "collection")
 
@@ -140,8 +132,9 @@ def for_demo(device_id: str, cfg: DatalogicConfig, rate: float, seed: int) -> De
     del device_id
     faults = {**DEMO_FAULTS, "local_noread": 0.05, "multiread": 0.02}
     faults.pop("duplicate")  # no gate counter: a repeat would be published as a second parcel
-    sim = DatalogicSim(make_port(cfg.port), sim_config(cfg, rate, seed, faults))
-    return DemoTunnel(sim, "Datalogic DS/DX")
+    return demo_tunnel(
+        DatalogicSim, cfg.port, sim_config(cfg, rate, seed, faults), "Datalogic DS/DX"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,13 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--multiread-separator", default="", help="send all labels, split by this")
     p.add_argument("--tx-delay", type=float, default=0.0, help="PackTrack delay, seconds")
     a = p.parse_args(argv)
-    cfg = DatalogicSimConfig(
-        rate=a.rate, seed=a.seed, scanner_no=a.scanner_no, trigger=a.trigger,
-        faults=parse_faults(a.faults), header=a.header, terminator=a.terminator,
+    return cli_main(
+        DatalogicSim, DatalogicSimConfig, a, header=a.header, terminator=a.terminator,
         separator=a.separator, mode=a.mode, slots=a.slots, multiread_text=a.multiread_text,
         multiread_separator=a.multiread_separator, tx_delay_s=a.tx_delay,
     )  # fmt: skip
-    return run_cli(DatalogicSim(port_from_args(a), cfg, a.truth), a.count)
 
 
 if __name__ == "__main__":

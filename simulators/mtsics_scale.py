@@ -17,26 +17,11 @@ shared ones (see ``simulators/_scale_model.py``) plus ``busy`` (``S I`` to a pol
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from drivers.mtsics_scale import MtSicsScaleConfig
-from simulators._scale_model import (
-    DEMO_FAULTS,
-    FAULTS,
-    DemoScale,
-    Display,
-    Sample,
-    ScaleSim,
-    ScaleSimConfig,
-    cli_config,
-    cli_parser,
-    cli_run,
-    demo_port,
-)
-from simulators.pty_port import PtyPort
+from simulators._scale_model import FAULTS, DemoScale, Sample, ScaleSim, ScaleSimConfig, cli_parser
 
 
 @dataclass
@@ -50,12 +35,9 @@ class MtSicsSim(ScaleSim):
     """An MT-SICS device: a reply per command line, or a stream after ``SIR``."""
 
     FAULTS = (*FAULTS, "busy", "error")
+    CONFIG = MtSicsSimConfig
     PARTIAL_GAP_S = 0.3  # a line has no start byte: only silence ends a cut-off one
     cfg: MtSicsSimConfig
-
-    def __init__(self, port: PtyPort, cfg: MtSicsSimConfig, truth_file: Path | None = None) -> None:
-        super().__init__(port, cfg, truth_file)
-        self._wait_stable: float | None = None
 
     def line(self, text: str) -> bytes:
         """One reply line."""
@@ -111,36 +93,23 @@ class MtSicsSim(ScaleSim):
             return 'I4 A "0123456789"'
         return "ES"
 
-    def tick(self, now: float) -> None:
-        """Stream for SIR; answer a pending ``S`` once stable (or ``S I`` after the timeout)."""
-        super().tick(now)
-        if self._wait_stable is None:
-            return
-        s = self.model.sample(now)
-        if s.stable or s.over or s.under:
-            self._wait_stable = None
-            self.emit(*self.encode(s), s)
-        elif now > self._wait_stable:
-            self._wait_stable = None
-            self.emit(self.line("S I"), "not_executable", None)
+    def unstable_reply(self) -> tuple[bytes, str]:
+        """A pending ``S`` that timed out in motion: ``S I``."""
+        return self.line("S I"), "not_executable"
 
 
 def for_demo(device_id: str, cfg: MtSicsScaleConfig, rate: float, seed: int) -> DemoScale:
     """A simulated MT-SICS scale behind ``cfg.port`` (a symlink path), polled by the agent."""
-    display = Display("kg", 3, 5, cfg.max_capacity_g)
-    sim_cfg = MtSicsSimConfig(display=display, rate=max(5.0, min(rate, 20.0)), seed=seed,
-                              faults=dict(DEMO_FAULTS))  # fmt: skip
-    return DemoScale(f"MT-SICS scale {device_id}", MtSicsSim(demo_port(cfg.port), sim_cfg))
+    return MtSicsSim.demo(f"MT-SICS scale {device_id}", cfg.port, cfg.max_capacity_g,
+                          max(5.0, min(rate, 20.0)), seed, {})  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run a simulated MT-SICS scale on a new pty until interrupted."""
     p = cli_parser("mtsics_scale", __doc__)
     p.add_argument("--s-timeout", type=float, default=3.0, help="S waits this long for stable")
-    args: argparse.Namespace = p.parse_args(argv)
-    cfg = cli_config(args, MtSicsSimConfig, s_timeout_s=args.s_timeout)
-    assert isinstance(cfg, MtSicsSimConfig)
-    return cli_run(MtSicsSim(PtyPort(args.link), cfg, args.truth), args.seconds)
+    args = p.parse_args(argv)
+    return MtSicsSim.run_cli(args, s_timeout_s=args.s_timeout)
 
 
 if __name__ == "__main__":

@@ -24,16 +24,16 @@ Run by hand::
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from drivers.serial_line_scanner import SerialLineScannerConfig
-from simulators import announce
+from simulators import DemoDevice, announce, check_faults, demo_port, parse_faults, serve
+from simulators.emitter import Emitter, fragments, write_all
 from simulators.pty_port import PtyPort
 
 STX, ETX = b"\x02", b"\x03"
@@ -72,16 +72,13 @@ class ScannerSimConfig:
     lose_unplugged: bool = False
 
     def __post_init__(self) -> None:
-        unknown = set(self.faults) - set(FAULTS)
-        if unknown:
-            msg = f"unknown fault modes {sorted(unknown)}; valid: {', '.join(FAULTS)}"
-            raise ValueError(msg)
+        check_faults(self.faults, FAULTS)
         if self.framing not in ("terminator", "stx_etx") or self.terminator not in TERMINATORS:
             msg = f"framing {self.framing!r} / terminator {self.terminator!r} not supported"
             raise ValueError(msg)
 
 
-class ScannerSim:
+class ScannerSim(Emitter[Truth]):
     """A scanner writing frames to a :class:`PtyPort`.
 
     Args:
@@ -96,15 +93,12 @@ class ScannerSim:
     def __init__(
         self, port: PtyPort, cfg: ScannerSimConfig, truth_file: Path | None = None
     ) -> None:
+        super().__init__(truth_file)
         self.port = port
         self.cfg = cfg
         self.rng = random.Random(cfg.seed)
-        self.truth: list[Truth] = []
-        self._truth_file = truth_file.open("a", encoding="utf-8") if truth_file else None
         self._n = 0
-        self._stop = threading.Event()
         self._paused = threading.Event()
-        self._thread: threading.Thread | None = None
         self._coalesced: list[tuple[bytes, Truth]] = []
         self._emitting = threading.Lock()
         self._last_write = 0.0
@@ -159,7 +153,7 @@ class ScannerSim:
         if roll() < f.get("noise", 0):
             self.flush()  # held frames first: one noise burst must stay one run between frames
             self._send(self._noise())
-            self._record(Truth(0, "noise", None, None, True, time.time()))
+            self.record(Truth(0, "noise", None, None, True, time.time()))
         partial = roll() < f.get("partial", 0)
         if partial:
             self._send_partial(data)
@@ -171,7 +165,7 @@ class ScannerSim:
         blob = b"".join(d for d, _ in batch)
         ok = self._send(blob, fragment=roll() < f.get("fragment", 0))
         for _, t in batch:
-            self._record(Truth(t.n, t.kind, t.value, t.aim, ok, t.t))
+            self.record(Truth(t.n, t.kind, t.value, t.aim, ok, t.t))
         return truth
 
     def _noise(self) -> bytes:
@@ -185,34 +179,20 @@ class ScannerSim:
         self._send(cut)
         if self.cfg.framing == "terminator":
             time.sleep(self.cfg.inter_byte_timeout_s * 3)  # silence ends the partial line
-        self._record(Truth(0, "partial", None, None, True, time.time()))
+        self.record(Truth(0, "partial", None, None, True, time.time()))
 
     def _send(self, data: bytes, *, fragment: bool = False, timeout: float = 1.0) -> bool:
-        chunks = [data]
-        if fragment and len(data) > 1:
-            cuts = sorted(self.rng.sample(range(1, len(data)), min(4, len(data) - 1)))
-            chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+        chunks = fragments(self.rng, data, fragment)
         if self.cfg.lose_unplugged and self.port.master is None:
             return False
         deadline = time.monotonic() + timeout
-        for i, chunk in enumerate(chunks):
-            if i:
-                time.sleep(self.rng.uniform(0.001, self.cfg.inter_byte_timeout_s / 5))
-            rest = chunk
-            while rest:
-                rest = rest[self.port.write(rest) :]
-                self._last_write = time.monotonic()
-                if rest and time.monotonic() > deadline:
-                    return False
-                if rest:
-                    time.sleep(0.002)
-        return True
+        gap = self.cfg.inter_byte_timeout_s / 5
+        return write_all(self._write, chunks, deadline, lambda: self.rng.uniform(0.001, gap))
 
-    def _record(self, t: Truth) -> None:
-        self.truth.append(t)
-        if self._truth_file:
-            self._truth_file.write(json.dumps(asdict(t)) + "\n")
-            self._truth_file.flush()
+    def _write(self, data: bytes) -> int:
+        n = self.port.write(data)
+        self._last_write = time.monotonic()
+        return n
 
     # ---- running ---------------------------------------------------------------------
     def pause(self) -> None:
@@ -255,12 +235,7 @@ class ScannerSim:
             batch, self._coalesced = self._coalesced, []
             ok = self._send(b"".join(d for d, _ in batch))
             for _, t in batch:
-                self._record(Truth(t.n, t.kind, t.value, t.aim, ok, t.t))
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Wait for a ``count``-limited run to finish."""
-        if self._thread:
-            self._thread.join(timeout)
+                self.record(Truth(t.n, t.kind, t.value, t.aim, ok, t.t))
 
     def unplug(self, seconds: float) -> None:
         """Pull the cable for ``seconds`` (nothing is emitted), then replug under a new pty.
@@ -308,31 +283,13 @@ class ScannerSim:
             self.port.plug()
             return time.time()
 
-    def stop(self) -> None:
-        """Stop emitting (the port stays plugged)."""
-        self._stop.set()
-        if self._thread:
-            self._thread.join(5)
-        if self._truth_file:
-            self._truth_file.close()
-            self._truth_file = None
 
-
-class DemoScanner:
+class DemoScanner(DemoDevice[ScannerSim]):
     """A :class:`ScannerSim` on a pty behind the configured port path (``for_demo``)."""
 
     def __init__(self, device_id: str, sim: ScannerSim) -> None:
+        super().__init__(sim)
         self.device_id = device_id
-        self.sim = sim
-
-    def start(self) -> None:
-        """Emit until stopped."""
-        self.sim.start()
-
-    def stop(self) -> None:
-        """Stop emitting and unplug."""
-        self.sim.stop()
-        self.sim.port.close()
 
     def expected(self) -> int:
         """Barcodes and no-reads written (faults are not readings)."""
@@ -349,10 +306,7 @@ DEMO_FAULTS = {"noread": 0.03, "noise": 0.02, "garble": 0.01, "fragment": 0.2, "
 
 def for_demo(device_id: str, cfg: SerialLineScannerConfig, rate: float, seed: int) -> DemoScanner:
     """A simulated scanner matching ``cfg``, plugged in at ``cfg.port`` (a symlink path)."""
-    link = Path(cfg.port)
-    link.parent.mkdir(parents=True, exist_ok=True)
-    port = PtyPort(link)
-    port.plug()
+    port = demo_port(cfg.port)
     sim_cfg = ScannerSimConfig(
         framing=cfg.framing,
         terminator=cfg.terminator,
@@ -372,14 +326,6 @@ def sscc(data17: str) -> str:
     """17 digits + GS1 mod-10 check digit (weights 3,1,3,... from the right)."""
     total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(data17)))
     return data17 + str((10 - total % 10) % 10)
-
-
-def _parse_faults(text: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for part in filter(None, text.split(",")):
-        name, _, prob = part.partition("=")
-        out[name] = float(prob or 0.1)
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -403,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         rate=args.rate,
         seed=args.seed,
         scanner_no=args.scanner_no,
-        faults=_parse_faults(args.faults),
+        faults=parse_faults(args.faults),
     )
     port = PtyPort(args.link)
     print(port.plug(), flush=True)
@@ -412,14 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     announce(port.url)
     sim = ScannerSim(port, cfg, args.truth)
     sim.start(args.count)
-    try:
-        sim.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.stop()
-        port.close()
-    return 0
+    return serve(sim.wait, sim.stop, port.close)
 
 
 if __name__ == "__main__":

@@ -22,19 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drivers.sma_scale import SmaScaleConfig
-from simulators._scale_model import (
-    DEMO_FAULTS,
-    FAULTS,
-    DemoScale,
-    Display,
-    Sample,
-    ScaleSim,
-    ScaleSimConfig,
-    cli_config,
-    cli_parser,
-    cli_run,
-    demo_port,
-)
+from simulators._scale_model import FAULTS, DemoScale, Sample, ScaleSim, ScaleSimConfig, cli_parser
 from simulators.pty_port import PtyPort
 
 DASHES = "-" * 10
@@ -52,13 +40,13 @@ class SmaSim(ScaleSim):
     """An SMA scale: a reply per ``LF cmd CR``, or a stream after ``R``/``S``."""
 
     FAULTS = (*FAULTS, "unknown", "zero_error")
+    CONFIG = SmaSimConfig
     cfg: SmaSimConfig
 
     def __init__(self, port: PtyPort, cfg: SmaSimConfig, truth_file: Path | None = None) -> None:
         super().__init__(port, cfg, truth_file)
         self.streaming = cfg.stream_on_start
         self._high = False
-        self._wait_stable: float | None = None
 
     def split(self, buf: bytes) -> tuple[list[bytes], bytes]:
         """``LF cmd CR`` commands (and a bare ESC) in ``buf``; the rest."""
@@ -113,18 +101,9 @@ class SmaSim(ScaleSim):
         elif cmd != b"\x1b":
             self.emit(b"\n?\r", "unknown_command", None)
 
-    def tick(self, now: float) -> None:
-        """Stream after ``R``/``S``; answer a pending ``Q`` once stable (dashes on timeout)."""
-        super().tick(now)
-        if self._wait_stable is None:
-            return
-        s = self.model.sample(now)
-        if s.stable or s.over or s.under:
-            self._wait_stable = None
-            self.emit(*self.encode(s), s)
-        elif now > self._wait_stable:
-            self._wait_stable = None
-            self.emit(self.reply(" ", "g", "M", DASHES), "no_weight", None)
+    def unstable_reply(self) -> tuple[bytes, str]:
+        """A pending ``Q`` that timed out in motion: dashes."""
+        return self.reply(" ", "g", "M", DASHES), "no_weight"
 
     def on_replug(self) -> None:
         """Power cycle: back to the power-up mode."""
@@ -133,12 +112,11 @@ class SmaSim(ScaleSim):
 
 def for_demo(device_id: str, cfg: SmaScaleConfig, rate: float, seed: int) -> DemoScale:
     """A simulated SMA scale behind ``cfg.port`` (a symlink path), in the configured mode."""
-    sim_cfg = SmaSimConfig(
-        display=Display("kg", 3, 5, cfg.max_capacity_g), rate=max(5.0, min(rate * 2, 20.0)),
-        seed=seed, faults={**DEMO_FAULTS, "unknown": 0.01},
+    return SmaSim.demo(
+        f"SMA scale {device_id}", cfg.port, cfg.max_capacity_g, max(5.0, min(rate * 2, 20.0)),
+        seed, {"unknown": 0.01},
         stream_on_start=cfg.mode == "continuous" and not cfg.continuous_command,
     )  # fmt: skip
-    return DemoScale(f"SMA scale {device_id}", SmaSim(demo_port(cfg.port), sim_cfg))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,9 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stream", action="store_true", help="stream from power-up (no R needed)")
     p.add_argument("--q-timeout", type=float, default=3.0, help="Q waits this long for stable")
     args = p.parse_args(argv)
-    cfg = cli_config(args, SmaSimConfig, stream_on_start=args.stream, q_timeout_s=args.q_timeout)
-    assert isinstance(cfg, SmaSimConfig)
-    return cli_run(SmaSim(PtyPort(args.link), cfg, args.truth), args.seconds)
+    return SmaSim.run_cli(args, stream_on_start=args.stream, q_timeout_s=args.q_timeout)
 
 
 if __name__ == "__main__":

@@ -21,19 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drivers.toledo_continuous import ToledoContinuousConfig, checksum
-from simulators._scale_model import (
-    DEMO_FAULTS,
-    FAULTS,
-    DemoScale,
-    Display,
-    Sample,
-    ScaleSim,
-    ScaleSimConfig,
-    cli_config,
-    cli_parser,
-    cli_run,
-    demo_port,
-)
+from simulators._scale_model import FAULTS, DemoScale, Sample, ScaleSim, ScaleSimConfig, cli_parser
 from simulators.pty_port import PtyPort
 
 STX, CR = b"\x02", b"\r"
@@ -60,6 +48,7 @@ class ToledoSim(ScaleSim):
     """An indicator streaming continuous-output frames."""
 
     FAULTS = (*FAULTS, "powerup")
+    CONFIG = ToledoSimConfig
     cfg: ToledoSimConfig
 
     def __init__(self, port: PtyPort, cfg: ToledoSimConfig, truth_file: Path | None = None) -> None:
@@ -113,12 +102,11 @@ class ToledoSim(ScaleSim):
 
 def for_demo(device_id: str, cfg: ToledoContinuousConfig, rate: float, seed: int) -> DemoScale:
     """A simulated indicator streaming behind ``cfg.port`` (a symlink path) at 5-20 Hz."""
-    sim_cfg = ToledoSimConfig(
-        display=Display("kg", 3, 5, cfg.max_capacity_g), rate=max(5.0, min(rate * 2, 20.0)),
-        seed=seed, faults={**DEMO_FAULTS, "partial": 0.01}, checksum=cfg.checksum,
+    return ToledoSim.demo(
+        f"Toledo indicator {device_id}", cfg.port, cfg.max_capacity_g,
+        max(5.0, min(rate * 2, 20.0)), seed, {"partial": 0.01}, checksum=cfg.checksum,
         tare_field=cfg.tare_field,
     )  # fmt: skip
-    return DemoScale(f"Toledo indicator {device_id}", ToledoSim(demo_port(cfg.port), sim_cfg))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,10 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--short", action="store_true", help="no tare field (Cardinal variant)")
     p.add_argument("--no-parity", action="store_true", help="8N1 bytes, bit 7 clear")
     args = p.parse_args(argv)
-    cfg = cli_config(args, ToledoSimConfig, checksum=not args.no_checksum,
-                     tare_field=not args.short, parity=not args.no_parity)  # fmt: skip
-    assert isinstance(cfg, ToledoSimConfig)
-    return cli_run(ToledoSim(PtyPort(args.link), cfg, args.truth), args.seconds)
+    return ToledoSim.run_cli(args, checksum=not args.no_checksum, tare_field=not args.short,
+                             parity=not args.no_parity)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,10 +37,10 @@ def scanner(tmp_path: Path) -> Iterator[Callable[..., ScannerSim]]:
     """Factory: a simulated scanner on a real pty behind a stable symlink."""
     sims: list[ScannerSim] = []
 
-    def make(name: str = "scan1", **cfg: object) -> ScannerSim:
+    def make(name: str = "scan1", **cfg: Any) -> ScannerSim:
         port = PtyPort(tmp_path / name)
         port.plug()
-        sim = ScannerSim(port, ScannerSimConfig(**cfg))  # type: ignore[arg-type]
+        sim = ScannerSim(port, ScannerSimConfig(**cfg))
         sims.append(sim)
         return sim
 

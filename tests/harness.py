@@ -59,7 +59,7 @@ class Subscriber:
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
-            self.messages.append((msg.topic, msg.payload, msg.retain))
+            self.messages.append((msg.topic, bytes(msg.payload), msg.retain))
             self.arrived.append(time.time())
 
     def readings(self) -> list[tuple[str, dict[str, Any]]]:

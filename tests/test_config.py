@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from drivers.modbus_scale.config import ModbusScaleConfig
 from edge_agent.config import check_config, load_config
 from edge_agent.errors import EX_CONFIG, ConfigError
 from simulators.modbus_scale import DEFAULT_MAP
@@ -544,7 +545,8 @@ def test_simulator_help_prints_a_register_map_the_agent_accepts(tmp_path: Path) 
         + "\n",
     )
     dev = load_config(p).devices["s1"]
-    assert dev.registers == DEFAULT_MAP  # type: ignore[attr-defined]
+    assert isinstance(dev, ModbusScaleConfig)
+    assert dev.registers == DEFAULT_MAP
 
 
 def test_a_fragment_without_node_and_mqtt_is_named(tmp_path: Path) -> None:

@@ -13,6 +13,13 @@ from simulators.mosquitto import Mosquitto
 from tests.harness import ROOT, Subscriber
 
 
+def found(pattern: str, out: str) -> str:
+    """The first group of ``pattern`` in the demo's output (which must have it)."""
+    m = re.search(pattern, out)
+    assert m, (pattern, out[-3000:])
+    return m.group(1)
+
+
 def test_demo_line_every_device_family_arrives() -> None:
     res = subprocess.run(
         [sys.executable, "-m", "edge_agent", "demo", "--seconds", "8", "--rate", "2"],
@@ -20,8 +27,8 @@ def test_demo_line_every_device_family_arrives() -> None:
     )  # fmt: skip
     out = res.stdout
     assert res.returncode == 0, out[-3000:] + res.stderr[-3000:]
-    emitted = int(re.search(r"readings emitted by the simulators : (\d+)", out).group(1))  # type: ignore[union-attr]
-    received = int(re.search(r"readings received by the backend   : (\d+)", out).group(1))  # type: ignore[union-attr]
+    emitted = int(found(r"readings emitted by the simulators : (\d+)", out))
+    received = int(found(r"readings received by the backend   : (\d+)", out))
     assert emitted > 50 and received >= emitted
     for device in (
         "handheld_1",
@@ -74,8 +81,8 @@ def test_demo_runs_twice_from_fresh_state_and_leaves_nothing(tmp_path: Path) -> 
             )  # fmt: skip
             out = res.stdout
             assert res.returncode == 0, f"run {run}: " + out[-3000:] + res.stderr[-3000:]
-            rundir = re.search(r"demo: fresh state in (\S+)", out).group(1)  # type: ignore[union-attr]
-            port = int(re.search(r"Mosquitto started on 127\.0\.0\.1:(\d+)", out).group(1))  # type: ignore[union-attr]
+            rundir = found(r"demo: fresh state in (\S+)", out)
+            port = int(found(r"Mosquitto started on 127\.0\.0\.1:(\d+)", out))
             assert port != leftover.port
             assert "first seq of every device          : 1\n" in out, out
             received = re.search(r"readings received by the backend   : (\d+)", out)

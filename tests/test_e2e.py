@@ -126,7 +126,11 @@ def test_garbled_noisy_stream_good_frames_arrive_rejects_counted(
     for s in sims:
         want = emitted(s)
         dev = f"s_{s.cfg.framing}"
-        assert backend.wait_for(lambda d=dev, w=want: len(received(backend, d)) >= len(w), 20)
+
+        def all_in(d: str = dev, w: list[tuple[str, str | None]] = want) -> bool:
+            return len(received(backend, d)) >= len(w)
+
+        assert backend.wait_for(all_in, 20)
         assert [(r["kind"], r["value"]) for r in received(backend, dev)] == want
     time.sleep(0.3)
     agent.stop()
@@ -156,12 +160,13 @@ def test_unplug_replug_resumes_within_2s(
         replugged = time.monotonic()
         before = len(received(backend, "scan_1"))
         first = sim._n
-        assert backend.wait_for(
-            lambda b=before, f=first: any(
+
+        def resumed(b: int = before, f: int = first) -> bool:
+            return any(
                 int(r["value"][3:]) > f for r in received(backend, "scan_1")[b:] if r["value"]
-            ),
-            5,
-        )
+            )
+
+        assert backend.wait_for(resumed, 5)
         delays.append(time.monotonic() - replugged)
     sim.stop()
     assert max(delays) < 2.0, delays

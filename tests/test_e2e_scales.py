@@ -143,7 +143,11 @@ def test_replug_and_stalled_indicator_recover(
         after = [t.grams for t in sim.settled() if t.t > t_fault + 0.1]
         assert after, (dev, settled)  # weights settled after the fault...
         n = len(settled)
-        assert backend.wait_for(lambda d=dev, n=n: len(received(backend, d)) >= n - 1, 10)
+
+        def arrived(d: str = dev, n: int = n) -> bool:
+            return len(received(backend, d)) >= n - 1
+
+        assert backend.wait_for(arrived, 10)
         got = [r["value"] for r in received(backend, dev)]
         assert got[-len(after) :] == after, (dev, got, after)  # ...all arrived, in order
         assert len(got) >= len(settled) - 1  # at most the one in the pulled cable is lost

@@ -8,7 +8,7 @@ import tomllib
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import given, settings
@@ -144,8 +144,8 @@ class Feeder:
 # ---- the test: a simulated line against its injected truth ---------------------------
 @pytest.mark.parametrize("mode", ["gate", "window"])
 @pytest.mark.parametrize("seed", [1, 3])
-def test_simulated_line_matches_injected_truth(mode: str, seed: int) -> None:
-    cfg = LineConfig(correlation=mode, seed=seed, duration_s=240, rate_per_h=6000)  # type: ignore[arg-type]
+def test_simulated_line_matches_injected_truth(mode: Literal["gate", "window"], seed: int) -> None:
+    cfg = LineConfig(correlation=mode, seed=seed, duration_s=240, rate_per_h=6000)
     sim = LineSim(cfg)
     readings = list(sim.readings())
     station = Station("st1", cfg.station_config(), WaybillTable())

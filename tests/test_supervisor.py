@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from drivers.common.framing import Event
 from drivers.virtual import VirtualConfig, VirtualDriver, send
-from edge_agent.reading import Capture
+from edge_agent.reading import Capture, Decoded
 from edge_agent.supervisor import DeviceWorker
 
 
 class BuggyDriver(VirtualDriver):
     """Raises a plain ValueError in ``_read_events`` (as a framer or transport bug would)."""
 
-    def _read_events(self, timeout: float) -> list[Event]:
+    def _read_events(self, timeout: float) -> Sequence[Event | Decoded]:
         events = super()._read_events(timeout)
         if events == [b"BOOM"]:
             msg = "bug in the framer"

@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from simulators import announce
+from simulators import announce, parse_faults, serve
 from simulators.hid_scanner.reports import ENTER, TAB, keyboard_reports, pos_reports
 from simulators.hid_scanner.scanner import FAULTS, HidScannerSim, HidSimConfig
 from simulators.hid_scanner.spool import SpoolDevice
@@ -38,32 +38,18 @@ def _dump(args: argparse.Namespace) -> int:
     return 0
 
 
-def _faults(text: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for part in filter(None, text.split(",")):
-        name, _, prob = part.partition("=")
-        out[name] = float(prob or 0.1)
-    return out
-
-
 def _run(args: argparse.Namespace) -> int:
     device = SpoolDevice(args.spool, args.name, vid=args.vid, pid=args.pid, serial=args.serial,
                          mode=args.mode)  # fmt: skip
+    faults = parse_faults(args.faults)
     cfg = HidSimConfig(mode=args.mode, aim=args.with_aim, gs=args.gs, terminator=args.terminator,
-                       rate=args.rate, seed=args.seed, faults=_faults(args.faults))  # fmt: skip
+                       rate=args.rate, seed=args.seed, faults=faults)  # fmt: skip
     print(f"device {args.vid:04x}:{args.pid:04x} plugged in {device.dir}", flush=True)
     print(f"start the agent with EDGE_AGENT_USB_BACKEND=sim:{args.spool}", file=sys.stderr)
     announce()  # a USB device: no port to configure, only how to stop
     sim = HidScannerSim(device, cfg, args.truth)
     sim.start(args.count)
-    try:
-        sim.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.stop()
-        device.unplug()
-    return 0
+    return serve(sim.wait, sim.stop, device.unplug)
 
 
 def _common(p: argparse.ArgumentParser) -> None:

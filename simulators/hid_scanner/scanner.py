@@ -19,7 +19,6 @@ Every code is recorded in :attr:`HidScannerSim.truth` (and optionally a JSONL fi
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
@@ -28,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from simulators.emitter import Emitter
 from simulators.hid_scanner.reports import (
     ENTER,
     ROLLOVER,
@@ -103,7 +103,7 @@ def code(n: int, scanner_no: int = 1) -> tuple[str, str]:
     return forms[n % len(forms)]
 
 
-class HidScannerSim:
+class HidScannerSim(Emitter[Truth]):
     """Scans codes into ``sink`` at ``cfg.rate`` per second (or one by one with :meth:`emit`).
 
     Args:
@@ -113,14 +113,11 @@ class HidScannerSim:
     """
 
     def __init__(self, sink: Sink, cfg: HidSimConfig, truth_file: Path | None = None) -> None:
+        super().__init__(truth_file)
         self.sink = sink
         self.cfg = cfg
         self.rng = random.Random(cfg.seed)
-        self.truth: list[Truth] = []
-        self._truth_file = truth_file.open("a", encoding="utf-8") if truth_file else None
         self.n = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def reports(self, text: str, aim: str) -> list[bytes]:
         """The clean reports for one code (no fault)."""
@@ -187,10 +184,7 @@ class HidScannerSim:
         reports, truth = self.next_item()
         ok = self.sink.send(reports)
         truth = Truth(**{**asdict(truth), "delivered": ok})
-        self.truth.append(truth)
-        if self._truth_file:
-            self._truth_file.write(json.dumps(asdict(truth)) + "\n")
-            self._truth_file.flush()
+        self.record(truth)
         if truth.reason in ("partial", "missing_continuation"):
             time.sleep(self.cfg.gap_s)
         return truth
@@ -208,16 +202,3 @@ class HidScannerSim:
             done += 1
             next_t = max(next_t + period, time.monotonic())
             self._stop.wait(next_t - time.monotonic())
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Wait for a ``count``-limited run to finish."""
-        if self._thread:
-            self._thread.join(timeout)
-
-    def stop(self) -> None:
-        """Stop scanning and close the truth file."""
-        self._stop.set()
-        self.wait(5)
-        if self._truth_file:
-            self._truth_file.close()
-            self._truth_file = None

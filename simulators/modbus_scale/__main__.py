@@ -11,17 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from drivers.modbus_scale.config import RegisterMap
-from simulators import announce
+from simulators import announce, parse_faults
 from simulators.modbus_scale.config import DEFAULT_MAP, FAULTS, ScaleSimConfig, registers_toml
 from simulators.modbus_scale.sim import ScaleSim
-
-
-def _faults(text: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for part in filter(None, text.split(",")):
-        name, _, prob = part.partition("=")
-        out[name] = float(prob or 0.1)
-    return out
 
 
 def _map(path: Path | None) -> RegisterMap:
@@ -69,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = ScaleSimConfig(
         transport=args.transport, units=tuple(int(u) for u in args.units.split(",")),
         registers=_map(args.map), link=args.link, host=args.host, port=args.port,
-        rate=args.rate, parcels=args.parcels, seed=args.seed, faults=_faults(args.faults),
+        rate=args.rate, parcels=args.parcels, seed=args.seed, faults=parse_faults(args.faults),
         swap_words=args.swap_words,
     )  # fmt: skip
     sim = ScaleSim(cfg, args.truth).start()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from drivers.modbus_scale.config import RegisterMap
+from simulators import check_faults
 
 #: Faults given as a probability per response (``overload``: per parcel).
 FAULTS = ("crc", "wrong_unit", "silent", "noise", "short", "exception", "overload")
@@ -80,7 +81,4 @@ class ScaleSimConfig:
     swap_words: bool = False
 
     def __post_init__(self) -> None:
-        unknown = set(self.faults) - set(FAULTS)
-        if unknown:
-            msg = f"unknown fault modes {sorted(unknown)}; valid: {', '.join(FAULTS)}"
-            raise ValueError(msg)
+        check_faults(self.faults, FAULTS)

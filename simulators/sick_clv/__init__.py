@@ -35,15 +35,7 @@ from pathlib import Path
 from drivers.sick_clv import SickClvConfig
 from simulators.tunnel.engine import TunnelSim
 from simulators.tunnel.model import SimConfig, SimPort, Truth, waybill
-from simulators.tunnel.runner import (
-    DEMO_FAULTS,
-    DemoTunnel,
-    common_parser,
-    make_port,
-    parse_faults,
-    port_from_args,
-    run_cli,
-)
+from simulators.tunnel.runner import DEMO_FAULTS, DemoTunnel, cli_main, common_parser, demo_tunnel
 
 STX, ETX = b"\x02", b"\x03"
 FA_UNKNOWN = "sFA 1"  # [U] SOPAS error numbering not verified
@@ -149,8 +141,9 @@ def sim_config(
 def for_demo(device_id: str, cfg: SickClvConfig, rate: float, seed: int) -> DemoTunnel:
     """A simulated SICK reader at ``cfg.port`` (``socket://127.0.0.1:N`` or a pty symlink)."""
     del device_id
-    sim = ClvSim(make_port(cfg.port), sim_config(cfg, rate, seed, DEMO_FAULTS))
-    return DemoTunnel(sim, "SICK CLV/Lector")
+    return demo_tunnel(
+        ClvSim, cfg.port, sim_config(cfg, rate, seed, DEMO_FAULTS), "SICK CLV/Lector"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,10 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heartbeat-s", type=float, default=0.0, help="heartbeat interval (0: off)")
     p.add_argument("--max-codes", type=int, default=2, help="labels per parcel, 1..3")
     a = p.parse_args(argv)
-    cfg = ClvSimConfig(
-        rate=a.rate, seed=a.seed, scanner_no=a.scanner_no, trigger=a.trigger,
-        faults=parse_faults(a.faults), separator=a.separator,
+    return cli_main(
+        ClvSim, ClvSimConfig, a, separator=a.separator,
         header_fields=tuple(filter(None, a.header.split(","))), noread=a.noread,
         heartbeat=a.heartbeat, heartbeat_s=a.heartbeat_s, max_codes=a.max_codes,
     )  # fmt: skip
-    return run_cli(ClvSim(port_from_args(a), cfg, a.truth), a.count)

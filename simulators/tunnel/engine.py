@@ -25,21 +25,21 @@ count.
 from __future__ import annotations
 
 import abc
-import json
 import random
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
+from simulators.emitter import Emitter, fragments, write_all
 from simulators.tunnel.model import FAULTS, SimConfig, SimPort, Truth
 from simulators.tunnel.tcp_client import TcpClientPort
 from simulators.tunnel.tcp_port import TcpPort
 
 
-class TunnelSim(abc.ABC):
+class TunnelSim(Emitter[Truth], abc.ABC):
     """A tunnel scanner writing telegrams to a port, with seeded faults.
 
     Args:
@@ -50,26 +50,24 @@ class TunnelSim(abc.ABC):
 
     #: Device-specific fault names, on top of :data:`FAULTS`.
     EXTRA_FAULTS: ClassVar[tuple[str, ...]] = ()
+    JOIN_S = 10.0
 
     def __init__(self, port: SimPort, cfg: SimConfig, truth_file: Path | None = None) -> None:
         unknown = set(cfg.faults) - set(FAULTS) - set(self.EXTRA_FAULTS)
         if unknown or cfg.trigger not in ("self", "command"):
             msg = f"unknown faults {sorted(unknown)} or trigger {cfg.trigger!r}"
             raise ValueError(msg)
+        super().__init__(truth_file)
         self.port, self.cfg = port, cfg
         #: Bytes a noise burst is drawn from (line protocols: only bytes the framer skips).
         self.noise = b"\x00\xff~#\r\n"
         #: Line protocols end a cut-off telegram by silence, STX protocols by the next STX.
         self.partial_gap = False
         self.rng = random.Random(cfg.seed)
-        self.truth: list[Truth] = []
         self.emitted = 0
-        self._truth_file = truth_file.open("a", encoding="utf-8") if truth_file else None
         self._held: list[tuple[bytes, Truth]] = []
         self._late: tuple[bytes, Truth] | None = None
         self._last_tx = time.monotonic()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     @abc.abstractmethod
     def result(self, n: int) -> tuple[bytes, Truth]:
@@ -178,30 +176,14 @@ class TunnelSim(abc.ABC):
 
     def send(self, data: bytes, *, fragment: bool = False) -> bool:
         """Write ``data`` (in chunks if ``fragment``), waiting for a host up to client_wait_s."""
-        chunks = [data]
-        if fragment and len(data) > 1:
-            cuts = sorted(self.rng.sample(range(1, len(data)), min(4, len(data) - 1)))
-            chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+        chunks = fragments(self.rng, data, fragment)
         deadline = time.monotonic() + self.cfg.client_wait_s
-        for i, chunk in enumerate(chunks):
-            if i:
-                time.sleep(self.rng.uniform(0.001, min(0.02, self.cfg.inter_byte_s / 5)))
-            rest = chunk
-            while rest:
-                rest = rest[self.port.write(rest) :]
-                if rest and (time.monotonic() > deadline or self._stop.is_set()):
-                    return False
-                if rest:
-                    time.sleep(0.002)
-        self._last_tx = time.monotonic()
-        return True
-
-    def record(self, t: Truth) -> None:
-        """Keep ``t`` (and append it to the truth file)."""
-        self.truth.append(t)
-        if self._truth_file:
-            self._truth_file.write(json.dumps(asdict(t)) + "\n")
-            self._truth_file.flush()
+        gap = min(0.02, self.cfg.inter_byte_s / 5)
+        ok = write_all(self.port.write, chunks, deadline, lambda: self.rng.uniform(0.001, gap),
+                       self._stop.is_set)  # fmt: skip
+        if ok:
+            self._last_tx = time.monotonic()
+        return ok
 
     # ---- what the agent must see -----------------------------------------------------
     def readings(self) -> list[tuple[str, str | None, int | None]]:
@@ -250,17 +232,3 @@ class TunnelSim(abc.ABC):
         due = every and time.monotonic() - self._last_tx >= every
         if hb and due and getattr(self.port, "connected", True):
             self.record(Truth(0, "heartbeat", delivered=self.send(hb), t=time.time()))
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Wait for a ``count``-limited run to finish."""
-        if self._thread:
-            self._thread.join(timeout)
-
-    def stop(self) -> None:
-        """Stop the thread (the port stays plugged) and close the truth file."""
-        self._stop.set()
-        if self._thread:
-            self._thread.join(10)
-        if self._truth_file:
-            self._truth_file.close()
-            self._truth_file = None

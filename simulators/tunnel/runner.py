@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-from simulators import announce
+from simulators import DemoDevice, announce, parse_faults, serve
 from simulators.pty_port import PtyPort
 from simulators.tunnel.engine import TunnelSim
-from simulators.tunnel.model import SimPort
+from simulators.tunnel.model import SimConfig, SimPort
 from simulators.tunnel.tcp_client import TcpClientPort
 from simulators.tunnel.tcp_port import TcpPort
 
@@ -45,7 +46,7 @@ def make_port(url: str) -> SimPort:
     return PtyPort(link)
 
 
-class DemoTunnel:
+class DemoTunnel(DemoDevice[TunnelSim]):
     """A :class:`TunnelSim` standing in for one configured device (``for_demo``).
 
     Args:
@@ -54,18 +55,9 @@ class DemoTunnel:
     """
 
     def __init__(self, sim: TunnelSim, what: str) -> None:
-        self.sim = sim
+        super().__init__(sim)
         self.what = what
         sim.port.plug()
-
-    def start(self) -> None:
-        """Trigger gates until stopped."""
-        self.sim.start()
-
-    def stop(self) -> None:
-        """Stop and unplug."""
-        self.sim.stop()
-        self.sim.port.close()
 
     def expected(self) -> int:
         """Readings the agent should publish for what was written so far."""
@@ -78,13 +70,9 @@ class DemoTunnel:
         return f"{self.what} on {where}, {self.sim.cfg.rate:g} gates/s"
 
 
-def parse_faults(text: str) -> dict[str, float]:
-    """``"noise=0.05,garble=0.02,fragment"`` -> probabilities (0.1 when none is given)."""
-    out: dict[str, float] = {}
-    for part in filter(None, text.split(",")):
-        name, _, prob = part.partition("=")
-        out[name.strip()] = float(prob or 0.1)
-    return out
+def demo_tunnel(sim_cls: type[TunnelSim], url: str, cfg: SimConfig, what: str) -> DemoTunnel:
+    """A ``sim_cls`` simulator serving ``url`` (a driver's port string) for the demo."""
+    return DemoTunnel(sim_cls(make_port(url), cfg), what)
 
 
 def common_parser(prog: str, doc: str | None, default_tcp: int) -> argparse.ArgumentParser:
@@ -123,11 +111,12 @@ def run_cli(sim: TunnelSim, count: int) -> int:
         print(f"pty {url}", file=sys.stderr, flush=True)
     announce(sim.port.url)
     sim.start(count)
-    try:
-        sim.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.stop()
-        sim.port.close()
-    return 0
+    return serve(sim.wait, sim.stop, sim.port.close)
+
+
+def cli_main(sim_cls: type[TunnelSim], cfg_cls: type[SimConfig], args: argparse.Namespace,
+             **extra: Any) -> int:  # fmt: skip
+    """Run ``sim_cls`` by hand: :func:`common_parser`'s arguments plus ``extra`` config fields."""
+    cfg = cfg_cls(rate=args.rate, seed=args.seed, scanner_no=args.scanner_no, trigger=args.trigger,
+                  faults=parse_faults(args.faults), **extra)  # fmt: skip
+    return run_cli(sim_cls(port_from_args(args), cfg, args.truth), args.count)

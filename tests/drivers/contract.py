@@ -37,11 +37,11 @@ from edge_agent.reading import Decoded
 class Rig:
     """A driver and the simulator hooks that drive it."""
 
-    driver: Driver  # type: ignore[type-arg]
+    driver: Driver[Any]
     send_good: Callable[[], object]  # returns what ``expect`` must give for the reading(s)
     send_garbled: Callable[[], str]  # returns the expected reject reason
     unplug: Callable[[], None]
-    replug: Callable[[], None]
+    replug: Callable[[], object]  # what it returns is not used
     #: fds / threads allowed above the baseline after 50 replugs (a library keeping one).
     fd_slack: int = 0
     thread_slack: int = 0
@@ -78,7 +78,7 @@ class Capture:
     expected: list[dict[str, Any]]
 
 
-def reopen(driver: Driver, timeout: float = 3.0) -> None:  # type: ignore[type-arg]
+def reopen(driver: Driver[Any], timeout: float = 3.0) -> None:
     """Open ``driver``, retrying while the device is not back yet."""
     deadline = time.monotonic() + timeout
     while True:
@@ -95,7 +95,7 @@ def counts() -> tuple[int, int]:
     return len(os.listdir("/proc/self/fd")), threading.active_count()
 
 
-def read_until(driver: Driver, timeout: float = 3.0) -> Decoded | None:  # type: ignore[type-arg]
+def read_until(driver: Driver[Any], timeout: float = 3.0) -> Decoded | None:
     """Read until a reading arrives or ``timeout`` s pass."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

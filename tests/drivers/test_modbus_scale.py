@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import assume, given, settings
@@ -44,6 +44,7 @@ from tests.drivers.contract import DriverContract, Rig
 CAPTURES = Path(__file__).parent.parent / "data" / "captures" / "modbus_scale"
 GOOD = {"empty", "motion", "same", "reading"}
 MakeSim = Callable[..., ScaleSim]
+Transport = Literal["rtu", "rtu-tcp", "tcp"]
 #: Drivers made by driver(), closed when the make_sim fixture tears down.
 DRIVERS: list[ModbusScaleDriver] = []
 
@@ -57,10 +58,10 @@ def make_sim(tmp_path: Path) -> Iterator[MakeSim]:
     """Factory: a started simulator (RTU behind ``tmp_path/<name>``); stopped at teardown."""
     sims: list[ScaleSim] = []
 
-    def make(transport: str = "rtu", name: str = "bus", **kw: Any) -> ScaleSim:
+    def make(transport: Transport = "rtu", name: str = "bus", **kw: Any) -> ScaleSim:
         link = tmp_path / name if transport == "rtu" else None
         kw.setdefault("auto", False)
-        sims.append(ScaleSim(ScaleSimConfig(transport=transport, link=link, **kw)).start())  # type: ignore[arg-type]
+        sims.append(ScaleSim(ScaleSimConfig(transport=transport, link=link, **kw)).start())
         return sims[-1]
 
     yield make
@@ -96,7 +97,8 @@ def run_for(drv: ModbusScaleDriver, seconds: float) -> list[Decoded]:
 def by_unit(readings: list[Decoded], transport: str) -> dict[int, list[float]]:
     out: dict[int, list[float]] = {}
     for d in readings:
-        out.setdefault(d.raw[6] if transport == "tcp" else d.raw[0], []).append(float(d.value))  # type: ignore[arg-type]
+        assert d.value is not None, d
+        out.setdefault(d.raw[6] if transport == "tcp" else d.raw[0], []).append(float(d.value))
     return out
 
 

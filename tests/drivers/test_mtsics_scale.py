@@ -133,7 +133,7 @@ def test_arbitrary_bytes_raise_only_frame_errors(chunks: list[bytes]) -> None:
 
 
 def _drain(sim: MtSicsSim, drv: MtSicsScaleDriver, seconds: float) -> list[tuple[object, ...]]:
-    got = []
+    got: list[tuple[object, ...]] = []
     t0 = time.monotonic()
     while time.monotonic() - t0 < seconds:
         if (d := drv.read(0.1)) is not None:

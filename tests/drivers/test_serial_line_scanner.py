@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.common.framing import Framer, Reject, TerminatorFramer
+from drivers.common.framing import Event, Framer, Reject, TerminatorFramer
 from drivers.serial_line_scanner import (
     SerialLineScannerConfig,
     SerialLineScannerDriver,
@@ -59,7 +59,7 @@ class TestContract(DriverContract):
 
 def _events(framer_cfg: SerialLineScannerConfig, data: bytes, bytewise: bool) -> list[object]:
     framer = make_framer(framer_cfg)
-    out: list[object] = []
+    out: list[Event] = []
     chunks = [data[i : i + 1] for i in range(len(data))] if bytewise else [data]
     for c in chunks:
         out += framer.feed(c, 0.0)

@@ -46,12 +46,12 @@ def scale(tmp_path: Path) -> Iterator[Make]:
     made: list[tuple[ToledoSim, ToledoContinuousDriver]] = []
 
     def make(faults: dict[str, float] | None = None, auto: bool = False, seed: int = 1,
-             sim_kw: dict[str, object] | None = None,
+             sim_kw: dict[str, Any] | None = None,
              **drv_kw: object) -> tuple[ToledoSim, ToledoContinuousDriver]:  # fmt: skip
         port = PtyPort(tmp_path / f"indicator{len(made)}")
         port.plug()
         sim_cfg = ToledoSimConfig(auto=auto, timing=FAST, rate=20.0, seed=seed, faults=faults or {},
-                                  **sim_kw or {})  # type: ignore[arg-type]  # fmt: skip
+                                  **sim_kw or {})  # fmt: skip
         sim = ToledoSim(port, sim_cfg)
         drv = ToledoContinuousDriver("ind1", cfg(port=str(port.link), **drv_kw))
         made.append((sim, drv))
@@ -165,7 +165,7 @@ def test_any_frame_decodes_the_same_however_it_is_split(
 
 
 def _drain(sim: ToledoSim, drv: ToledoContinuousDriver, seconds: float) -> list[tuple[object, ...]]:
-    got = []
+    got: list[tuple[object, ...]] = []
     t0 = time.monotonic()
     while time.monotonic() - t0 < seconds:
         if (d := drv.read(0.1)) is not None:

@@ -79,7 +79,7 @@ def _denied(broker: Mosquitto) -> list[str]:
 def test_acl_denied_rows_are_rejected_alarmed_retried_slowly_then_delivered(
     tmp_path: Path, scanner: Factory, agent_factory: Factory
 ) -> None:
-    assert MqttConfig(brokers=[{"host": "h"}]).reject_retry_s == 60.0  # type: ignore[list-item]
+    assert MqttConfig.model_validate({"brokers": [{"host": "h"}]}).reject_retry_s == 60.0
     bdir = tmp_path / "broker"
     bdir.mkdir()
     pw = bdir / "passwd"

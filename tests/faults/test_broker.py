@@ -32,11 +32,11 @@ Factory = Callable[..., Any]
 def test_t4_guard_fixture_broker_is_configured_for_durability(tmp_path: Path) -> None:
     """The fixture broker keeps PUBACKed messages across kill -9 and for offline backends."""
     conf = Mosquitto(tmp_path / "b").conf.read_text()
-    settings = dict(
-        re.match(r"(\S+)\s+(.*)", line).groups()  # type: ignore[union-attr]
+    settings = {
+        m[1]: m[2]
         for line in conf.splitlines()
-        if line.strip() and not line.startswith("#")
-    )
+        if line.strip() and not line.startswith("#") and (m := re.match(r"(\S+)\s+(.*)", line))
+    }
     assert settings["persistence"] == "true"
     assert settings["autosave_on_changes"] == "true"
     assert settings["autosave_interval"] == "1"

@@ -116,7 +116,8 @@ def test_t12_modbus_dead_slave_crc_wrong_unit_and_50_unplug_cycles(
     sim, db = bus, tmp_path / "state" / "queue.db"
     agent = agent_factory(write_config(tmp_path, broker.port, sim))
     agent.start()
-    proc, commits = Proc(agent.proc.pid), Commits(db)  # type: ignore[union-attr]
+    assert agent.proc is not None
+    proc, commits = Proc(agent.proc.pid), Commits(db)
     loads = Loads(sim, commits)
     phases: dict[str, tuple[float, float]] = {}
     try:

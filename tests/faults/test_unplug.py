@@ -198,7 +198,8 @@ def test_t10_serial_unplug_replug_50_cycles(
     sim, db = pty_scanner, tmp_path / "state" / "queue.db"
     agent = agent_factory(agent_config(tmp_path, broker.port, {"scan_1": serial_device(sim)}))
     agent.start()
-    proc, commits = Proc(agent.proc.pid), Commits(db)  # type: ignore[union-attr]
+    assert agent.proc is not None
+    proc, commits = Proc(agent.proc.pid), Commits(db)
     try:
         sim.start()
         commits.wait(lambda d, _v: d == "scan_1")
@@ -251,7 +252,8 @@ def test_t11_hid_busy_claim_quiet_idle_and_50_unplug_cycles(
     cfg = agent_config(tmp_path, broker.port, {"hid_1": table})
     agent = agent_factory(cfg, env={"EDGE_AGENT_USB_BACKEND": f"sim:{usb}"})
     agent.start()
-    proc, commits = Proc(agent.proc.pid), Commits(db)  # type: ignore[union-attr]
+    assert agent.proc is not None
+    proc, commits = Proc(agent.proc.pid), Commits(db)
 
     def scan() -> float:
         value = sim.emit().value

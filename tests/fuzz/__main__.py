@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the target names and exit")
     args, libfuzzer = parser.parse_known_args(argv)
 
-    import atheris  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    import atheris
 
     with atheris.instrument_imports(include=["drivers", "edge_agent", "tests.fuzz.targets"]):
         from tests.fuzz import targets
