@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from drivers.zebra_ds import ZebraDsConfig
-from simulators import announce
+from simulators import DemoDevice, announce, demo_port, serve
 from simulators.pty_port import PtyPort
 
 NOREAD = b"NR\r\n"
@@ -81,20 +81,8 @@ class ZebraSim:
             self._thread.join(5)
 
 
-class DemoZebra:
+class DemoZebra(DemoDevice[ZebraSim]):
     """A :class:`ZebraSim` on a pty behind the configured port path (``for_demo``)."""
-
-    def __init__(self, device_id: str, sim: ZebraSim) -> None:
-        self.device_id, self.sim = device_id, sim
-
-    def start(self) -> None:
-        """Send until stopped."""
-        self.sim.start()
-
-    def stop(self) -> None:
-        """Stop sending and unplug."""
-        self.sim.stop()
-        self.sim.port.close()
 
     def expected(self) -> int:
         """Every line sent is a reading (codes and no-reads)."""
@@ -107,11 +95,8 @@ class DemoZebra:
 
 def for_demo(device_id: str, cfg: ZebraDsConfig, rate: float, seed: int) -> DemoZebra:
     """A simulated Zebra DS plugged in at ``cfg.port`` (a symlink path), 2 % no-reads."""
-    link = Path(cfg.port)
-    link.parent.mkdir(parents=True, exist_ok=True)
-    port = PtyPort(link)
-    port.plug()
-    return DemoZebra(device_id, ZebraSim(port, rate, seed, noread=0.02))
+    del device_id  # one scanner per device table; its codes carry the seed
+    return DemoZebra(ZebraSim(demo_port(cfg.port), rate, seed, noread=0.02))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,14 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     announce(port.url)
     sim = ZebraSim(port, args.rate, args.seed, args.noread)
     sim.start(args.count)
-    try:
-        sim.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.stop()
-        port.close()
-    return 0
+    return serve(sim.wait, sim.stop, port.close)
 
 
 if __name__ == "__main__":
