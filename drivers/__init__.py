@@ -1,12 +1,17 @@
 """Device drivers and their registry.
 
-Adding a device type (the rtl_433 checklist):
+Adding a device type (the rtl_433 checklist; docs/new-device.md walks through an example):
 
-1. one module ``drivers/<name>.py`` with ``class <Name>Driver(Driver)`` and its ``Config``;
+1. one module ``drivers/<name>.py`` with ``class <Name>Driver(Driver)``, its ``Config`` and the
+   reject reasons it declares (``REJECTS``, members of :class:`drivers.reasons.RejectReason`);
 2. one line in :data:`DRIVERS` below (module name, registry key and class name agree);
-3. one simulator ``simulators/<name>.py`` speaking the same bytes;
-4. one subclass of the contract test in ``tests/drivers/contract.py``, plus recorded captures
-   in ``tests/data/captures/<name>/``.
+3. one simulator ``simulators/<name>.py`` speaking the same bytes, with ``for_demo``;
+4. one subclass of the contract test in ``tests/drivers/test_<name>.py`` (a rig, plus captures:
+   inline ``CAPTURES`` or recorded files in ``tests/data/captures/<name>/``).
+
+A byte-stream driver gets its fuzz target derived (``tests/fuzz/targets.py``).
+``tests/test_new_device_checklist.py`` checks all of this for every registered driver, and
+flags a driver, simulator or contract test no registry line names.
 
 Modules are imported lazily, so a driver's library is only loaded when a device uses it.
 """
@@ -34,6 +39,7 @@ DRIVERS: dict[str, tuple[str, str]] = {
     "sma_scale": ("drivers.sma_scale", "SmaScaleDriver"),
     "toledo_continuous": ("drivers.toledo_continuous", "ToledoContinuousDriver"),
     "virtual": ("drivers.virtual", "VirtualDriver"),
+    "zebra_ds": ("drivers.zebra_ds", "ZebraDsDriver"),
 }
 
 

@@ -24,6 +24,11 @@ and line-separator format characters, unassigned and private-use code points mak
 anything but FrameError is a bug, counted as a ``parser_error`` reject and logged with its
 traceback instead of killing the device thread (``_admit`` alike). ``raw`` is kept up to
 ``MAX_RAW_BYTES``.
+
+Reject reasons are a closed set (:class:`~drivers.reasons.RejectReason`): each driver declares
+the ones it can produce in ``REJECTS`` (the base's own, :data:`~drivers.reasons.BASE`, are
+always allowed). A reason outside that set is a driver bug: it is counted as ``parser_error``
+and logged (``undeclared_reject``), the same as a parser that raised.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from typing import ClassVar, Generic, TypeVar
 import structlog
 
 from drivers.common.framing import KEEP, Event, Reject
+from drivers.reasons import BASE, R
 from edge_agent.errors import FrameError
 from edge_agent.model import DeviceConfig
 from edge_agent.reading import Decoded, Kind
@@ -100,6 +106,9 @@ class Driver(abc.ABC, Generic[C]):
     #: in the device thread (``DeviceWorker.call``). Reached through the control socket's
     #: ``{"cmd": "device", "device": ID, "action": NAME}``.
     ACTIONS: ClassVar[frozenset[str]] = frozenset()
+    #: The reject reasons this driver can produce besides the base's own (:data:`BASE`);
+    #: listed per driver in docs/drivers.md.
+    REJECTS: ClassVar[frozenset[R]] = frozenset()
 
     def __init__(self, device_id: str, cfg: C) -> None:
         self.device_id = device_id
@@ -174,7 +183,7 @@ class Driver(abc.ABC, Generic[C]):
                 return []
             except Exception as err:  # a parser bug must not end the device thread
                 self.log.exception("parser_error", error=repr(err), frame_hex=frame[:256].hex(" "))
-                self._reject("parser_error", frame, type(err).__name__)
+                self._reject(R.PARSER_ERROR, frame, type(err).__name__)
                 return []
         return [s for d in readings if (s := self._screen_value(d, frame)) is not None]
 
@@ -187,18 +196,27 @@ class Driver(abc.ABC, Generic[C]):
                 else f"value of type {type(d.value).__name__}"
             )
             if problem is not None:
-                self._reject("bad_code", frame, problem)
+                self._reject(R.BAD_CODE, frame, problem)
                 return None
         elif d.kind is Kind.WEIGHT and not (
             isinstance(d.value, int | float) and math.isfinite(d.value)
         ):
-            self._reject("not_finite", frame, f"weight {d.value!r}")
+            self._reject(R.NOT_FINITE, frame, f"weight {d.value!r}")
             return None
         if len(d.raw) > self.MAX_RAW_BYTES:
             return dataclasses.replace(d, raw=d.raw[: self.MAX_RAW_BYTES])
         return d
 
+    @classmethod
+    def allowed_rejects(cls) -> frozenset[R]:
+        """Every reason this driver may count: its declared ``REJECTS`` and the base's own."""
+        return BASE | cls.REJECTS
+
     def _reject(self, reason: str, data: bytes, detail: str = "") -> None:
+        if reason not in self.allowed_rejects():
+            self.log.error("undeclared_reject", reason=str(reason), detail=detail)
+            detail, reason = f"undeclared reason {reason!r}: {detail}", R.PARSER_ERROR
+        reason = str(reason)  # the plain string: counters and events as before the enum
         self.rejects[reason] += 1
         self.log.warning(
             "frame_rejected", reason=reason, detail=detail, frame_hex=data[:KEEP].hex(" ")

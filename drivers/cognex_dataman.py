@@ -41,6 +41,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from drivers.common.framing import Event, Framer, TerminatorFramer
+from drivers.reasons import FRAMING, R
 from drivers.tunnel.base import TunnelDriver
 from drivers.tunnel.config import Baud, TunnelConfig, code_text, counter
 from edge_agent.errors import FrameError
@@ -105,25 +106,25 @@ def parse_line(frame: bytes, cfg: CognexDatamanConfig) -> Line:
 def _dmcc(frame: bytes, body: bytes, cfg: CognexDatamanConfig) -> Line:
     m = HEADER.match(body)
     if m is None:
-        raise FrameError("garbled", "bad DMCC response header")
+        raise FrameError(R.GARBLED, "bad DMCC response header")
     payload, check = body[m.end() :], "none"
     if m["ck"] == b"1":
         if not payload:
-            raise FrameError("garbled", "checksum byte missing")
+            raise FrameError(R.GARBLED, "checksum byte missing")
         covered = body[:-1] if cfg.checksum_span == "line" else payload[:-1]
         if xor(covered) != body[-1]:
-            raise FrameError("checksum", f"XOR {xor(covered):02x}, sent {body[-1]:02x}")
+            raise FrameError(R.CHECKSUM, f"XOR {xor(covered):02x}, sent {body[-1]:02x}")
         payload, check = payload[:-1], "checksum"
     status = int(m["status"])
     if status != 1:
         if status not in STATUS:
-            raise FrameError("garbled", f"unknown DMCC status {status}")
+            raise FrameError(R.GARBLED, f"unknown DMCC status {status}")
         return Line("answer", status=status)
     if cfg.extended_base64:
         try:
             payload = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
-            raise FrameError("garbled", "read string is not base64") from None
+            raise FrameError(R.GARBLED, "read string is not base64") from None
     return Line("result", (_result(frame, payload, cfg, check),))
 
 
@@ -132,14 +133,14 @@ def _result(frame: bytes, data: bytes, cfg: CognexDatamanConfig, check: str) -> 
     if cfg.index_field:
         index, sep, text = text.partition(cfg.index_separator)
         if not sep:
-            raise FrameError("garbled", "trigger index field missing")
+            raise FrameError(R.GARBLED, "trigger index field missing")
         gate = counter(index, "trigger index")
     if (cfg.noread_mode == "text" and text == cfg.noread_text) or (
         cfg.noread_mode == "empty" and not text
     ):
         return Decoded(Kind.NOREAD, None, frame, check=check, gate=gate)
     if not text:
-        raise FrameError("empty", "no code data")
+        raise FrameError(R.EMPTY, "no code data")
     return Decoded(Kind.BARCODE, text, frame, check=check, gate=gate)
 
 
@@ -162,6 +163,7 @@ class CognexDatamanDriver(TunnelDriver[CognexDatamanConfig]):
     """
 
     kind: ClassVar[str] = "cognex_dataman"
+    REJECTS: ClassVar[frozenset[R]] = FRAMING | {R.GARBLED, R.EMPTY, R.CHECKSUM, R.DUPLICATE}
     Config = CognexDatamanConfig
 
     def __init__(self, device_id: str, cfg: CognexDatamanConfig) -> None:

@@ -37,6 +37,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from drivers.common.framing import STX, Event, Framer, StxEtxFramer, TerminatorFramer
+from drivers.reasons import FRAMING, R
 from drivers.tunnel.base import TunnelDriver
 from drivers.tunnel.config import Baud, TunnelConfig, code_text
 from edge_agent.errors import FrameError
@@ -106,14 +107,14 @@ def parse_message(frame: bytes, cfg: DatalogicConfig) -> list[Decoded]:
     term = TERMINATORS[cfg.terminator]
     start = 1 if cfg.header == "STX" else 0
     if not frame.endswith(term) or (start and frame[:1] != b"\x02"):
-        raise FrameError("garbled", "header or terminator missing")
+        raise FrameError(R.GARBLED, "header or terminator missing")
     text = code_text(frame[start : -len(term)])
     if text == cfg.global_noread or (cfg.multiread_text and text == cfg.multiread_text):
         return [Decoded(Kind.NOREAD, None, frame, check="none")]
     seps = [cfg.separator] + ([cfg.multiread_separator] if cfg.multiread_separator else [])
     slots = re.split("|".join(map(re.escape, seps)), text)
     if "" in slots:
-        raise FrameError("garbled" if text else "empty", "empty slot")
+        raise FrameError(R.GARBLED if text else R.EMPTY, "empty slot")
     return [
         Decoded(Kind.NOREAD, None, frame, check="none")
         if slot == cfg.local_noread
@@ -131,6 +132,7 @@ class DatalogicDriver(TunnelDriver[DatalogicConfig]):
     """
 
     kind: ClassVar[str] = "datalogic"
+    REJECTS: ClassVar[frozenset[R]] = FRAMING | {R.GARBLED, R.EMPTY, R.DUPLICATE}
     Config = DatalogicConfig
 
     def make_framer(self) -> Framer:

@@ -45,6 +45,7 @@ from drivers.common.link import LinkConfig
 from drivers.common.poll import Polling
 from drivers.common.settle import Settling
 from drivers.common.stream import StreamDriver
+from drivers.reasons import FRAMING, R
 from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded, Kind
 
@@ -52,8 +53,8 @@ from edge_agent.reading import Decoded, Kind
 GRAMS = {"g": Decimal(1), "kg": Decimal(1000), "mg": Decimal("0.001"), "t": Decimal(10**6),
          "lb": Decimal("453.59237"), "oz": Decimal("28.349523125")}  # fmt: skip
 #: Reply status / error id -> reject reason.
-REJECT = {"I": "not_executable", "+": "over_capacity", "-": "under_range",
-          "ES": "syntax_error", "ET": "transmission_error", "EL": "logical_error"}  # fmt: skip
+REJECT = {"I": R.NOT_EXECUTABLE, "+": R.OVER_CAPACITY, "-": R.UNDER_RANGE,
+          "ES": R.SYNTAX_ERROR, "ET": R.TRANSMISSION_ERROR, "EL": R.LOGICAL_ERROR}  # fmt: skip
 NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
@@ -87,33 +88,33 @@ class MtSicsScaleConfig(LinkConfig):
 def to_grams(text: str, unit: str, cfg: MtSicsScaleConfig) -> float:
     """``text`` in ``unit`` as grams, range-checked. Raises FrameError."""
     if not NUMBER.fullmatch(text):
-        raise FrameError("malformed", f"weight {text!r}")
+        raise FrameError(R.MALFORMED, f"weight {text!r}")
     if unit not in GRAMS:
-        raise FrameError("unit", f"unknown unit {unit!r}")
+        raise FrameError(R.UNIT, f"unknown unit {unit!r}")
     grams = float(Decimal(text) * GRAMS[unit])
     if not math.isfinite(grams) or abs(grams) > cfg.max_capacity_g:
-        raise FrameError("out_of_range", f"{grams} g outside ±{cfg.max_capacity_g} g")
+        raise FrameError(R.OUT_OF_RANGE, f"{grams} g outside ±{cfg.max_capacity_g} g")
     return grams
 
 
 def parse_frame(frame: bytes, cfg: MtSicsScaleConfig) -> Decoded:
     """One reply line (CR LF included) -> a weight, stable or not. Raises FrameError."""
     if not frame.endswith(b"\r\n"):
-        raise FrameError("malformed", "no CR LF")
+        raise FrameError(R.MALFORMED, "no CR LF")
     if any(b > 0x7E or (b < 0x20 and b not in (0x0D, 0x0A)) for b in frame):
-        raise FrameError("garbled", "non-ASCII or control byte")
+        raise FrameError(R.GARBLED, "non-ASCII or control byte")
     tokens = frame.decode("ascii").split()
     if not tokens:
-        raise FrameError("malformed", "empty line")
+        raise FrameError(R.MALFORMED, "empty line")
     if tokens[0] in REJECT:
         raise FrameError(REJECT[tokens[0]], tokens[0])
     if tokens[0] != "S":
-        raise FrameError("unexpected", f"reply {tokens[0]!r}")
+        raise FrameError(R.UNEXPECTED, f"reply {tokens[0]!r}")
     status = tokens[1] if len(tokens) > 1 else ""
     if status in REJECT:
         raise FrameError(REJECT[status], f"S {status}")
     if status not in ("S", "D") or len(tokens) != 4:
-        raise FrameError("malformed", f"{len(tokens)} fields, status {status!r}")
+        raise FrameError(R.MALFORMED, f"{len(tokens)} fields, status {status!r}")
     grams = to_grams(tokens[2], tokens[3], cfg)
     return Decoded(Kind.WEIGHT, grams, frame, unit=tokens[3], check="none", stable=status == "S")
 
@@ -126,6 +127,15 @@ class MtSicsScaleDriver(Settling, Polling, StreamDriver[MtSicsScaleConfig]):
     """
 
     kind: ClassVar[str] = "mtsics_scale"
+    REJECTS: ClassVar[frozenset[R]] = FRAMING | {
+        R.GARBLED,
+        R.MALFORMED,
+        R.UNIT,
+        R.OUT_OF_RANGE,
+        R.UNEXPECTED,
+        R.NO_REPLY,
+        *REJECT.values(),
+    }
     Config = MtSicsScaleConfig
     KEEP_INPUT = False  # replies to polls sent before the reopen are stale
     #: Reply ids that answer zero/tare commands, not polls.
@@ -155,7 +165,7 @@ class MtSicsScaleDriver(Settling, Polling, StreamDriver[MtSicsScaleConfig]):
 
     def _read_events(self, timeout: float) -> Sequence[Event | Decoded]:
         events = super()._read_events(timeout)
-        if any(isinstance(ev, Reject) and ev.reason != "noise" for ev in events):
+        if any(isinstance(ev, Reject) and ev.reason != R.NOISE for ev in events):
             self._sent_at, self._missed = None, 0  # a cut-off reply is still a reply
         return events
 

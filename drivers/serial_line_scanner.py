@@ -30,6 +30,7 @@ from drivers.common.aim import AIM_GS1, AIM_SYMBOLOGY
 from drivers.common.framing import Framer, StxEtxFramer, TerminatorFramer
 from drivers.common.link import LinkConfig
 from drivers.common.stream import StreamDriver
+from drivers.reasons import FRAMING, R
 from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded, Kind
 
@@ -65,10 +66,10 @@ def parse_frame(frame: bytes, cfg: SerialLineScannerConfig) -> Decoded:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise FrameError("garbled", f"not UTF-8 at byte {err.start}") from None
+        raise FrameError(R.GARBLED, f"not UTF-8 at byte {err.start}") from None
     text = _strip_affixes(text, cfg)
     if any((ord(ch) < 0x20 and ch != GS) or ord(ch) == 0x7F for ch in text):
-        raise FrameError("garbled", "control character in code")
+        raise FrameError(R.GARBLED, "control character in code")
     if text in cfg.noread:
         return Decoded(Kind.NOREAD, None, frame, check="none")
     aim, symbology = None, None
@@ -76,13 +77,13 @@ def parse_frame(frame: bytes, cfg: SerialLineScannerConfig) -> Decoded:
         # A scanner set to send AIM ids sends them on every code; a frame without one is the
         # tail of a frame cut off (e.g. read partly before a restart), not a code.
         if len(text) < 3 or text[0] != "]":
-            raise FrameError("garbled", "missing AIM identifier")
+            raise FrameError(R.GARBLED, "missing AIM identifier")
         aim, text = text[:3], text[3:]
         symbology = AIM_GS1.get(aim) or AIM_SYMBOLOGY.get(aim[1])
         if symbology is None:
-            raise FrameError("garbled", f"unknown AIM identifier {aim!r}")
+            raise FrameError(R.GARBLED, f"unknown AIM identifier {aim!r}")
     if not text:
-        raise FrameError("empty", "no code data")
+        raise FrameError(R.EMPTY, "no code data")
     return Decoded(Kind.BARCODE, text, frame, symbology=symbology, aim=aim, check="none")
 
 
@@ -95,11 +96,11 @@ def _unframe(frame: bytes, cfg: SerialLineScannerConfig) -> bytes:
 def _strip_affixes(text: str, cfg: SerialLineScannerConfig) -> str:
     if cfg.prefix:
         if not text.startswith(cfg.prefix):
-            raise FrameError("bad_prefix", f"expected prefix {cfg.prefix!r}")
+            raise FrameError(R.BAD_PREFIX, f"expected prefix {cfg.prefix!r}")
         text = text[len(cfg.prefix) :]
     if cfg.suffix:
         if not text.endswith(cfg.suffix):
-            raise FrameError("bad_suffix", f"expected suffix {cfg.suffix!r}")
+            raise FrameError(R.BAD_SUFFIX, f"expected suffix {cfg.suffix!r}")
         text = text[: -len(cfg.suffix)]
     return text
 
@@ -108,6 +109,7 @@ class SerialLineScannerDriver(StreamDriver[SerialLineScannerConfig]):
     """A scanner on a serial port (RS-232, USB CDC-ACM, USB-serial adapter, serial-over-TCP)."""
 
     kind: ClassVar[str] = "serial_line_scanner"
+    REJECTS: ClassVar[frozenset[R]] = FRAMING | {R.GARBLED, R.EMPTY, R.BAD_PREFIX, R.BAD_SUFFIX}
     Config = SerialLineScannerConfig
 
     def make_framer(self) -> Framer:

@@ -39,14 +39,15 @@ from drivers.common.link import LinkConfig
 from drivers.common.poll import Polling
 from drivers.common.settle import Settling
 from drivers.common.stream import StreamDriver
+from drivers.reasons import FRAMING, R
 from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded, Kind
 
 LF, CR = 0x0A, 0x0D
 GRAMS = {"g": Decimal(1), "kg": Decimal(1000), "lb": Decimal("453.59237"),
          "oz": Decimal("28.349523125"), "t": Decimal(10**6)}  # fmt: skip
-STATUS = {"O": "over_capacity", "U": "under_range", "E": "zero_error", "T": "tare_error",
-          "e": "not_displayed"}  # fmt: skip
+STATUS = {"O": R.OVER_CAPACITY, "U": R.UNDER_RANGE, "E": R.ZERO_ERROR, "T": R.TARE_ERROR,
+          "e": R.NOT_DISPLAYED}  # fmt: skip
 NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
@@ -82,28 +83,28 @@ class LfCrFramer(StxEtxFramer):
 def parse_frame(frame: bytes, cfg: SmaScaleConfig) -> Decoded:
     """One ``LF ... CR`` frame -> a weight, stable or not. Raises FrameError."""
     if frame == b"\n?\r":
-        raise FrameError("unknown_command", "the scale answered ?")
+        raise FrameError(R.UNKNOWN_COMMAND, "the scale answered ?")
     if any(b < 0x20 or b > 0x7E for b in frame[1:-1]):
-        raise FrameError("garbled", "non-ASCII or control byte")
+        raise FrameError(R.GARBLED, "non-ASCII or control byte")
     if len(frame) != 20 or frame[0] != LF or frame[-1] != CR:
-        raise FrameError("malformed", f"{len(frame)} bytes, expected 20")
+        raise FrameError(R.MALFORMED, f"{len(frame)} bytes, expected 20")
     text = frame[1:-1].decode("ascii")
     s, r, n, m, weight, unit = text[0], text[1], text[2], text[3], text[5:15], text[15:].strip()
     if s in STATUS:
         raise FrameError(STATUS[s], f"status {s!r}")
     if n == "T":
-        raise FrameError("not_weight", "tare weight display")
+        raise FrameError(R.NOT_WEIGHT, "tare weight display")
     if s not in " Z" or not r.isdigit() or n not in "GNgn" or m not in " M":
-        raise FrameError("malformed", f"status fields {text[:5]!r}")
+        raise FrameError(R.MALFORMED, f"status fields {text[:5]!r}")
     if set(weight.strip()) == {"-"}:
-        raise FrameError("no_weight", "dashes")
+        raise FrameError(R.NO_WEIGHT, "dashes")
     if not NUMBER.fullmatch(weight.strip()):
-        raise FrameError("malformed", f"weight {weight!r}")
+        raise FrameError(R.MALFORMED, f"weight {weight!r}")
     if unit not in GRAMS:
-        raise FrameError("unit", f"unknown unit {unit!r}")
+        raise FrameError(R.UNIT, f"unknown unit {unit!r}")
     grams = float(Decimal(weight.strip()) * GRAMS[unit])
     if not math.isfinite(grams) or abs(grams) > cfg.max_capacity_g:
-        raise FrameError("out_of_range", f"{grams} g outside ±{cfg.max_capacity_g} g")
+        raise FrameError(R.OUT_OF_RANGE, f"{grams} g outside ±{cfg.max_capacity_g} g")
     return Decoded(Kind.WEIGHT, grams, frame, unit=unit, check="none", stable=m == " ")
 
 
@@ -114,6 +115,17 @@ class SmaScaleDriver(Settling, Polling, StreamDriver[SmaScaleConfig]):
     """
 
     kind: ClassVar[str] = "sma_scale"
+    REJECTS: ClassVar[frozenset[R]] = FRAMING | {
+        R.GARBLED,
+        R.MALFORMED,
+        R.UNIT,
+        R.OUT_OF_RANGE,
+        R.NO_REPLY,
+        R.UNKNOWN_COMMAND,
+        R.NOT_WEIGHT,
+        R.NO_WEIGHT,
+        *STATUS.values(),
+    }
     Config = SmaScaleConfig
     KEEP_INPUT = False  # replies to polls sent before the reopen are stale
 
@@ -150,7 +162,7 @@ class SmaScaleDriver(Settling, Polling, StreamDriver[SmaScaleConfig]):
 
     def _read_events(self, timeout: float) -> Sequence[Event | Decoded]:
         events = super()._read_events(timeout)
-        if any(not isinstance(ev, Reject) or ev.reason != "noise" for ev in events):
+        if any(not isinstance(ev, Reject) or ev.reason != R.NOISE for ev in events):
             self._sent_at, self._missed = None, 0  # a reply, even a cut-off one, answers the poll
         return events
 

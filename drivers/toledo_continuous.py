@@ -43,6 +43,7 @@ from drivers.common.framing import KEEP, Event, Framer, Reject
 from drivers.common.link import LinkConfig
 from drivers.common.settle import Settling
 from drivers.common.stream import StreamDriver
+from drivers.reasons import FRAMING, R
 from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded, Kind
 
@@ -106,7 +107,7 @@ class ToledoFramer(Framer):
             return
         pos = len(self._buf)
         if (pos < self.cr_at and b == STX) or (pos == self.cr_at and b != CR):
-            out.append(Reject("partial", bytes(self._buf[:KEEP])))
+            out.append(Reject(R.PARTIAL, bytes(self._buf[:KEEP])))
             self._reset()
             self._start(b, out)
             return
@@ -120,22 +121,22 @@ def parse_frame(frame: bytes, cfg: ToledoContinuousConfig) -> Decoded:
     """One frame (7-bit bytes) -> a weight, stable or not. Raises FrameError."""
     cr_at = 10 + 6 * cfg.tare_field
     if len(frame) != cfg.frame_length or frame[0] != STX or frame[cr_at] != CR:
-        raise FrameError("malformed", f"{len(frame)} bytes, expected {cfg.frame_length}")
+        raise FrameError(R.MALFORMED, f"{len(frame)} bytes, expected {cfg.frame_length}")
     if cfg.checksum and frame[-1] != checksum(frame[:-1]):
-        raise FrameError("checksum", f"got {frame[-1]:02x}, computed {checksum(frame[:-1]):02x}")
+        raise FrameError(R.CHECKSUM, f"got {frame[-1]:02x}, computed {checksum(frame[:-1]):02x}")
     swa, swb, swc = frame[1:4]
     digits = frame[4:cr_at]
     if not digits.isdigit():
-        raise FrameError("malformed", "weight or tare not 6 digits")
+        raise FrameError(R.MALFORMED, "weight or tare not 6 digits")
     if swb & 0x04:
-        raise FrameError("over_capacity", "SWB bit 2")
+        raise FrameError(R.OVER_CAPACITY, "SWB bit 2")
     if swb & 0x40:
-        raise FrameError("not_zeroed", "SWB bit 6: power-up, not zeroed")
+        raise FrameError(R.NOT_ZEROED, "SWB bit 6: power-up, not zeroed")
     unit = "g" if swc & 0x01 else "kg" if swb & 0x10 else "lb"
     value = Decimal(int(digits[:6])).scaleb(2 - (swa & 0x07))
     grams = float((-value if swb & 0x02 else value) * GRAMS[unit])
     if not math.isfinite(grams) or abs(grams) > cfg.max_capacity_g:
-        raise FrameError("out_of_range", f"{grams} g outside ±{cfg.max_capacity_g} g")
+        raise FrameError(R.OUT_OF_RANGE, f"{grams} g outside ±{cfg.max_capacity_g} g")
     check = "checksum" if cfg.checksum else "none"
     return Decoded(Kind.WEIGHT, grams, frame, unit=unit, check=check, stable=not swb & 0x08)
 
@@ -147,6 +148,13 @@ class ToledoContinuousDriver(Settling, StreamDriver[ToledoContinuousConfig]):
     """
 
     kind: ClassVar[str] = "toledo_continuous"
+    REJECTS: ClassVar[frozenset[R]] = FRAMING | {
+        R.MALFORMED,
+        R.CHECKSUM,
+        R.OVER_CAPACITY,
+        R.NOT_ZEROED,
+        R.OUT_OF_RANGE,
+    }
     Config = ToledoContinuousConfig
     KEEP_INPUT = False  # frames from before the reopen are old weights
 

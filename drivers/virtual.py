@@ -14,6 +14,7 @@ from typing import ClassVar, Literal
 
 from drivers.base import Driver
 from drivers.common.framing import Event
+from drivers.reasons import R
 from edge_agent.errors import DeviceIOError, FrameError
 from edge_agent.model import DeviceConfig, Ident
 from edge_agent.reading import Decoded, Kind
@@ -37,6 +38,7 @@ class VirtualDriver(Driver[VirtualConfig]):
     """Reads frames from an in-process queue."""
 
     kind: ClassVar[str] = "virtual"
+    REJECTS: ClassVar[frozenset[R]] = frozenset({R.GARBLED})
     Config = VirtualConfig
 
     def open(self) -> None:
@@ -59,7 +61,7 @@ class VirtualDriver(Driver[VirtualConfig]):
     def decode(self, frame: bytes) -> list[Decoded]:
         """The frame's one reading; ``!...`` is ``garbled``."""
         if frame.startswith(b"!"):
-            raise FrameError("garbled", "frame starts with '!'")
+            raise FrameError(R.GARBLED, "frame starts with '!'")
         text = frame.decode("utf-8", errors="replace")
         if text == "NoRead":
             return [Decoded(Kind.NOREAD, None, frame)]

@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+from drivers.reasons import RejectReason as R
+
 STX = 0x02
 ETX = 0x03
 #: Bytes seen between frames on real lines (power-up 0x00/0xFF bursts, XON/XOFF, stray CR/LF).
@@ -80,7 +82,7 @@ class Framer(abc.ABC):
             return []
         out: list[Event] = []
         if self._in_frame and not self._skipping and self._buf:
-            out.append(Reject("partial", bytes(self._buf[:KEEP])))
+            out.append(Reject(R.PARTIAL, bytes(self._buf[:KEEP])))
         self._reset()
         self._flush_noise(out)
         return out
@@ -92,7 +94,7 @@ class Framer(abc.ABC):
 
     def _flush_noise(self, out: list[Event]) -> None:
         if self._noise:
-            out.append(Reject("noise", bytes(self._noise[:KEEP])))
+            out.append(Reject(R.NOISE, bytes(self._noise[:KEEP])))
             self._noise.clear()
 
     def _grow(self, b: int, out: list[Event]) -> None:
@@ -100,14 +102,14 @@ class Framer(abc.ABC):
             return
         self._buf.append(b)
         if len(self._buf) > self.max_len:
-            out.append(Reject("oversize", bytes(self._buf[:KEEP])))
+            out.append(Reject(R.OVERSIZE, bytes(self._buf[:KEEP])))
             self._buf.clear()
             self._skipping = True
 
     def _open(self, b: int, out: list[Event]) -> None:
         """Start a frame with start byte ``b``; a frame still open is cut (``partial``)."""
         if self._in_frame and not self._skipping:
-            out.append(Reject("partial", bytes(self._buf[:KEEP])))
+            out.append(Reject(R.PARTIAL, bytes(self._buf[:KEEP])))
         self._flush_noise(out)
         self._reset()
         self._in_frame = True

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from drivers.common.link import Link
+from drivers.reasons import RejectReason as R
 from edge_agent.errors import DeviceIOError
 
 
@@ -47,7 +48,7 @@ class Polling:
         """
         if self._sent_at is not None and now - self._sent_at > cfg.reply_timeout_ms / 1000:
             self._sent_at, self._missed = None, self._missed + 1
-            self._reject("no_reply", shown, f"{self._missed} in a row")
+            self._reject(R.NO_REPLY, shown, f"{self._missed} in a row")
             if self._missed >= cfg.max_missed:
                 raise self._lost("no reply to", self._missed, "polls")
         if self._sent_at is None and now >= self._next_poll:

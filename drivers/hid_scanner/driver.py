@@ -35,6 +35,7 @@ from drivers.hid_scanner import usbio
 from drivers.hid_scanner.config import HidScannerConfig
 from drivers.hid_scanner.framer import make_framer
 from drivers.hid_scanner.parser import parse_frame
+from drivers.reasons import R
 from edge_agent.errors import DeviceInitError, DeviceIOError, DeviceNotFoundError, EdgeAgentError
 from edge_agent.reading import Decoded
 
@@ -52,6 +53,20 @@ class HidScannerDriver(Driver[HidScannerConfig]):
     """
 
     kind: ClassVar[str] = "hid_scanner"
+    REJECTS: ClassVar[frozenset[R]] = frozenset(
+        {
+            R.BAD_LENGTH,
+            R.BAD_REPORT_ID,
+            R.OVERSIZE,
+            R.PARTIAL,
+            R.MISSING_CONTINUATION,
+            R.ROLLOVER,
+            R.UNKNOWN_KEY,
+            R.BAD_AIM,
+            R.EMPTY,
+            R.GARBLED,
+        }
+    )
     Config = HidScannerConfig
 
     def __init__(self, device_id: str, cfg: HidScannerConfig, *, backend: Any = None) -> None:
@@ -157,7 +172,7 @@ class HidScannerDriver(Driver[HidScannerConfig]):
         if isinstance(err, usb.core.USBTimeoutError) or err.errno == errno.ETIMEDOUT:
             return self._framer.expire(time.monotonic())  # idle: no log line (U4)
         if err.errno == errno.EOVERFLOW:
-            return [Reject("bad_length", b"")]  # a report longer than wMaxPacketSize
+            return [Reject(R.BAD_LENGTH, b"")]  # a report longer than wMaxPacketSize
         raise usbio.translate(self.cfg.where, err, opening=False) from err
 
     def decode(self, frame: bytes) -> list[Decoded]:

@@ -36,6 +36,7 @@ import abc
 
 from drivers.common.framing import KEEP, Event, Reject
 from drivers.hid_scanner.config import TERMINATOR_KEYS, HidScannerConfig
+from drivers.reasons import RejectReason as R
 
 KEYBOARD_REPORT = 8
 POS_REPORT = 64
@@ -64,7 +65,7 @@ class ReportFramer(abc.ABC):
     """
 
     #: Reject reason of a frame left unfinished for longer than ``timeout``.
-    TIMEOUT_REASON = "partial"
+    TIMEOUT_REASON = R.PARTIAL
 
     def __init__(self, size: int, timeout: float, max_reports: int) -> None:
         self.size = size
@@ -83,7 +84,7 @@ class ReportFramer(abc.ABC):
         for i in range(0, whole, self.size):
             self._report(data[i : i + self.size], out)
         if whole != len(data):
-            out.append(Reject("bad_length", data[whole:][:KEEP]))
+            out.append(Reject(R.BAD_LENGTH, data[whole:][:KEEP]))
         self._last = now
         return out
 
@@ -103,7 +104,7 @@ class ReportFramer(abc.ABC):
             return
         self._buf += report
         if len(self._buf) > self.max_reports * self.size:
-            out.append(Reject("oversize", bytes(self._buf[:KEEP])))
+            out.append(Reject(R.OVERSIZE, bytes(self._buf[:KEEP])))
             self._buf.clear()
             self._skipping = True
 
@@ -139,7 +140,7 @@ class KeyboardFramer(ReportFramer):
 class PosFramer(ReportFramer):
     """HID POS reports -> one frame per message (packets until the continuation flag is 0)."""
 
-    TIMEOUT_REASON = "missing_continuation"
+    TIMEOUT_REASON = R.MISSING_CONTINUATION
 
     def __init__(self, report_id: int, timeout: float, max_len: int) -> None:
         super().__init__(POS_REPORT, timeout, max_reports=max_len // POS_DATA + 2)
@@ -147,7 +148,7 @@ class PosFramer(ReportFramer):
 
     def _report(self, report: bytes, out: list[Event]) -> None:
         if report[0] != self.report_id:
-            out.append(Reject("bad_report_id", report))
+            out.append(Reject(R.BAD_REPORT_ID, report))
             return
         self._add(report, out)
         if report[63] == 0:

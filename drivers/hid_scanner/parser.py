@@ -42,6 +42,7 @@ from drivers.hid_scanner.framer import (
     ROLLOVER,
     pressed_keys,
 )
+from drivers.reasons import RejectReason as R
 from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded, Kind
 
@@ -73,13 +74,13 @@ US_LAYOUT = _us_layout()
 def decode_keys(frame: bytes, terminators: frozenset[int]) -> str:
     """The text typed by a keyboard frame, terminator excluded. Raises FrameError."""
     if not frame or len(frame) % KEYBOARD_REPORT:
-        raise FrameError("bad_length", f"{len(frame)} bytes: not whole 8-byte reports")
+        raise FrameError(R.BAD_LENGTH, f"{len(frame)} bytes: not whole 8-byte reports")
     out: list[str] = []
     prev, numpad = RELEASED, ""
     for i in range(0, len(frame), KEYBOARD_REPORT):
         report = frame[i : i + KEYBOARD_REPORT]
         if all(k == ROLLOVER for k in report[2:8]):
-            raise FrameError("rollover", f"ErrorRollOver in report {i // KEYBOARD_REPORT}")
+            raise FrameError(R.ROLLOVER, f"ErrorRollOver in report {i // KEYBOARD_REPORT}")
         mods = report[0]
         if numpad and not mods & ALT:
             out.append(chr(int(numpad) % 256))
@@ -99,12 +100,12 @@ def _char(key: int, mods: int) -> str:
     try:
         plain, shifted = US_LAYOUT[key]
     except KeyError:
-        raise FrameError("unknown_key", f"usage id 0x{key:02x}") from None
+        raise FrameError(R.UNKNOWN_KEY, f"usage id 0x{key:02x}") from None
     ch = shifted if mods & SHIFT else plain
     if mods & CTRL:
         base = ch.upper()
         if not "@" <= base <= "_":
-            raise FrameError("unknown_key", f"Ctrl + usage id 0x{key:02x}")
+            raise FrameError(R.UNKNOWN_KEY, f"Ctrl + usage id 0x{key:02x}")
         return chr(ord(base) - 0x40)
     return ch
 
@@ -112,7 +113,7 @@ def _char(key: int, mods: int) -> str:
 def decode_pos(frame: bytes) -> tuple[bytes, bytes]:
     """(AIM id bytes, data) of a HID POS frame (one or more 64-byte packets). Raises FrameError."""
     if not frame or len(frame) % POS_REPORT:
-        raise FrameError("bad_length", f"{len(frame)} bytes: not whole 64-byte reports")
+        raise FrameError(R.BAD_LENGTH, f"{len(frame)} bytes: not whole 64-byte reports")
     aim = frame[2:5]
     data = bytearray()
     for i in range(0, len(frame), POS_REPORT):
@@ -120,9 +121,9 @@ def decode_pos(frame: bytes) -> tuple[bytes, bytes]:
         n = packet[1]
         body, pad = packet[5 : 5 + n], packet[5 + n : 5 + POS_DATA]
         if n > POS_DATA or any(pad) or 0 in body:
-            raise FrameError("bad_length", f"length byte {n} in packet {i // POS_REPORT}")
+            raise FrameError(R.BAD_LENGTH, f"length byte {n} in packet {i // POS_REPORT}")
         if packet[2:5] != aim:
-            raise FrameError("missing_continuation", f"AIM id changed to {packet[2:5]!r}")
+            raise FrameError(R.MISSING_CONTINUATION, f"AIM id changed to {packet[2:5]!r}")
         data += body
     return aim, bytes(data)
 
@@ -141,14 +142,14 @@ def parse_frame(frame: bytes, cfg: HidScannerConfig) -> Decoded:
         if cfg.aim_ids:
             aim, text = text[:3], text[3:]
     if len(text) > cfg.max_code_len:
-        raise FrameError("oversize", f"{len(text)} characters")
+        raise FrameError(R.OVERSIZE, f"{len(text)} characters")
     if any((ord(ch) < 0x20 and ch != GS) or ord(ch) == 0x7F for ch in text):
-        raise FrameError("garbled", "control character in code")
+        raise FrameError(R.GARBLED, "control character in code")
     if text in cfg.noread:
         return Decoded(Kind.NOREAD, None, frame, check="none")
     symbology = _symbology(aim) if aim is not None else None
     if not text:
-        raise FrameError("empty", "no code data")
+        raise FrameError(R.EMPTY, "no code data")
     return Decoded(Kind.BARCODE, text, frame, symbology=symbology, aim=aim, check="none")
 
 
@@ -156,15 +157,15 @@ def _utf8(data: bytes) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise FrameError("garbled", f"not UTF-8 at byte {err.start}") from None
+        raise FrameError(R.GARBLED, f"not UTF-8 at byte {err.start}") from None
 
 
 def _symbology(aim: str) -> str:
     if len(aim) != 3 or aim[0] != "]":
-        raise FrameError("bad_aim", f"missing AIM identifier, got {aim!r}")
+        raise FrameError(R.BAD_AIM, f"missing AIM identifier, got {aim!r}")
     symbology = AIM_GS1.get(aim) or AIM_SYMBOLOGY.get(aim[1])
     if symbology is None:
-        raise FrameError("bad_aim", f"unknown AIM identifier {aim!r}")
+        raise FrameError(R.BAD_AIM, f"unknown AIM identifier {aim!r}")
     return symbology
 
 

@@ -20,6 +20,7 @@ from drivers.base import Driver
 from drivers.common.framing import Event, Reject
 from drivers.modbus_scale.config import ModbusScaleConfig
 from drivers.modbus_scale.frames import (
+    REJECTS,
     classify_unanswered,
     complete,
     parse_frame,
@@ -27,6 +28,7 @@ from drivers.modbus_scale.frames import (
     to_decoded,
 )
 from drivers.modbus_scale.poller import Scheduler, UnitState, settle
+from drivers.reasons import R
 from edge_agent.errors import (
     DeviceInitError,
     DeviceIOError,
@@ -91,6 +93,7 @@ class ModbusScaleDriver(Driver[ModbusScaleConfig]):
     """
 
     kind: ClassVar[str] = "modbus_scale"
+    REJECTS: ClassVar[frozenset[R]] = REJECTS
     Config = ModbusScaleConfig
     #: Polls kept in :attr:`polls`.
     POLL_HISTORY = 4096

@@ -19,29 +19,36 @@ from collections.abc import Sequence
 
 from drivers.modbus_scale.config import ModbusScaleConfig
 from drivers.modbus_scale.registers import Sample, decode_block
+from drivers.reasons import RejectReason as R
 from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded, Kind
 
 FC = {"holding": 0x03, "input": 0x04}
 #: Exception codes (application protocol spec §7) -> reject reason.
 EXCEPTIONS = {
-    0x01: "illegal_function",
-    0x02: "illegal_address",
-    0x03: "illegal_value",
-    0x04: "device_failure",
-    0x05: "acknowledge",
-    0x06: "device_busy",
-    0x08: "memory_parity_error",
-    0x0A: "gateway_path_unavailable",
-    0x0B: "gateway_no_response",
+    0x01: R.ILLEGAL_FUNCTION,
+    0x02: R.ILLEGAL_ADDRESS,
+    0x03: R.ILLEGAL_VALUE,
+    0x04: R.DEVICE_FAILURE,
+    0x05: R.ACKNOWLEDGE,
+    0x06: R.DEVICE_BUSY,
+    0x08: R.MEMORY_PARITY_ERROR,
+    0x0A: R.GATEWAY_PATH_UNAVAILABLE,
+    0x0B: R.GATEWAY_NO_RESPONSE,
 }
+#: Every reject reason of the Modbus path: framing, classify_unanswered, registers, exceptions.
+REJECTS = frozenset(
+    {R.CRC, R.LENGTH, R.SHORT, R.NOISE, R.GARBLED, R.WRONG_UNIT, R.PROTOCOL_ID, R.FUNCTION,
+     R.OUT_OF_RANGE, R.OVERLOAD, R.UNDER_ZERO, R.BAD_DECIMALS, R.NOT_FINITE, R.EXCEPTION_OTHER,
+     *EXCEPTIONS.values()}
+)  # fmt: skip
 #: How a reading's integrity was checked, per transport.
 CHECK = {"rtu": "crc16", "tcp": "tcp"}
 
 
-def exception_name(code: int) -> str:
-    """The reject reason for an exception code (``exception_0x..`` when not standard)."""
-    return EXCEPTIONS.get(code, f"exception_0x{code:02x}")
+def exception_name(code: int) -> R:
+    """The reject reason for an exception code (``exception_other`` when not standard)."""
+    return EXCEPTIONS.get(code, R.EXCEPTION_OTHER)
 
 
 def crc16(data: bytes) -> int:
@@ -79,17 +86,17 @@ def split_adu(frame: bytes, transport: str) -> tuple[int, bytes]:
     """Check the framing of one ADU and return (unit id, PDU). Raises FrameError."""
     if transport == "rtu":
         if len(frame) < 5:
-            raise FrameError("length", f"{len(frame)} bytes is shorter than any RTU response")
+            raise FrameError(R.LENGTH, f"{len(frame)} bytes is shorter than any RTU response")
         if crc16(frame[:-2]) != int.from_bytes(frame[-2:], "little"):
-            raise FrameError("crc", "CRC-16 mismatch")
+            raise FrameError(R.CRC, "CRC-16 mismatch")
         return frame[0], frame[1:-2]
     if len(frame) < 9:
-        raise FrameError("length", f"{len(frame)} bytes is shorter than any TCP response")
+        raise FrameError(R.LENGTH, f"{len(frame)} bytes is shorter than any TCP response")
     _tid, pid, length, unit = struct.unpack(">HHHB", frame[:7])
     if pid != 0:
-        raise FrameError("protocol_id", f"MBAP protocol id {pid}")
+        raise FrameError(R.PROTOCOL_ID, f"MBAP protocol id {pid}")
     if length != len(frame) - 6:
-        raise FrameError("length", f"MBAP length {length} for {len(frame) - 6} bytes")
+        raise FrameError(R.LENGTH, f"MBAP length {length} for {len(frame) - 6} bytes")
     return unit, frame[7:]
 
 
@@ -98,9 +105,9 @@ def pdu_words(pdu: bytes, fc: int, count: int) -> list[int]:
     if pdu[0] == fc | 0x80 and len(pdu) == 2:
         raise FrameError(exception_name(pdu[1]), f"exception code 0x{pdu[1]:02x}")
     if pdu[0] != fc:
-        raise FrameError("function", f"function code 0x{pdu[0]:02x}, expected 0x{fc:02x}")
+        raise FrameError(R.FUNCTION, f"function code 0x{pdu[0]:02x}, expected 0x{fc:02x}")
     if len(pdu) != 2 + 2 * count or pdu[1] != 2 * count:
-        raise FrameError("length", f"byte count {pdu[1]} for {count} registers")
+        raise FrameError(R.LENGTH, f"byte count {pdu[1]} for {count} registers")
     return [int.from_bytes(pdu[i : i + 2], "big") for i in range(2, len(pdu), 2)]
 
 
@@ -142,18 +149,18 @@ def classify_unanswered(rx: bytes, unit: int, transport: str, count: int) -> str
         return "timeout"
     if transport == "tcp":
         if len(rx) >= 7 and rx[6] != unit:
-            return "wrong_unit"
+            return R.WRONG_UNIT
         return (
-            "short" if len(rx) < 6 + int.from_bytes(rx[4:6].rjust(2, b"\0"), "big") else "garbled"
+            R.SHORT if len(rx) < 6 + int.from_bytes(rx[4:6].rjust(2, b"\0"), "big") else R.GARBLED
         )
     full = 5 + 2 * count
     for n in (full, 5):
         if len(rx) >= n and _crc_ok(rx[-n:]):
             if rx[-n] != unit:
-                return "wrong_unit"
-            return "noise" if len(rx) > n else "garbled"
+                return R.WRONG_UNIT
+            return R.NOISE if len(rx) > n else R.GARBLED
     exception = len(rx) >= 2 and rx[1] & 0x80
-    return "short" if len(rx) < full and not exception else "crc"
+    return R.SHORT if len(rx) < full and not exception else R.CRC
 
 
 def parse_frame(frame: bytes, cfg: ModbusScaleConfig) -> tuple[int, Sample]:
@@ -168,11 +175,11 @@ def parse_frame(frame: bytes, cfg: ModbusScaleConfig) -> tuple[int, Sample]:
     unit, pdu = split_adu(frame, cfg.transport)
     sample = decode_block(pdu_words(pdu, FC[m.function], m.count), m)
     if sample.overload:
-        raise FrameError("overload", f"unit {unit}: over capacity ({sample.grams} g)")
+        raise FrameError(R.OVERLOAD, f"unit {unit}: over capacity ({sample.grams} g)")
     if sample.under_zero or sample.grams < -cfg.min_weight_g:
-        raise FrameError("under_zero", f"unit {unit}: {sample.grams} g")
+        raise FrameError(R.UNDER_ZERO, f"unit {unit}: {sample.grams} g")
     if sample.grams > cfg.max_weight_g:
-        raise FrameError("out_of_range", f"unit {unit}: {sample.grams} g > {cfg.max_weight_g} g")
+        raise FrameError(R.OUT_OF_RANGE, f"unit {unit}: {sample.grams} g > {cfg.max_weight_g} g")
     return unit, sample
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from drivers.modbus_scale.config import UNIT_GRAMS, RegisterMap
+from drivers.reasons import RejectReason as R
 from edge_agent.errors import FrameError
 
 STRUCT = {"int16": "h", "uint16": "H", "int32": "i", "uint32": "I", "float32": "f"}
@@ -78,21 +79,21 @@ def decode_block(words: Sequence[int], m: RegisterMap) -> Sample:
             ``bad_decimals`` (decimal-point register outside 0..6).
     """
     if len(words) != m.count or any(not 0 <= w <= 0xFFFF for w in words):
-        raise FrameError("length", f"expected {m.count} registers, got {len(words)}")
+        raise FrameError(R.LENGTH, f"expected {m.count} registers, got {len(words)}")
     off = m.weight_register - m.start
     raw = words_to_value(words[off : off + m.words], m)
     if not math.isfinite(raw):
-        raise FrameError("not_finite", f"weight register holds {raw}")
+        raise FrameError(R.NOT_FINITE, f"weight register holds {raw}")
     if m.weight_type == "float32":
         raw = float(f"{raw:.6g}")  # FLT_DIG = 6: further digits are binary-conversion noise
     decimals = m.decimals
     if m.decimals_register is not None:
         decimals = words[m.decimals_register - m.start]
         if decimals > 6:
-            raise FrameError("bad_decimals", f"decimal-point register = {decimals}")
+            raise FrameError(R.BAD_DECIMALS, f"decimal-point register = {decimals}")
     grams = raw * m.scale / 10**decimals * UNIT_GRAMS[m.unit]
     if not math.isfinite(grams):
-        raise FrameError("not_finite", f"weight {raw} scaled out of range")
+        raise FrameError(R.NOT_FINITE, f"weight {raw} scaled out of range")
     status = None if m.status_register is None else words[m.status_register - m.start]
     stable = None
     if m.has_stability:

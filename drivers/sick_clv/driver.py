@@ -22,6 +22,7 @@ import time
 from typing import ClassVar
 
 from drivers.common.framing import Framer, StxEtxFramer
+from drivers.reasons import FRAMING, R
 from drivers.sick_clv.telegram import SickClvConfig, parse_telegram
 from drivers.tunnel.base import TunnelDriver
 from edge_agent.errors import DeviceIOError
@@ -40,6 +41,7 @@ class SickClvDriver(TunnelDriver[SickClvConfig]):
     """
 
     kind: ClassVar[str] = "sick_clv"
+    REJECTS: ClassVar[frozenset[R]] = FRAMING | {R.GARBLED, R.COUNT_MISMATCH, R.DUPLICATE}
     Config = SickClvConfig
 
     def __init__(self, device_id: str, cfg: SickClvConfig) -> None:

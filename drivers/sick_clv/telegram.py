@@ -27,6 +27,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from drivers.reasons import RejectReason as R
 from drivers.tunnel.config import Baud, TunnelConfig, code_text, counter
 from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded, Kind
@@ -95,7 +96,7 @@ class Telegram:
 def parse_telegram(frame: bytes, cfg: SickClvConfig) -> Telegram:
     """One ``STX ... ETX`` frame -> a telegram. Raises FrameError, nothing else."""
     if len(frame) < 2 or frame[0] != STX or frame[-1] != ETX:
-        raise FrameError("garbled", "not an STX ... ETX telegram")
+        raise FrameError(R.GARBLED, "not an STX ... ETX telegram")
     text = code_text(frame[1:-1])
     if text == cfg.heartbeat:
         return Telegram("heartbeat", (Decoded(Kind.HEARTBEAT, None, frame, check="none"),))
@@ -108,7 +109,7 @@ def _result(frame: bytes, text: str, cfg: SickClvConfig) -> tuple[Decoded, ...]:
     fields = text.split(cfg.separator)
     n_head = len(cfg.header_fields)
     if len(fields) <= n_head:
-        raise FrameError("garbled", f"expected {n_head} header fields and codes")
+        raise FrameError(R.GARBLED, f"expected {n_head} header fields and codes")
     head = dict(zip(cfg.header_fields, fields, strict=False))
     gate = counter(head.get("gate"), "gate counter")
     count = counter(head.get("count"), "code count")
@@ -116,12 +117,12 @@ def _result(frame: bytes, text: str, cfg: SickClvConfig) -> tuple[Decoded, ...]:
     check = "none" if count is None else "count"
     if codes in ([cfg.noread], [""]):
         if count not in (None, 0, 1):
-            raise FrameError("count_mismatch", f"no-read with code count {count}")
+            raise FrameError(R.COUNT_MISMATCH, f"no-read with code count {count}")
         return (Decoded(Kind.NOREAD, None, frame, check=check, gate=gate),)
     if "" in codes:
-        raise FrameError("garbled", "empty code field")
+        raise FrameError(R.GARBLED, "empty code field")
     if count is not None and count != len(codes):
-        raise FrameError("count_mismatch", f"count field {count}, {len(codes)} codes sent")
+        raise FrameError(R.COUNT_MISMATCH, f"count field {count}, {len(codes)} codes sent")
     return tuple(
         Decoded(Kind.NOREAD, None, frame, check=check, gate=gate)
         if code == cfg.noread

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from drivers.common.stream import StreamDriver
+from drivers.reasons import RejectReason as R
 from drivers.tunnel.config import TunnelConfig
 from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded
@@ -48,6 +49,6 @@ class TunnelDriver(StreamDriver[TC]):
         """Drop a telegram with a gate counter that repeats one of the last ``dedup_window``."""
         if readings and readings[0].gate is not None and self.cfg.dedup_window:
             if frame in self._recent:
-                raise FrameError("duplicate", "same bytes as a recent telegram")
+                raise FrameError(R.DUPLICATE, "same bytes as a recent telegram")
             self._recent.append(frame)
         return readings

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from drivers.common.link import Baud, LinkConfig
+from drivers.reasons import RejectReason as R
 from edge_agent.errors import FrameError
 
 __all__ = ["Baud", "TunnelConfig", "code_text", "counter"]
@@ -29,9 +30,9 @@ def code_text(data: bytes) -> str:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise FrameError("garbled", f"not UTF-8 at byte {err.start}") from None
+        raise FrameError(R.GARBLED, f"not UTF-8 at byte {err.start}") from None
     if any((ord(ch) < 0x20 and ch != GS) or ord(ch) == 0x7F for ch in text):
-        raise FrameError("garbled", "control character in telegram")
+        raise FrameError(R.GARBLED, "control character in telegram")
     return text
 
 
@@ -40,5 +41,5 @@ def counter(text: str | None, what: str) -> int | None:
     if text is None:
         return None
     if not (text.isascii() and text.isdigit()) or len(text) > 18:
-        raise FrameError("garbled", f"{what} {text[:20]!r} is not a number")
+        raise FrameError(R.GARBLED, f"{what} {text[:20]!r} is not a number")
     return int(text)

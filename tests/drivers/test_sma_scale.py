@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from drivers import driver_class
 from drivers.common.framing import Reject
 from drivers.sma_scale import LfCrFramer, SmaScaleConfig, SmaScaleDriver, parse_frame
-from edge_agent.errors import DeviceError, DeviceIOError, FrameError
+from edge_agent.errors import DeviceIOError, FrameError
 from edge_agent.reading import Kind
 from simulators._scale_model import Timing
 from simulators.pty_port import PtyPort
@@ -64,18 +62,26 @@ def place(sim: SmaSim, grams: float) -> float:
     return sim.cfg.display.grams(sim.model.place(grams, settle=False))
 
 
+def replug(sim: Any) -> None:
+    """Plug back in with the platform emptied meanwhile: a streaming scale must not show the
+    last cycle's load after the reopen (it would be published again: the settle filter is per
+    connection)."""
+    sim.model.place(0, settle=False)
+    sim.port.plug()
+
+
 class TestContract(DriverContract):
     @pytest.fixture(params=["poll", "continuous"])
     def rig(self, request: pytest.FixtureRequest, scale: Make) -> Rig:
         sim, drv = scale(mode=request.param)
-        loads = iter(range(1000, 30000, 1235))
+        loads = iter(range(1000, 29_000, 487))  # 57 loads: the contract needs 54
 
         def garbled() -> str:
             sim.inject("garble")
             return "garbled"
 
         return Rig(drv, lambda: place(sim, next(loads)), garbled, sim.port.unplug,
-                   lambda: sim.port.plug() and None)  # fmt: skip
+                   lambda: replug(sim), clean_replugs=False)  # fmt: skip
 
 
 def _events(c: SmaScaleConfig, data: bytes, bytewise: bool) -> list[dict[str, object]]:
@@ -208,40 +214,7 @@ def test_unanswered_polls_and_a_silent_stream_raise(tmp_path: Path) -> None:
     port.close()
 
 
-def reopen(drv: SmaScaleDriver, timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            drv.open()
-            return
-        except DeviceError:
-            assert time.monotonic() < deadline, "did not reopen"
-            time.sleep(0.02)
-
-
-def test_50_unplug_replug_cycles_leak_no_fds_or_threads(scale: Make) -> None:
-    sim, drv = scale(poll_interval_ms=20)
-    drv.open()
-    want = place(sim, 1000)
-    assert (d := read_until(drv)) is not None and d.value == want
-    fds, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
-    for i in range(50):
-        sim.port.unplug()
-        with pytest.raises(DeviceIOError):
-            for _ in range(50):
-                drv.read(0.05)
-        drv.close()
-        sim.port.plug()
-        reopen(drv)
-        want = place(sim, 2000 + 10 * i)
-        d = read_until(drv, 2.0)
-        assert d is not None and d.value == want, i
-    assert len(os.listdir("/proc/self/fd")) == fds
-    assert threading.active_count() == threads
-
-
 def test_registry_and_config_checks() -> None:
-    assert driver_class("sma_scale") is SmaScaleDriver
     with pytest.raises(ValidationError, match="max_capacity_g"):
         SmaScaleConfig.model_validate({"type": "sma_scale", "port": "loop://"})
     with pytest.raises(ValidationError, match="min_weight_g"):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -17,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from drivers import driver_class
 from drivers.common.framing import Reject
 from drivers.toledo_continuous import (
     MASK7,
@@ -26,12 +23,12 @@ from drivers.toledo_continuous import (
     ToledoFramer,
     parse_frame,
 )
-from edge_agent.errors import DeviceError, DeviceIOError, FrameError
+from edge_agent.errors import DeviceIOError, FrameError
 from edge_agent.reading import Kind
 from simulators._scale_model import Display, Sample, Timing
 from simulators.pty_port import PtyPort
 from simulators.toledo_continuous import ToledoSim, ToledoSimConfig
-from tests.drivers.contract import DriverContract, Rig, read_until
+from tests.drivers.contract import DriverContract, Rig, read_until, reopen
 
 CAPTURES = Path(__file__).parent.parent / "data" / "captures" / "toledo_continuous"
 FAST = Timing(empty_s=(0.3, 0.5), motion_s=(0.3, 0.6), hold_s=(0.5, 0.8), unload_s=(0.1, 0.2))
@@ -72,19 +69,27 @@ def place(sim: ToledoSim, grams: float) -> float:
     return sim.cfg.display.grams(sim.model.place(grams, settle=False))
 
 
+def replug(sim: Any) -> None:
+    """Plug back in with the platform emptied meanwhile: a streaming scale must not show the
+    last cycle's load after the reopen (it would be published again: the settle filter is per
+    connection)."""
+    sim.model.place(0, settle=False)
+    sim.port.plug()
+
+
 class TestContract(DriverContract):
     @pytest.fixture
     def rig(self, scale: Make) -> Rig:
         sim, drv = scale()
         sim.start()
-        loads = iter(range(1000, 30000, 1235))
+        loads = iter(range(1000, 29_000, 487))  # 57 loads: the contract needs 54
 
         def garbled() -> str:
             sim.inject("garble")
             return "checksum"
 
         return Rig(drv, lambda: place(sim, next(loads)), garbled, sim.port.unplug,
-                   lambda: sim.port.plug() and None)  # fmt: skip
+                   lambda: replug(sim), clean_replugs=False)  # fmt: skip
 
 
 def _events(c: ToledoContinuousConfig, data: bytes, bytewise: bool) -> list[dict[str, object]]:
@@ -231,41 +236,7 @@ def test_power_up_flag_after_replug_is_rejected_as_not_zeroed(scale: Make) -> No
     assert drv.rejects["not_zeroed"] == 6 == Counter(t.kind for t in sim.truth)["not_zeroed"]
 
 
-def reopen(drv: ToledoContinuousDriver, timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            drv.open()
-            return
-        except DeviceError:
-            assert time.monotonic() < deadline, "did not reopen"
-            time.sleep(0.02)
-
-
-def test_50_unplug_replug_cycles_leak_no_fds_or_threads(scale: Make) -> None:
-    sim, drv = scale()
-    sim.start()
-    drv.open()
-    want = place(sim, 1000)
-    assert (d := read_until(drv)) is not None and d.value == want
-    fds, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
-    for i in range(50):
-        sim.port.unplug()
-        with pytest.raises(DeviceIOError):
-            for _ in range(50):
-                drv.read(0.05)
-        drv.close()
-        sim.port.plug()
-        reopen(drv)
-        want = place(sim, 2000 + 10 * i)
-        d = read_until(drv, 2.0)
-        assert d is not None and d.value == want, i
-    assert len(os.listdir("/proc/self/fd")) == fds
-    assert threading.active_count() == threads
-
-
 def test_registry_and_config_checks() -> None:
-    assert driver_class("toledo_continuous") is ToledoContinuousDriver
     assert cfg().frame_length == 18 and cfg(tare_field=False, checksum=False).frame_length == 11
     with pytest.raises(ValidationError, match="max_capacity_g"):
         ToledoContinuousConfig.model_validate({"type": "toledo_continuous", "port": "loop://"})

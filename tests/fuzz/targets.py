@@ -5,8 +5,11 @@ them through the same code the daemon runs, with the port replaced by the chunks
 
 * drivers: the driver's own ``_read_events`` (framer, router/screen, settle filter) over a fake
   port, then ``Driver._take`` (the base class's reject path) for every event; a last empty read
-  after the inter-byte timeout flushes what is left. Only ``FrameError`` is documented for a
-  parser and the base class turns it into a counted reject, so *nothing* may escape.
+  after the inter-byte timeout flushes what is left. A registered byte-stream driver without a
+  hand-written target below gets one derived from its declared framer and parse step, with its
+  default config (:func:`derived_target`), so a new serial device is fuzzed without a new file.
+  Only ``FrameError`` is documented for a parser and the base class turns it into a counted
+  reject, so *nothing* may escape.
 * every reading is checked (:func:`check_reading`, D16 at each driver's documented limits).
 * ``config``: TOML text through ``load_config``: only ``ConfigError`` naming the file.
 * ``waybill``: ``WaybillTable.classify`` with the built-in table and with site rules.
@@ -32,9 +35,11 @@ from typing import Any
 
 import usb.core
 
+from drivers import DRIVERS, driver_class
 from drivers.base import Driver
 from drivers.cognex_dataman import CognexDatamanConfig, CognexDatamanDriver
 from drivers.common.framing import Event
+from drivers.common.stream import StreamDriver
 from drivers.datalogic import DatalogicConfig, DatalogicDriver
 from drivers.hid_scanner.config import HidScannerConfig
 from drivers.hid_scanner.driver import HidScannerDriver
@@ -359,6 +364,32 @@ TARGETS: dict[str, DriverTarget] = {
         _scale_limits,
     ),
 }
+
+
+def _generic_limits(cfg: Any) -> tuple[int, tuple[float, float]]:
+    size = min(getattr(cfg, "max_frame", Driver.MAX_CODE_BYTES), Driver.MAX_CODE_BYTES)
+    return size, (0.0, float(getattr(cfg, "max_capacity_g", 0.0)))
+
+
+def derived_target(kind: str) -> DriverTarget | None:
+    """A target for registered driver ``kind`` from its framer and ``decode`` (None: not a
+    byte-stream driver, or its config has required keys beyond ``port``: write a target)."""
+    try:
+        cls = driver_class(kind)
+    except (ImportError, AttributeError):  # a registry line without its module: the checklist says
+        return None
+    if not issubclass(cls, StreamDriver):
+        return None
+    try:
+        cfg = cls.Config.model_validate({"type": kind, "port": SERIAL})
+    except ValueError:
+        return None
+    return DriverTarget(kind, (cfg,), lambda c: cls("f", c), _serial_run, _generic_limits)
+
+
+#: The registered drivers whose target is derived (tests/test_new_device_checklist.py runs them).
+DERIVED = {k: t for k in sorted(DRIVERS) if k not in TARGETS and (t := derived_target(k))}
+TARGETS.update(DERIVED)
 
 
 # ---- Modbus: response ADUs, as the packet hook sees them and as pymodbus hands them over ----
