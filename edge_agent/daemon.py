@@ -68,6 +68,8 @@ class Daemon:
     def __init__(self, cfg: AgentConfig) -> None:
         self.cfg = cfg
         self.stopping = threading.Event()
+        #: Wakes the main loop: stop, reload, or a state change for STATUS= (see notice()).
+        self._wakeup = threading.Event()
         n = cfg.node
         self.node = Identity(agent=n.agent_id, site=n.site, line=n.line, boot_id=boot_id())
         self.topics = Topics(cfg.mqtt.topic_prefix, n.site, n.line, n.agent_id)
@@ -79,6 +81,7 @@ class Daemon:
         q.path.parent.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(q.path, self.node, q.max_bytes, q.retain_sent_hours * 3600)
         self.writer = Writer(self.outbox, self._on_commit, self._on_alarm)
+        self.writer.on_change = self.notice
         self.publisher = Publisher(
             cfg.mqtt, self.topics, f"edge-agent-{n.agent_id}", password, q.path, self.writer
         )
@@ -113,6 +116,7 @@ class Daemon:
         return DeviceWorker(driver, self.writer.submit, self._device_state)
 
     def _device_state(self, device: str, state: str, reason: str) -> None:
+        self.notice()
         self.publisher.device_state(device, state, reason)
         if self.stations is not None:
             self.stations.device_state(device, state)
@@ -131,6 +135,7 @@ class Daemon:
             log.debug("reading_committed", device=r.device, seq=r.seq, id=r.id)
 
     def _on_alarm(self, name: str, details: dict[str, object]) -> None:
+        self.notice()
         self.publisher.alarm(name, details)
 
     def _on_reject(self, device: str, reason: str, frame: bytes) -> None:
@@ -196,9 +201,8 @@ class Daemon:
         """True while the writer and publisher threads are alive and looping."""
         now = time.monotonic()
         return (
-            self.writer.is_alive()
+            self.writer.live.healthy(window)
             and self.publisher.is_alive()
-            and now - self.writer.last_progress < window
             and now - self.publisher.last_progress < window
             and self.publisher.network_thread_alive()
             and (
@@ -207,21 +211,34 @@ class Daemon:
             )
         )
 
+    def notice(self) -> None:
+        """Something a technician should see changed (broker, disk, a device): STATUS= now."""
+        self._wakeup.set()
+
     def serve(self) -> None:
-        """Block until stop is requested, pinging the watchdog while the pipeline progresses."""
+        """Block until stop is requested, pinging the watchdog while the pipeline is healthy.
+
+        No polling: the loop sleeps until the next watchdog ping (WatchdogSec/2), the next
+        rate sample or periodic STATUS=, or an event (stop, reload, a state change).
+        """
         ping = sdnotify.watchdog_interval()
-        next_status = time.monotonic() + self.STATUS_EVERY_S
+        now = time.monotonic()
+        next_status = now + self.STATUS_EVERY_S
+        next_ping = now + ping if ping is not None else float("inf")
         last_status = self.status_line()  # READY=1 carried it
-        ping_every = min(ping or 1.0, 1.0)
-        next_ping = time.monotonic() + ping_every
-        # the loop ticks at 0.5 s so a change of state reaches STATUS= quickly; the watchdog
-        # is pinged at its own pace
-        while not self.stopping.wait(min(ping_every, 0.5)):
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            due = min(next_ping, next_status, self.rates.next_sample())
+            self._wakeup.wait(max(0.0, due - now))
+            self._wakeup.clear()
+            if self.stopping.is_set():
+                return
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 self.reload()
-            if ping is not None and time.monotonic() >= next_ping:
-                next_ping = time.monotonic() + ping_every
+            now = time.monotonic()
+            if now >= next_ping:
+                next_ping = max(next_ping + (ping or 0.0), now + 0.5 * (ping or 0.0))
                 if self.healthy(window=self.HEALTH_WINDOW_S):
                     sdnotify.notify("WATCHDOG=1")
             self.rates.sample(self.workers)
@@ -229,8 +246,8 @@ class Daemon:
             # at once when something changed that a technician should see (the broker went
             # down, the disk filled up), else every STATUS_EVERY_S for the queue figure
             changed = _QUEUE_FIGURE.sub("", line) != _QUEUE_FIGURE.sub("", last_status)
-            if changed or time.monotonic() >= next_status:
-                next_status = time.monotonic() + self.STATUS_EVERY_S
+            if changed or now >= next_status:
+                next_status = now + self.STATUS_EVERY_S
                 last_status = line
                 sdnotify.notify("STATUS=" + line)
 
@@ -318,11 +335,13 @@ class Daemon:
     def request_reload(self, _signum: int, _frame: FrameType | None) -> None:
         """Signal handler: SIGHUP (the work is done by the main loop, not in the handler)."""
         self.reload_requested.set()
+        self._wakeup.set()
 
     def request_stop(self, signum: int, _frame: FrameType | None) -> None:
         """Signal handler: SIGTERM / SIGINT."""
         log.info("stop_requested", signal=signal.Signals(signum).name)
         self.stopping.set()
+        self._wakeup.set()
 
 
 def _return_big_buffers_to_the_os() -> None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from edge_agent.errors import QueueError
+from edge_agent.liveness import Liveness
 from edge_agent.outbox import Outbox, OutEvent
 from edge_agent.reading import Capture, Reading
 
@@ -85,6 +86,14 @@ class _Batch:
     calls: list[tuple[Callable[[Outbox], object], Future[object]]] = field(default_factory=list)
     stop: bool = False
 
+    def urgent(self) -> bool:
+        """Someone waits for this commit (sync, maintenance, stop): no gathering."""
+        return bool(self.synced or self.calls or self.stop)
+
+    def wants_commit(self) -> bool:
+        """Anything but PUBACK marks (those may wait for the next commit)."""
+        return bool(self.captures or self.events or self.urgent())
+
 
 class Writer(threading.Thread):
     """Group-commit writer.
@@ -110,12 +119,18 @@ class Writer(threading.Thread):
     ALARM_EVERY_S = 1.0
     #: Seconds between purges of expired sent rows.
     PURGE_EVERY_S = 60.0
-    #: Longest idle wait per loop, seconds: the loop proves it is alive this often (watchdog).
-    IDLE_S = 0.25
+    #: Under load (the last commit ended less than this ago, s), a capture waits until then
+    #: so that what arrives meanwhile shares its fsync; a lone capture is committed at once.
+    GATHER_S = 0.002
+    #: PUBACK marks wait for the next commit of captures, at most this long (s): under load
+    #: they cost no fsync of their own. (A mark lost in a crash means a duplicate, never a loss.)
+    MARK_DELAY_S = 0.05
     #: Seconds to wait before retrying a failed commit (disk full, I/O error).
     RETRY_S = 1.0
     #: Seconds between checks of the free space on the queue's file system.
     DISK_CHECK_S = 0.5
+    #: ... and while nothing is written (the idle wake-up it costs).
+    DISK_IDLE_CHECK_S = 5.0
     #: Fewer free bytes than this is a full disk (alarm ``disk_full``, STATUS=), checked
     #: directly: SQLite goes on committing into WAL space it already owns, so its first
     #: SQLITE_FULL can come long after the disk filled up.
@@ -127,7 +142,9 @@ class Writer(threading.Thread):
         self._on_commit = on_commit
         self._on_alarm = on_alarm
         self._q: queue.SimpleQueue[_Inbox] = queue.SimpleQueue()
-        self.last_progress = time.monotonic()
+        self.live = Liveness(self)
+        #: Called when ``failing`` or ``disk_full`` clears (STATUS= at once; alarms say the rest).
+        self.on_change: Callable[[], None] = lambda: None
         self._room = threading.BoundedSemaphore(self.MAX_WAITING)
         self._count_lock = threading.Lock()
         #: Captures refused by this writer since start (device threads and the writer count).
@@ -217,21 +234,45 @@ class Writer(threading.Thread):
         """Loop: collect a batch, commit it, notify; retry failed commits without losing them."""
         now = time.monotonic()
         next_purge, next_disk, retry_at = now + self.PURGE_EVERY_S, now, now
+        last_commit = -1e9
+        marks_since: float | None = None  # when the oldest mark not yet committed came
         pending = _Batch()
         while True:
-            self._collect(pending, timeout=self.IDLE_S)
+            deadlines = [next_purge, next_disk + self.DISK_IDLE_CHECK_S - self.DISK_CHECK_S]
+            if self.failing:
+                deadlines.append(retry_at)
+            if marks_since is not None:
+                deadlines.append(marks_since + self.MARK_DELAY_S)
+            self.live.idle()
+            self._collect(pending, timeout=max(0.0, min(deadlines) - time.monotonic()))
+            self.live.busy()
             now = time.monotonic()
-            if now >= next_disk:
+            if pending.captures and now - last_commit < self.GATHER_S and not pending.urgent():
+                # under load: what arrives while the last commit settles shares the next one
+                time.sleep(last_commit + self.GATHER_S - now)
+                self._collect(pending, timeout=None)
+                now = time.monotonic()
+            if now >= next_disk and (pending.captures or pending.events or now >= deadlines[1]):
                 next_disk = now + self.DISK_CHECK_S
                 self._check_disk()
             self._refuse(None)  # the alarm for refusals counted since the last one
+            if now >= next_purge:
+                next_purge = now + self.PURGE_EVERY_S
+                pending.calls.append((_purge, Future()))
+            if (pending.sent or pending.rejected) and marks_since is None:
+                marks_since = now
+            held_for = 0.0 if marks_since is None else now - marks_since
+            if not (pending.wants_commit() or self.failing) and (
+                held_for < self.MARK_DELAY_S and len(pending.sent) < self.MAX_BATCH
+            ):
+                continue  # marks wait for the next commit (a capture's, or the delay)
             if self.failing and now < retry_at and not pending.stop:
-                self.last_progress = now  # a failing disk still loops: the watchdog pets on
                 continue
             if self._commit(pending):
                 if pending.stop:
                     return
                 pending = _Batch()
+                marks_since = None
                 self.held, self._spill_full = 0, False
             elif pending.stop:
                 log.error("queue_stop_uncommitted", captures=len(pending.captures))
@@ -240,14 +281,12 @@ class Writer(threading.Thread):
                 retry_at = time.monotonic() + self.RETRY_S
                 self.held = len(pending.captures)
                 self._spill_full = self.held >= self.SPILL_MAX
-            self.last_progress = time.monotonic()
-            if self.last_progress >= next_purge:
-                next_purge = self.last_progress + self.PURGE_EVERY_S
-                self._purge()
+            last_commit = time.monotonic()
 
-    def _collect(self, batch: _Batch, timeout: float) -> None:
+    def _collect(self, batch: _Batch, timeout: float | None) -> None:
+        """Take what waits; block up to ``timeout`` for the first item (None: do not block)."""
         try:
-            item = self._q.get(timeout=timeout)
+            item = self._q.get_nowait() if timeout is None else self._q.get(timeout=timeout)
         except queue.Empty:
             return
         for _ in range(self.MAX_BATCH):
@@ -311,6 +350,7 @@ class Writer(threading.Thread):
         if self.failing:
             log.info("queue_commit_recovered", committed=len(accepted), refused=self.refused)
             self.failing = None
+            self.on_change()
         if dropped:
             self._alarm_dropped(dropped)
         if accepted or b.events:
@@ -331,6 +371,7 @@ class Writer(threading.Thread):
         elif self.disk_full is not None and free >= 2 * self.DISK_FULL_BYTES:
             log.info("queue_disk_space_back", free_bytes=free, path=str(where))
             self.disk_full = None
+            self.on_change()
 
     def _alarm_dropped(self, dropped: list[Reading]) -> None:
         details: dict[str, object] = {
@@ -343,11 +384,13 @@ class Writer(threading.Thread):
         log.error("queue_full_reading_dropped", **details)
         self._on_alarm("queue_full", details)
 
-    def _purge(self) -> None:
-        try:
-            deleted = self.outbox.purge_expired()
-        except QueueError as err:
-            log.warning("queue_purge_failed", error=str(err))
-            return
-        if deleted:
-            log.info("queue_purged_sent", rows=deleted)
+
+def _purge(outbox: Outbox) -> None:
+    """Delete sent rows past their retention (a maintenance call of the writer's own)."""
+    try:
+        deleted = outbox.purge_expired()
+    except QueueError as err:
+        log.warning("queue_purge_failed", error=str(err))
+        return
+    if deleted:
+        log.info("queue_purged_sent", rows=deleted)
