@@ -85,6 +85,7 @@ class Daemon:
         self.publisher = Publisher(
             cfg.mqtt, self.topics, f"edge-agent-{n.agent_id}", password, q.path, self.writer
         )
+        self.publisher.on_change = self.notice
         self.started_mono = time.monotonic()
         self.control: ControlServer | None = None
         self.rates = Rates()
@@ -202,9 +203,7 @@ class Daemon:
         now = time.monotonic()
         return (
             self.writer.live.healthy(window)
-            and self.publisher.is_alive()
-            and now - self.publisher.last_progress < window
-            and self.publisher.network_thread_alive()
+            and self.publisher.live.healthy(window)
             and (
                 self.stations is None
                 or (self.stations.is_alive() and now - self.stations.last_progress < window)
