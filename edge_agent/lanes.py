@@ -98,6 +98,7 @@ class Window:
         self.cursor = {"priority": 0, "live": 0, "backlog": 0}
         self.backlog_upto = 0
         self._resend: deque[PendingRow] = deque()
+        self._exhausted: set[str] = set()
 
     def restart(self, backlog_upto: int, *, carry: bool) -> None:
         """After a (re)connect (``carry``: what is in flight is carried) or a rewind: rows up
@@ -105,6 +106,7 @@ class Window:
         self.backlog_upto = backlog_upto
         self.cursor = {"priority": 0, "live": backlog_upto, "backlog": 0}
         self.carried = set(self.flying) if carry else set()
+        self._exhausted.clear()
 
     def full(self) -> bool:
         """No room for another message."""
@@ -113,17 +115,26 @@ class Window:
     def resend(self, rows: list[PendingRow]) -> None:
         """Queue rows for the lowest lane (sent when the other lanes are empty)."""
         self._resend.extend(rows)
+        self._exhausted.discard("resend")
 
     def next_rows(self) -> tuple[str, list[PendingRow]] | None:
         """The lane and rows to send next (rows may be empty when all were in flight: call
-        again), or None when the window is full or every lane is empty."""
+        again), or None when the window is full or every lane is empty. A lane found empty,
+        or that returned less than asked, is not read again until :meth:`new_pass`."""
         if self.full():
             return None
         for lane in LANES:
+            if lane in self._exhausted:
+                continue
             rows = self._take(lane)
             if rows is not None:
                 return lane, rows
+            self._exhausted.add(lane)
         return None
+
+    def new_pass(self) -> None:
+        """Rows may have been committed (or handed in) since the last pass: read every lane."""
+        self._exhausted.clear()
 
     def _take(self, lane: str) -> list[PendingRow] | None:
         if lane == "resend":
@@ -136,11 +147,14 @@ class Window:
                 return None
             upto = self.backlog_upto
         prio = lane == "priority"
-        rows = self.fetch(self.cursor[lane], 1 if prio else self.batch_max, upto, prio)
+        limit = 1 if prio else self.batch_max
+        rows = self.fetch(self.cursor[lane], limit, upto, prio)
         if not rows:
             if lane == "backlog":
                 self.cursor["backlog"] = self.backlog_upto
             return None
+        if len(rows) < limit and lane == "live":
+            self._exhausted.add(lane)  # the rest of the live rows was in this fetch
         self.cursor[lane] = rows[-1].n
         return [r for r in rows if r.n not in self.flying and r.n not in self.carried]
 

@@ -257,8 +257,7 @@ class Publisher(Link, threading.Thread):
         faults.hit("crash_after_puback")
         self.writer.mark_sent(flight.rows)
         self.acked_rows += len(flight.rows)
-        self.last_puback_mono = time.monotonic()
-        self._dirty = True  # room in the window
+        self.last_puback_mono = time.monotonic()  # (a full window left _dirty set: refilled)
         if self.on_ack_latency is not None:
             self.on_ack_latency(self.last_puback_mono - flight.sent_mono)
 
@@ -269,6 +268,7 @@ class Publisher(Link, threading.Thread):
         dirty, self._dirty = self._dirty, False  # a wake from now on sets it again
         if not dirty:
             return  # nothing committed and no room made since the lanes were found empty
+        self.window.new_pass()
         while (nxt := self.window.next_rows()) is not None:
             lane, rows = nxt
             for m in messages(rows, self.topics):

@@ -82,6 +82,10 @@ def test_ack_frees_room_and_new_live_rows_follow() -> None:
     assert flight is not None and flight.rows == [1, 2] and flight.lane == "live"
     q.sent([1, 2])
     assert w.acked(101) is None  # a duplicate PUBACK is ignored
+    fetches = q.fetches
+    assert drain(w) == []  # the live lane was read to its end: not read again ...
+    assert q.fetches == fetches
+    w.new_pass()  # ... until a commit says there is more
     assert drain(w) == [("live", [3])]
     assert w.flying == {3}
 
