@@ -1,10 +1,12 @@
 """The writer thread: the only owner of the queue's write connection, committing in groups.
 
 Device threads ``submit()`` captures; the publisher reports PUBACKs with ``mark_sent()``. The
-thread takes everything waiting (up to ``MAX_BATCH``) into one transaction, so under load many
-readings share one fsync, and at line rate each reading is committed within one fsync time.
-After each commit it tells its listeners which readings were accepted (with their row numbers)
-and which were dropped at the queue bound.
+thread takes everything waiting into one transaction: under load, what arrives while a commit
+settles shares the next fsync (``GATHER_S``), a lone capture is committed at once, and PUBACK
+marks ride along with the next commit (``MARK_DELAY_S``). A reading is acknowledged to nobody
+before its commit. After each commit the listeners learn which readings were accepted (with
+their row numbers) and which were dropped at the queue bound. Between deadlines (purge, disk
+check, retry) the thread sleeps on its inbox: no idle tick (health: :mod:`edge_agent.liveness`).
 
 When commits fail (disk full, I/O error; docs/reliability.md Q3, T7) the thread keeps looping: the
 captures are held in RAM, at most ``SPILL_MAX`` of them, and the commit is retried every
@@ -17,20 +19,20 @@ commit that succeeds.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 
 import structlog
 
+from edge_agent import writer_inbox as wi
 from edge_agent.errors import QueueError
 from edge_agent.liveness import Liveness
 from edge_agent.outbox import Outbox, OutEvent
 from edge_agent.reading import Capture, Reading
+from edge_agent.writer_inbox import Batch
 
 log = structlog.get_logger(__name__)
 
@@ -38,71 +40,10 @@ Committed = Callable[[list[tuple[int, Reading]]], None]
 Alarm = Callable[[str, dict[str, object]], None]
 
 
-@dataclass(frozen=True, slots=True)
-class _Sent:
-    """Rows PUBACKed with success (from the publisher)."""
-
-    rows: list[int]
-
-
-@dataclass(frozen=True, slots=True)
-class _Rejected:
-    """Rows the broker refused: (row, reason code, reason) (from the publisher)."""
-
-    rows: list[tuple[int, int, str]]
-
-
-@dataclass(frozen=True, slots=True)
-class _Sync:
-    """Set ``done`` once everything queued before it is committed."""
-
-    done: threading.Event
-
-
-@dataclass(frozen=True, slots=True)
-class _Call:
-    """Run ``fn(outbox)`` in the writer thread after the next commit (maintenance)."""
-
-    fn: Callable[[Outbox], object]
-    fut: Future[object]
-
-
-@dataclass(frozen=True, slots=True)
-class _Stop:
-    """Commit what is queued, then end the thread."""
-
-
-#: What the writer's inbox carries: a device's capture, a station's event, or a command.
-_Inbox = Capture | OutEvent | _Sent | _Rejected | _Sync | _Call | _Stop
-
-
-@dataclass
-class _Batch:
-    captures: list[Capture] = field(default_factory=list)
-    events: list[OutEvent] = field(default_factory=list)
-    sent: list[int] = field(default_factory=list)
-    rejected: list[tuple[int, int, str]] = field(default_factory=list)
-    synced: list[threading.Event] = field(default_factory=list)
-    calls: list[tuple[Callable[[Outbox], object], Future[object]]] = field(default_factory=list)
-    stop: bool = False
-
-    def urgent(self) -> bool:
-        """Someone waits for this commit (sync, maintenance, stop): no gathering."""
-        return bool(self.synced or self.calls or self.stop)
-
-    def wants_commit(self) -> bool:
-        """Anything but PUBACK marks (those may wait for the next commit)."""
-        return bool(self.captures or self.events or self.urgent())
-
-
 class Writer(threading.Thread):
-    """Group-commit writer.
-
-    Args:
-        outbox: the queue, owned by this thread from ``start()`` on.
-        on_commit: called after each commit with the accepted ``(row number, reading)`` pairs.
-        on_alarm: called with an alarm name and details (queue bound hit, disk errors).
-    """
+    """Group-commit writer. Args: the queue (owned by this thread from ``start()`` on), the
+    listener called after each commit with the accepted ``(row number, reading)`` pairs, and
+    the one called with an alarm name and details (queue bound hit, disk errors)."""
 
     #: Most commands taken into one transaction.
     MAX_BATCH = 2000
@@ -127,10 +68,8 @@ class Writer(threading.Thread):
     MARK_DELAY_S = 0.05
     #: Seconds to wait before retrying a failed commit (disk full, I/O error).
     RETRY_S = 1.0
-    #: Seconds between checks of the free space on the queue's file system.
-    DISK_CHECK_S = 0.5
-    #: ... and while nothing is written (the idle wake-up it costs).
-    DISK_IDLE_CHECK_S = 5.0
+    #: Seconds between checks of the free space on the queue's disk (and while idle).
+    DISK_CHECK_S, DISK_IDLE_CHECK_S = 0.5, 5.0
     #: Fewer free bytes than this is a full disk (alarm ``disk_full``, STATUS=), checked
     #: directly: SQLite goes on committing into WAL space it already owns, so its first
     #: SQLITE_FULL can come long after the disk filled up.
@@ -141,7 +80,7 @@ class Writer(threading.Thread):
         self.outbox = outbox
         self._on_commit = on_commit
         self._on_alarm = on_alarm
-        self._q: queue.SimpleQueue[_Inbox] = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[wi.Inbox] = queue.SimpleQueue()
         self.live = Liveness(self)
         #: Called when ``failing`` or ``disk_full`` clears (STATUS= at once; alarms say the rest).
         self.on_change: Callable[[], None] = lambda: None
@@ -185,12 +124,8 @@ class Writer(threading.Thread):
             if not new or now - self._alarmed_at < self.ALARM_EVERY_S:
                 return
             self._alarmed_at, self._refused_alarmed, total = now, self.refused, self.refused
-        details: dict[str, object] = {
-            "refused": new,
-            "refused_total": total,
-            "spill_max": self.SPILL_MAX,
-            "failing": self.failing,
-        }
+        details: dict[str, object] = {"refused": new, "refused_total": total}
+        details |= {"spill_max": self.SPILL_MAX, "failing": self.failing}
         log.error("writer_overflow", device=device, **details)
         self._on_alarm("writer_overflow", details)
 
@@ -204,16 +139,16 @@ class Writer(threading.Thread):
 
     def mark_sent(self, rows: list[int]) -> None:
         """Rows PUBACKed with success: take them out of the pending set."""
-        self._q.put(_Sent(rows))
+        self._q.put(wi.Sent(rows))
 
     def mark_rejected(self, rows: list[tuple[int, int, str]]) -> None:
         """Rows the broker refused (reason code >= 0x80): keep them, store why."""
-        self._q.put(_Rejected(rows))
+        self._q.put(wi.Rejected(rows))
 
     def sync(self, timeout: float = 5.0) -> bool:
         """Wait until everything submitted before this call is committed. False on timeout."""
         done = threading.Event()
-        self._q.put(_Sync(done))
+        self._q.put(wi.Sync(done))
         return done.wait(timeout)
 
     def call(self, fn: Callable[[Outbox], object], timeout: float = 30.0) -> object:
@@ -222,12 +157,12 @@ class Writer(threading.Thread):
         For maintenance that must not race the writer (``edge-agent queue purge``).
         """
         fut: Future[object] = Future()
-        self._q.put(_Call(fn, fut))
+        self._q.put(wi.Call(fn, fut))
         return fut.result(timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Commit everything submitted so far, then end the thread."""
-        self._q.put(_Stop())
+        self._q.put(wi.Stop())
         self.join(timeout)
 
     def run(self) -> None:
@@ -236,7 +171,7 @@ class Writer(threading.Thread):
         next_purge, next_disk, retry_at = now + self.PURGE_EVERY_S, now, now
         last_commit = -1e9
         marks_since: float | None = None  # when the oldest mark not yet committed came
-        pending = _Batch()
+        pending = Batch()
         while True:
             deadlines = [next_purge, next_disk + self.DISK_IDLE_CHECK_S - self.DISK_CHECK_S]
             if self.failing:
@@ -258,7 +193,7 @@ class Writer(threading.Thread):
             self._refuse(None)  # the alarm for refusals counted since the last one
             if now >= next_purge:
                 next_purge = now + self.PURGE_EVERY_S
-                pending.calls.append((_purge, Future()))
+                pending.calls.append((wi.purge_expired, Future()))
             if (pending.sent or pending.rejected) and marks_since is None:
                 marks_since = now
             held_for = 0.0 if marks_since is None else now - marks_since
@@ -271,7 +206,7 @@ class Writer(threading.Thread):
             if self._commit(pending):
                 if pending.stop:
                     return
-                pending = _Batch()
+                pending = Batch()
                 marks_since = None
                 self.held, self._spill_full = 0, False
             elif pending.stop:
@@ -283,43 +218,31 @@ class Writer(threading.Thread):
                 self._spill_full = self.held >= self.SPILL_MAX
             last_commit = time.monotonic()
 
-    def _collect(self, batch: _Batch, timeout: float | None) -> None:
+    def _collect(self, batch: Batch, timeout: float | None) -> None:
         """Take what waits; block up to ``timeout`` for the first item (None: do not block)."""
         try:
             item = self._q.get_nowait() if timeout is None else self._q.get(timeout=timeout)
         except queue.Empty:
             return
         for _ in range(self.MAX_BATCH):
-            match item:
-                case Capture():
-                    self._room.release()
-                    self._take(batch, item)
-                case OutEvent():
-                    batch.events.append(item)
-                case _Sent(rows):
-                    batch.sent.extend(rows)
-                case _Rejected(rows):
-                    batch.rejected.extend(rows)
-                case _Sync(done):
-                    batch.synced.append(done)
-                case _Call(fn, fut):
-                    batch.calls.append((fn, fut))
-                case _Stop():
-                    batch.stop = True
-                    return
+            if isinstance(item, Capture):
+                self._room.release()
+                self._take(batch, item)
+            elif batch.add(item):
+                return  # stop: nothing after it
             try:
                 item = self._q.get_nowait()
             except queue.Empty:
                 return
 
-    def _take(self, batch: _Batch, capture: Capture) -> None:
+    def _take(self, batch: Batch, capture: Capture) -> None:
         if self.failing and len(batch.captures) >= self.SPILL_MAX:
             self._spill_full = True
             self._refuse(capture.device)
             return
         batch.captures.append(capture)
 
-    def _commit(self, b: _Batch) -> bool:
+    def _commit(self, b: Batch) -> bool:
         ok = self._commit_batch(b)
         if ok:
             for event in b.synced:
@@ -331,7 +254,7 @@ class Writer(threading.Thread):
                     fut.set_exception(err)
         return ok
 
-    def _commit_batch(self, b: _Batch) -> bool:
+    def _commit_batch(self, b: Batch) -> bool:
         # refusals become part of the queue's persisted dropped counter with this commit
         # (a failed apply() keeps the in-RAM counters it started with, this addition included)
         unsaved = self.refused - self._refused_saved
@@ -352,18 +275,18 @@ class Writer(threading.Thread):
             self.failing = None
             self.on_change()
         if dropped:
-            self._alarm_dropped(dropped)
+            details = wi.dropped_details(dropped, self.outbox)
+            log.error("queue_full_reading_dropped", **details)
+            self._on_alarm("queue_full", details)
         if accepted or b.events:
             self._on_commit(accepted)
         return True
 
     def _check_disk(self) -> None:
         where = self.outbox.path.parent
-        try:
-            st = os.statvfs(where)
-        except OSError:
+        free = wi.free_bytes(where)
+        if free is None:
             return
-        free = st.f_bavail * st.f_frsize
         if self.disk_full is None and free < self.DISK_FULL_BYTES:
             self.disk_full = f"{free} bytes free on {where}"
             log.error("queue_disk_full", free_bytes=free, path=str(where))
@@ -372,25 +295,3 @@ class Writer(threading.Thread):
             log.info("queue_disk_space_back", free_bytes=free, path=str(where))
             self.disk_full = None
             self.on_change()
-
-    def _alarm_dropped(self, dropped: list[Reading]) -> None:
-        details: dict[str, object] = {
-            "dropped": len(dropped),
-            "dropped_total": self.outbox.counters["dropped"],
-            "max_bytes": self.outbox.max_bytes,
-            "first": {"device": dropped[0].device, "seq": dropped[0].seq, "id": dropped[0].id},
-            "last": {"device": dropped[-1].device, "seq": dropped[-1].seq, "id": dropped[-1].id},
-        }
-        log.error("queue_full_reading_dropped", **details)
-        self._on_alarm("queue_full", details)
-
-
-def _purge(outbox: Outbox) -> None:
-    """Delete sent rows past their retention (a maintenance call of the writer's own)."""
-    try:
-        deleted = outbox.purge_expired()
-    except QueueError as err:
-        log.warning("queue_purge_failed", error=str(err))
-        return
-    if deleted:
-        log.info("queue_purged_sent", rows=deleted)
