@@ -1,12 +1,10 @@
 """The MQTT publisher: drains the SQLite queue to the broker, at least once, in a bounded window.
 
 One thread, ``mqtt-publisher``, owns the paho client and its socket: it connects (TCP, TLS
-handshake), publishes, reads PUBACKs and pings, driving paho through its external-loop API
-(``socket()``, ``want_write()``, ``loop_read()``, ``loop_write()``, ``loop_misc()``,
-``reconnect()``) from a ``selectors`` loop over paho's socket and a wake fd. No other thread
-calls paho, so none can write the socket during a TLS handshake, and paho's callbacks run here
-(no hop per PUBACK). Other threads post to the inbox and signal the wake fd, at most once until
-the loop has taken what was posted.
+handshake), publishes, reads PUBACKs and pings from a ``selectors`` loop over paho's socket and
+a wake fd (:mod:`edge_agent.mqtt_loop`). No other thread calls paho, so none can write the
+socket during a TLS handshake, and paho's callbacks run here (no hop per PUBACK). Other threads
+post and signal the wake fd, at most once until the loop has taken what was posted.
 
 The queue is the only source of truth (P1): paho is handed at most ``inflight`` messages at a
 time (:mod:`edge_agent.lanes`), so its in-memory queue never grows and message ids never collide
@@ -22,13 +20,11 @@ birth (``_on_up``) and will (``__init__``) payloads.
 from __future__ import annotations
 
 import json
-import queue
 import socket
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,20 +41,11 @@ from edge_agent.liveness import Liveness
 from edge_agent.messages import Message, messages
 from edge_agent.mqtt_client import build_client
 from edge_agent.mqtt_loop import NetLoop
+from edge_agent.side_messages import Side, SideMessages
 from edge_agent.topics import Topics
 from edge_agent.writer import Writer
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class _Side:
-    """An alarm, KPI snapshot or device state to publish (kept while disconnected)."""
-
-    topic: str
-    payload: bytes
-    retain: bool
-    device: str | None = None  # a device's retained state: the latest is re-sent on reconnect
 
 
 class Publisher(Link, threading.Thread):
@@ -87,14 +74,12 @@ class Publisher(Link, threading.Thread):
         self.topics = topics
         self.writer = writer
         self.db_path = db_path
-        self._inbox: queue.SimpleQueue[_Side] = queue.SimpleQueue()
+        self.side = SideMessages(self.ALARM_BACKLOG)
         self.net = NetLoop(self.client)
         self.window = Window(cfg.inflight, cfg.batch_max, self._fetch)
         self.recent = Recent(self.LIVE_S)
-        self._device_states: dict[str, bytes] = {}
         #: Message ids handed to paho and not yet PUBACKed (rows and side messages).
         self._paho_mids: set[int] = set()
-        self._alarms: deque[_Side] = deque(maxlen=self.ALARM_BACKLOG)
         self._stopping = threading.Event()
         self._dirty = True  # rows may have been committed since the window was last filled
         self._next_reject_retry = 0.0
@@ -126,18 +111,18 @@ class Publisher(Link, threading.Thread):
     def alarm(self, name: str, details: dict[str, object]) -> None:
         """Publish an alarm event (best effort; kept in RAM while disconnected)."""
         body = {"schema": "edge-agent/alarm/v1", "alarm": name, "ts": time.time(), **details}
-        self._inbox.put(_Side(self.topics.alarm, json.dumps(body).encode(), False))
+        self.side.post(Side(self.topics.alarm, json.dumps(body).encode(), False))
         self._signal()
 
     def retained(self, topic: str, payload: bytes) -> None:
         """Publish a retained side message (KPI snapshots); kept in RAM while disconnected."""
-        self._inbox.put(_Side(topic, payload, True))
+        self.side.post(Side(topic, payload, True))
         self._signal()
 
     def device_state(self, device: str, state: str, reason: str = "") -> None:
         """Publish the retained state of a device."""
         body = json.dumps({"device": device, "state": state, "reason": reason, "ts": time.time()})
-        self._inbox.put(_Side(self.topics.device_state(device), body.encode(), True, device))
+        self.side.post(Side(self.topics.device_state(device), body.encode(), True, device))
         self._signal()
 
     def stop(self, timeout: float = 3.0) -> None:
@@ -150,11 +135,6 @@ class Publisher(Link, threading.Thread):
         """The thread that owns the socket (this one) runs (it can die on an uncaught
         exception in a callback, P8)."""
         return self.is_alive()
-
-    @property
-    def last_progress(self) -> float:
-        """When the loop last finished a turn (``time.monotonic()``)."""
-        return self.live.last_progress
 
     def _counts(self) -> dict[str, object]:
         return {
@@ -197,7 +177,7 @@ class Publisher(Link, threading.Thread):
         if retry_due and not self.net.connected_socket() and not self._stopping.is_set():
             self.live.busy(allow_s=c.connect_timeout + 1.0)  # a blocking connect
             self._attempt()
-        self._take_inbox()
+        self.side.take(self.connected, self._publish)
         if self.connected and not self._stopping.is_set():
             if self.window.expire(time.monotonic(), self.ACK_TIMEOUT_S):
                 log.warning("mqtt_ack_timeout")
@@ -206,20 +186,6 @@ class Publisher(Link, threading.Thread):
             self._retry_rejected()
         self.net.flush()
 
-    def _take_inbox(self) -> None:
-        while True:
-            try:
-                side = self._inbox.get_nowait()
-            except queue.Empty:
-                return
-            if side.device is not None:
-                self._device_states[side.device] = side.payload
-                if self.connected:
-                    self._publish(side.topic, side.payload, True)
-            else:
-                self._alarms.append(side)
-                self._flush_side_messages()
-
     def _on_up(self) -> None:
         """After a CONNACK: birth message, re-read the queue, re-send states and alarms."""
         self._publish(self.topics.status, b"online", True)
@@ -227,9 +193,7 @@ class Publisher(Link, threading.Thread):
         self.window.restart(self._live_split(), carry=True)
         self._dirty = True
         self._next_reject_retry = time.monotonic() + self.cfg.reject_retry_s
-        for device, body in self._device_states.items():
-            self._publish(self.topics.device_state(device), body, True)
-        self._flush_side_messages()
+        self.side.resend_states(self._publish)
 
     def _publish(self, topic: str, payload: bytes, retain: bool) -> Any:
         """Every QoS 1 publish goes through here, so the messages paho holds are counted by
@@ -308,11 +272,6 @@ class Publisher(Link, threading.Thread):
             log.info("mqtt_retry_rejected", rows=len(rows))
             for m in messages(rows, self.topics):  # events on their own topics, as first sent
                 self._send(m, "retry")
-
-    def _flush_side_messages(self) -> None:
-        while self.connected and self._alarms:
-            side = self._alarms.popleft()
-            self._publish(side.topic, side.payload, side.retain)
 
     def _drain_on_stop(self) -> None:
         deadline = time.monotonic() + self.flush_s
