@@ -117,7 +117,7 @@ class Daemon:
             self.stations.device_state(device, state)
 
     def _on_commit(self, accepted: list[tuple[int, Reading]]) -> None:
-        self.publisher.wake(accepted[0][0] if accepted else None)
+        self.publisher.wake(accepted[0][0] if accepted else None, prio=self.writer.committed_prio)
         if self.stations is not None:
             owned = self.stations.devices()
             for _n, r in accepted:

@@ -132,9 +132,13 @@ class Window:
             self._exhausted.add(lane)
         return None
 
-    def new_pass(self) -> None:
-        """Rows may have been committed (or handed in) since the last pass: read every lane."""
+    def new_pass(self, *, prio: bool = True) -> None:
+        """Rows may have been committed (or handed in) since the last pass: read every lane
+        again (the priority lane, found empty, only if ``prio``: rows with prio > 0 came)."""
+        skip = not prio and "priority" in self._exhausted
         self._exhausted.clear()
+        if skip:
+            self._exhausted.add("priority")
 
     def _take(self, lane: str) -> list[PendingRow] | None:
         if lane == "resend":

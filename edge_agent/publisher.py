@@ -81,10 +81,10 @@ class Publisher(Link, threading.Thread):
         #: Message ids handed to paho and not yet PUBACKed (rows and side messages).
         self._paho_mids: set[int] = set()
         self._stopping = threading.Event()
-        self._dirty = True  # rows may have been committed since the window was last filled
-        self._next_reject_retry = 0.0
+        # rows (rows with prio > 0) may have been committed since the window was last filled
+        self._dirty, self._prio_hint = True, True
         #: Rows may be in the rejected state (from this run, or left by an earlier one).
-        self._maybe_rejected = True
+        self._maybe_rejected, self._next_reject_retry = True, 0.0
         self.live = Liveness(self)
         self.rejects: Counter[str] = Counter()
         #: Called with seconds from publish to PUBACK per message (metrics histogram).
@@ -101,10 +101,12 @@ class Publisher(Link, threading.Thread):
     def _signal(self) -> None:
         self.net.signal()  # one wake per loop turn, however many posts
 
-    def wake(self, first_n: int | None = None) -> None:
-        """New rows were committed, the first of them numbered ``first_n`` (writer thread)."""
+    def wake(self, first_n: int | None = None, *, prio: bool = True) -> None:
+        """Rows from ``first_n`` on were committed (writer thread); ``prio``: some may have
+        ``prio > 0``."""
         if first_n is not None:
             self.recent.record(time.monotonic(), first_n)
+        self._prio_hint |= prio
         self._dirty = True
         self._signal()
 
@@ -232,7 +234,8 @@ class Publisher(Link, threading.Thread):
         dirty, self._dirty = self._dirty, False  # a wake from now on sets it again
         if not dirty:
             return  # nothing committed and no room made since the lanes were found empty
-        self.window.new_pass()
+        prio, self._prio_hint = self._prio_hint, False
+        self.window.new_pass(prio=prio)
         while (nxt := self.window.next_rows()) is not None:
             lane, rows = nxt
             for m in messages(rows, self.topics):

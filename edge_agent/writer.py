@@ -86,6 +86,9 @@ class Writer(threading.Thread):
         self.on_change: Callable[[], None] = lambda: None
         self._room = threading.BoundedSemaphore(self.MAX_WAITING)
         self._count_lock = threading.Lock()
+        self._marks = wi.Marks()
+        #: The commit being announced stored rows with ``prio > 0`` (read in ``on_commit``).
+        self.committed_prio = False
         #: Captures refused by this writer since start (device threads and the writer count).
         self.refused = 0
         self._refused_alarmed = 0
@@ -100,12 +103,9 @@ class Writer(threading.Thread):
         self.disk_full: str | None = None
 
     def submit(self, capture: Capture) -> bool:
-        """Queue a capture for the next commit; waits while ``MAX_WAITING`` are queued.
-
-        Returns False (counted, alarmed at most once a second) at once while commits fail and
-        the RAM spill is full, or if the writer made no room for ``SUBMIT_WAIT_S`` (a commit
-        stuck on a hung disk or a held lock).
-        """
+        """Queue a capture for the next commit; waits while ``MAX_WAITING`` are queued. False
+        (counted, alarmed at most once a second) at once while commits fail and the RAM spill
+        is full, or if no room came for ``SUBMIT_WAIT_S`` (a commit stuck on a hung disk)."""
         if self._spill_full:
             self._refuse(capture.device)
             return False
@@ -138,8 +138,10 @@ class Writer(threading.Thread):
         self._q.put(event)
 
     def mark_sent(self, rows: list[int]) -> None:
-        """Rows PUBACKed with success: take them out of the pending set."""
-        self._q.put(wi.Sent(rows))
+        """Rows PUBACKed with success: take them out of the pending set. Only the first mark
+        after a commit wakes the writer; later ones wait in a list for the next commit."""
+        if self._marks.add(rows):
+            self._q.put(wi.Sent([]))  # a wake-up: the rows wait in self._marks
 
     def mark_rejected(self, rows: list[tuple[int, int, str]]) -> None:
         """Rows the broker refused (reason code >= 0x80): keep them, store why."""
@@ -152,10 +154,8 @@ class Writer(threading.Thread):
         return done.wait(timeout)
 
     def call(self, fn: Callable[[Outbox], object], timeout: float = 30.0) -> object:
-        """Run ``fn(outbox)`` in the writer thread after the next commit; return its result.
-
-        For maintenance that must not race the writer (``edge-agent queue purge``).
-        """
+        """Run ``fn(outbox)`` in the writer thread after the next commit; return its result
+        (maintenance that must not race the writer: ``edge-agent queue purge``)."""
         fut: Future[object] = Future()
         self._q.put(wi.Call(fn, fut))
         return fut.result(timeout)
@@ -194,6 +194,7 @@ class Writer(threading.Thread):
             if now >= next_purge:
                 next_purge = now + self.PURGE_EVERY_S
                 pending.calls.append((wi.purge_expired, Future()))
+            pending.sent.extend(self._marks.take())
             if (pending.sent or pending.rejected) and marks_since is None:
                 marks_since = now
             held_for = 0.0 if marks_since is None else now - marks_since
@@ -207,7 +208,7 @@ class Writer(threading.Thread):
                 if pending.stop:
                     return
                 pending = Batch()
-                marks_since = None
+                marks_since = time.monotonic() if self._marks.committed() else None
                 self.held, self._spill_full = 0, False
             elif pending.stop:
                 log.error("queue_stop_uncommitted", captures=len(pending.captures))
@@ -279,6 +280,7 @@ class Writer(threading.Thread):
             log.error("queue_full_reading_dropped", **details)
             self._on_alarm("queue_full", details)
         if accepted or b.events:
+            self.committed_prio = any(e.prio > 0 for e in b.events)
             self._on_commit(accepted)
         return True
 

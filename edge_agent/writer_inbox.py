@@ -57,6 +57,35 @@ class Stop:
 Inbox = Capture | OutEvent | Sent | Rejected | Sync | Call | Stop
 
 
+class Marks:
+    """PUBACK marks waiting for the writer's next commit (any thread adds, the writer takes).
+    Only the first mark after a commit wakes the writer: later ones cost no wake-up."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rows: list[int] = []
+        self._woken = False  # a wake-up for the marks is queued, or was taken and not committed
+
+    def add(self, rows: list[int]) -> bool:
+        """Add rows; True when the caller must wake the writer."""
+        with self._lock:
+            self._rows.extend(rows)
+            wake, self._woken = not self._woken, True
+        return wake
+
+    def take(self) -> list[int]:
+        """The rows added since the last take (writer)."""
+        with self._lock:
+            rows, self._rows = self._rows, []
+        return rows
+
+    def committed(self) -> bool:
+        """After a commit: True when marks came meanwhile (they wait for the next one)."""
+        with self._lock:
+            self._woken = bool(self._rows)
+            return self._woken
+
+
 @dataclass
 class Batch:
     captures: list[Capture] = field(default_factory=list)

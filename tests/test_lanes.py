@@ -7,7 +7,8 @@ from edge_agent.outbox import PendingRow
 
 
 class Queue:
-    """Pending rows in memory, fetched the way outbox.fetch_pending does."""
+    """Pending rows in memory, fetched the way outbox.fetch_pending does (the priority lane
+    reads rows with prio > 0, the others the prio = 0 ones: disjoint)."""
 
     def __init__(self, n: int, prio: set[int] | None = None) -> None:
         self.rows = {i: PendingRow(i, "d", b"{}") for i in range(1, n + 1)}
@@ -26,7 +27,7 @@ class Queue:
         ns = sorted(
             n
             for n in self.rows
-            if n > after and (upto is None or n <= upto) and (not prio or n in self.prio)
+            if n > after and (upto is None or n <= upto) and (n in self.prio) == prio
         )
         return [self.rows[n] for n in ns[:limit]]
 
@@ -59,7 +60,7 @@ def test_priority_rows_go_first_one_per_message() -> None:
     w.restart(backlog_upto=6, carry=True)
     got = drain(w)
     assert got[:2] == [("priority", [4]), ("priority", [5])]
-    # the backlog pass still reads them (prio rows are pending rows), but not twice in flight
+    # the backlog lane reads only prio = 0 rows
     assert got[2:] == [("backlog", [1, 2, 3, 6])]
 
 
@@ -123,3 +124,19 @@ def test_recent_commits_decide_the_live_split() -> None:
     assert r.split(102.0, top=10) == 7  # 8.. committed within 5 s: live
     assert r.split(105.5, top=10) == 8  # the commit of row 8 is now older than 5 s
     assert r.split(200.0, top=10) == 10
+
+
+def test_priority_lane_found_empty_is_read_again_only_when_prio_rows_came() -> None:
+    q = Queue(1)
+    w = Window(size=10, batch_max=10, fetch=q.fetch)
+    w.restart(backlog_upto=0, carry=True)
+    assert drain(w) == [("live", [1])]
+    q.add(2)
+    q.prio.add(3)
+    q.add(3)
+    fetches = q.fetches
+    w.new_pass(prio=False)  # a commit of readings only: the priority lane is not queried
+    assert drain(w) == [("live", [2])]
+    assert q.fetches == fetches + 1
+    w.new_pass(prio=True)  # a commit with an exception event
+    assert drain(w) == [("priority", [3])]
