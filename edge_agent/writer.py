@@ -63,8 +63,9 @@ class Writer(threading.Thread):
     #: Under load (the last commit ended less than this ago, s), a capture waits until then
     #: so that what arrives meanwhile shares its fsync; a lone capture is committed at once.
     GATHER_S = 0.002
-    #: PUBACK marks wait for the next commit of captures, at most this long (s): under load
-    #: they cost no fsync of their own. (A mark lost in a crash means a duplicate, never a loss.)
+    #: While captures flow (one was committed less than this ago, s), PUBACK marks wait for
+    #: the next commit of captures, at most this long: they cost no fsync of their own. (A mark
+    #: lost in a crash means a duplicate, never a loss.) Otherwise (a backlog drain) at once.
     MARK_DELAY_S = 0.05
     #: Seconds to wait before retrying a failed commit (disk full, I/O error).
     RETRY_S = 1.0
@@ -91,14 +92,11 @@ class Writer(threading.Thread):
         self.committed_prio = False
         #: Captures refused by this writer since start (device threads and the writer count).
         self.refused = 0
-        self._refused_alarmed = 0
-        self._refused_saved = 0
-        self._alarmed_at = 0.0
+        self._refused_alarmed, self._refused_saved, self._alarmed_at = 0, 0, 0.0
         #: Why commits fail (the SQLite error), None while they succeed.
         self.failing: str | None = None
-        #: Captures held in RAM because commits fail.
-        self.held = 0
-        self._spill_full = False
+        #: Captures held in RAM because commits fail (and whether that spill is full).
+        self.held, self._spill_full = 0, False
         #: "<n> bytes free on <dir>" while the queue's disk is full, else None.
         self.disk_full: str | None = None
 
@@ -169,7 +167,7 @@ class Writer(threading.Thread):
         """Loop: collect a batch, commit it, notify; retry failed commits without losing them."""
         now = time.monotonic()
         next_purge, next_disk, retry_at = now + self.PURGE_EVERY_S, now, now
-        last_commit = -1e9
+        last_commit = captured = -1e9  # when the last commit (of captures) ended
         marks_since: float | None = None  # when the oldest mark not yet committed came
         pending = Batch()
         while True:
@@ -199,14 +197,16 @@ class Writer(threading.Thread):
                 marks_since = now
             held_for = 0.0 if marks_since is None else now - marks_since
             if not (pending.wants_commit() or self.failing) and (
-                held_for < self.MARK_DELAY_S and len(pending.sent) < self.MAX_BATCH
+                max(held_for, now - captured) < self.MARK_DELAY_S
+                and len(pending.sent) < self.MAX_BATCH
             ):
-                continue  # marks wait for the next commit (a capture's, or the delay)
+                continue  # while captures flow, marks wait for their next commit
             if self.failing and now < retry_at and not pending.stop:
                 continue
             if self._commit(pending):
                 if pending.stop:
                     return
+                captured = time.monotonic() if pending.captures else captured
                 pending = Batch()
                 marks_since = time.monotonic() if self._marks.committed() else None
                 self.held, self._spill_full = 0, False
