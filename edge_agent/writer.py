@@ -174,8 +174,8 @@ class Writer(threading.Thread):
             deadlines = [next_purge, next_disk + self.DISK_IDLE_CHECK_S - self.DISK_CHECK_S]
             if self.failing:
                 deadlines.append(retry_at)
-            if marks_since is not None:
-                deadlines.append(marks_since + self.MARK_DELAY_S)
+            if marks_since is not None:  # marks wait while captures flow (see below)
+                deadlines.append(min(marks_since, captured) + self.MARK_DELAY_S)
             self.live.idle()
             self._collect(pending, timeout=max(0.0, min(deadlines) - time.monotonic()))
             self.live.busy()
