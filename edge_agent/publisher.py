@@ -134,8 +134,7 @@ class Publisher(Link, threading.Thread):
         self.join(timeout)
 
     def network_thread_alive(self) -> bool:
-        """The thread that owns the socket (this one) runs (it can die on an uncaught
-        exception in a callback, P8)."""
+        """The socket's owner (this thread) runs: an exception in a callback kills it (P8)."""
         return self.is_alive()
 
     def _counts(self) -> dict[str, object]:
