@@ -86,6 +86,7 @@ class Daemon:
         self.publisher.on_change = self.notice
         self.started_mono = time.monotonic()
         self.control: ControlServer | None = None
+        self.ready_status = ""  # the STATUS= sent with READY=1
         self.rates = Rates()
         self.stations = self._stations(cfg)
         self.reload_requested = threading.Event()
@@ -177,7 +178,8 @@ class Daemon:
             topics=self.topics.base,
             host=socket.gethostname(),
         )
-        sdnotify.notify("READY=1\nSTATUS=" + self.status_line())
+        self.ready_status = self.status_line()  # serve() compares the next ones with it
+        sdnotify.notify("READY=1\nSTATUS=" + self.ready_status)
 
     def status_line(self) -> str:
         """One line for ``systemctl status``: devices, queue depth, broker."""

@@ -32,7 +32,7 @@ def serve(daemon: Daemon) -> None:
     now = time.monotonic()
     next_status = now + daemon.STATUS_EVERY_S
     next_ping = now + ping if ping is not None else float("inf")
-    last_status = daemon.status_line()  # READY=1 carried it
+    last_status = daemon.ready_status  # READY=1 carried it (what changed since goes out now)
     while not daemon.stopping.is_set():
         now = time.monotonic()
         due = min(next_ping, next_status, daemon.rates.next_sample())
