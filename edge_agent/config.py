@@ -18,10 +18,7 @@ Secrets never live in the TOML: the MQTT password comes from ``password_file``, 
 
 from __future__ import annotations
 
-import difflib
 import os
-import re
-import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,10 +34,12 @@ from pydantic import (
     model_validator,
 )
 
+from edge_agent.config_errors import ENV_PATTERN, format_errors
+from edge_agent.config_secrets import check_secrets, check_tls, read_password
+from edge_agent.config_sections import device_section, stations_section, validate_device
 from edge_agent.errors import ConfigError
 from edge_agent.model import (
     ID_PATTERN,
-    ID_RULE,
     DeviceConfig,
     Ident,
     StrictModel,
@@ -56,26 +55,8 @@ __all__ = [
     "StrictModel",
     "check_config",
     "load_config",
+    "validate_device",
 ]
-
-#: Why an id is restricted, by key (default: :data:`ID_WHY_DEFAULT`).
-ID_WHY = {
-    "site": "it becomes an MQTT topic level",
-    "line": "it becomes an MQTT topic level",
-    "agent_id": "it becomes an MQTT topic level and part of the client id",
-    "topic_prefix": "it becomes an MQTT topic level",
-    "device": "it becomes an MQTT topic level",
-    "station": "it becomes an MQTT topic level",
-    "username": "it is sent to the broker as the MQTT user name",
-    "password_credential": "it names a file in $CREDENTIALS_DIRECTORY",
-    "group": "it is a Unix group name",
-}
-ID_WHY_DEFAULT = "it is used as a name"
-#: Environment variable names (``password_env``), and the same rule in words.
-ENV_PATTERN = r"^[A-Z_][A-Z0-9_]*$"
-ENV_RULE = "an environment variable name: upper-case letters, digits and '_', not a digit first"
-#: The end of a note about something only the line PC provides.
-STRICT_TAIL = "not checked here; the service, doctor and `config check --strict` require it"
 
 
 class NodeConfig(StrictModel):
@@ -277,13 +258,15 @@ def _parse(raw: Mapping[str, Any], report: ConfigReport, *, strict: bool, secret
     try:
         base = AgentConfig.model_validate({**data, "source": file})
     except ValidationError as err:
-        errors.extend(_format(err, file, (), AgentConfig))
+        errors.extend(format_errors(err, file, (), AgentConfig))
     devices: dict[str, DeviceConfig] = {}
     for dev_id, table in devices_raw.items():
-        dev = _device(dev_id, table, file, errors)
+        dev = device_section(dev_id, table, file, errors)
         if dev is not None:
             devices[dev_id] = dev
-    stations, waybills = _stations(stations_raw, waybills_raw, list(devices_raw), file, errors)
+    stations, waybills = stations_section(
+        stations_raw, waybills_raw, list(devices_raw), file, errors
+    )
     if base is None:
         return
     if not errors:
@@ -296,234 +279,12 @@ def _parse(raw: Mapping[str, Any], report: ConfigReport, *, strict: bool, secret
 
 def _check_secrets(mqtt: MqttConfig, file: Path, report: ConfigReport, *, strict: bool) -> None:
     """The password source and TLS files: errors, or notes for what this machine lacks."""
-    try:
-        read_password(mqtt, file)  # fail at load time, not at first connect
-    except SecretAbsentError as err:
-        if strict:
-            report.errors.append(str(err))
-        else:
-            report.notes.append(f"{err}; {STRICT_TAIL}")
-    except ConfigError as err:
-        report.errors.append(str(err))
-    _check_tls(mqtt, file, report, strict=strict)
-
-
-def _check_tls(mqtt: MqttConfig, file: Path, report: ConfigReport, *, strict: bool) -> None:
-    if mqtt.tls is None:
-        return
-    for key in ("ca_file", "cert_file", "key_file"):
-        path = getattr(mqtt.tls, key)
-        if path is None:
-            continue
-        where = f"{file}: [mqtt.tls] {key} = {str(path)!r}"
-        try:
-            exists, readable = path.exists(), os.access(path, os.R_OK)
-        except (OSError, ValueError):  # ValueError: a NUL in the path
-            exists, readable = True, False
-        if not exists and not strict:
-            report.notes.append(f"{where}: no such file on this machine; {STRICT_TAIL}")
-        elif not readable:
-            report.errors.append(f"{where}: expected a readable file")
+    check_secrets(mqtt, file, report.errors, report.notes, strict=strict)
 
 
 def check_tls_files(mqtt: MqttConfig, file: Path) -> None:
     """The daemon's start check: every configured TLS file is readable (else exit 78)."""
     report = ConfigReport(file)
-    _check_tls(mqtt, file, report, strict=True)
+    check_tls(mqtt, file, report.errors, report.notes, strict=True)
     if report.errors:
         raise report.error()
-
-
-def _id_problem(kind: str, ident: str, where: str) -> str | None:
-    if re.fullmatch(ID_PATTERN, ident):
-        return None
-    return f"{where} {kind} id {ident!r} {ID_RULE}, because {ID_WHY[kind]}"
-
-
-def _device(dev_id: str, table: Any, file: Path, errors: list[str]) -> DeviceConfig | None:
-    from drivers import DRIVERS, config_class  # noqa: PLC0415 - drivers import lazily (registry)
-
-    where = f"{file}: [devices.{dev_id}]"
-    problem = _id_problem("device", dev_id, where)
-    if problem is not None:
-        errors.append(problem)
-    if not isinstance(table, dict):
-        errors.append(f"{where} expected a table of settings")
-        return None
-    if "type" not in table:
-        errors.append(f"{where} missing required key 'type' (one of {', '.join(sorted(DRIVERS))})")
-        return None
-    kind = table["type"]
-    if not isinstance(kind, str) or kind not in DRIVERS:
-        errors.append(
-            f"{where} type = {kind!r}: expected one of {', '.join(sorted(DRIVERS))}"
-            + _did_you_mean(str(kind), DRIVERS)
-        )
-        return None
-    cls = config_class(kind, where)
-    try:
-        dev = cls.model_validate(table)
-    except ValidationError as err:
-        errors.extend(_format(err, file, ("devices", dev_id), cls))
-        return None
-    return None if problem else dev
-
-
-def validate_device(dev_id: str, table: Mapping[str, Any], file: Path) -> DeviceConfig:
-    """One ``[devices.<id>]`` table (e.g. from ``probe --opt``). Raises ConfigError (all errors)."""
-    errors: list[str] = []
-    dev = _device(dev_id, dict(table), file, errors)
-    if errors or dev is None:
-        raise ConfigError("\n".join(errors), errors)
-    return dev
-
-
-def _stations(
-    raw: Any, waybills_raw: Any, device_ids: list[str], file: Path, errors: list[str]
-) -> tuple[dict[str, Any], Any]:
-    from edge_agent.station import StationConfig, validate_stations  # noqa: PLC0415 - cycle
-    from edge_agent.waybill import WaybillConfig  # noqa: PLC0415
-
-    if not isinstance(raw, dict) or not isinstance(waybills_raw, dict):
-        errors.append(f"{file}: [stations] and [waybills] must be tables")
-        return {}, None
-    waybills = None
-    try:
-        waybills = WaybillConfig.model_validate(waybills_raw)
-    except ValidationError as err:
-        errors.extend(_format(err, file, ("waybills",), WaybillConfig))
-    stations = {}
-    for sid, table in raw.items():
-        problem = _id_problem("station", sid, f"{file}: [stations.{sid}]")
-        if problem is not None:
-            errors.append(problem)
-        try:
-            stations[sid] = StationConfig.model_validate(table)
-        except ValidationError as err:
-            errors.extend(_format(err, file, ("stations", sid), StationConfig))
-    if waybills is not None:
-        try:
-            validate_stations(stations, device_ids, waybills, file)
-        except ConfigError as err:
-            errors.extend(err.errors)
-    return stations, waybills
-
-
-def _format(err: ValidationError, file: Path, prefix: tuple[str, ...], model: type) -> list[str]:
-    lines = []
-    for e in err.errors():
-        loc = prefix + tuple(str(p) for p in e["loc"])
-        section = ".".join(loc[:-1]) if len(loc) > 1 else ""
-        key = loc[-1] if loc else ""
-        head = f"{file}: [{section}] " if section else f"{file}: "
-        shown = e.get("input")
-        value = f" = {shown!r}" if not isinstance(shown, dict | list) else ""
-        ctx = e.get("ctx") or {}
-        if e["type"] == "extra_forbidden":
-            fields = sorted(_fields_at(model, loc[len(prefix) : -1]))
-            lines.append(
-                f"{head}unknown key '{key}'{_did_you_mean(key, fields, ':')} "
-                f"(valid: {', '.join(fields)})"
-            )
-        elif e["type"] == "missing":
-            parent = _model_at(model, loc[len(prefix) : -1])
-            hint = getattr(parent, "missing_hints", {}).get(key)
-            what = f"key '{key}'" if section else f"table [{key}]"
-            lines.append(f"{head}missing required {what}" + (f": {hint}" if hint else ""))
-        elif e["type"] == "string_pattern_mismatch" and ctx.get("pattern") == ID_PATTERN:
-            why = ID_WHY.get(key, ID_WHY_DEFAULT)
-            lines.append(f"{head}{key}{value}: expected an id that {ID_RULE}, because {why}")
-        elif e["type"] == "string_pattern_mismatch" and ctx.get("pattern") == ENV_PATTERN:
-            lines.append(f"{head}{key}{value}: expected {ENV_RULE}")
-        else:
-            lines.append(f"{head}{key}{value}: expected {_expected(e['msg'])}")
-    return lines
-
-
-def _did_you_mean(word: str, choices: Any, lead: str = ";") -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f"{lead} did you mean '{close[0]}'?" if close else ""
-
-
-def _expected(msg: str) -> str:
-    for lead in ("Input should be ", "String should ", "Value error, ", "List should have "):
-        if msg.startswith(lead):
-            return msg[len(lead) :]
-    return msg
-
-
-def _model_at(model: type, path: tuple[str, ...]) -> Any:
-    """The model class at ``path`` below ``model`` (list indexes and dict keys skipped)."""
-    current: Any = model
-    for part in path:
-        fields = getattr(current, "model_fields", {})
-        if part not in fields:
-            continue  # a list index or a dict key: same model one level down
-        ann = fields[part].annotation
-        current = _find_model(ann) or current
-    return current
-
-
-def _find_model(ann: Any) -> Any:
-    if hasattr(ann, "model_fields"):
-        return ann
-    for arg in getattr(ann, "__args__", ()):
-        found = _find_model(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _fields_at(model: type, path: tuple[str, ...]) -> list[str]:
-    current = _model_at(model, path)
-    return [f for f in getattr(current, "model_fields", {}) if f != "source"]
-
-
-class SecretAbsentError(ConfigError):
-    """The password source is not on this machine (variable unset, file absent)."""
-
-
-def read_password(mqtt: MqttConfig, file: Path) -> SecretStr | None:
-    """Return the password from file, environment or systemd credential; None if none set."""
-    if mqtt.password_env is not None:
-        value = os.environ.get(mqtt.password_env)
-        if value is None:
-            msg = (
-                f"{file}: [mqtt] password_env: environment variable {mqtt.password_env} is not set"
-            )
-            raise SecretAbsentError(msg)
-        return SecretStr(value)
-    path = mqtt.password_file
-    if mqtt.password_credential is not None:
-        creds = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not creds:
-            msg = (
-                f"{file}: [mqtt] password_credential = '{mqtt.password_credential}': "
-                "$CREDENTIALS_DIRECTORY is not set (systemd sets it for the service, from "
-                "LoadCredential=)"
-            )
-            raise SecretAbsentError(msg)
-        path = Path(creds) / mqtt.password_credential
-        return SecretStr(_read_secret_file(path, file, "password_credential"))
-    if path is None:
-        return None
-    return SecretStr(_read_secret_file(path, file, "password_file"))
-
-
-def _read_secret_file(path: Path, file: Path, key: str) -> str:
-    try:
-        st = path.stat()
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as err:
-        msg = f"{file}: [mqtt] {key}: {path} does not exist on this machine"
-        raise SecretAbsentError(msg) from err
-    except (OSError, ValueError) as err:  # ValueError: a NUL in the path
-        msg = f"{file}: [mqtt] {key}: cannot read {path}: {getattr(err, 'strerror', err)}"
-        raise ConfigError(msg) from err
-    if st.st_mode & (stat.S_IROTH | stat.S_IWOTH | stat.S_IWGRP):
-        msg = (
-            f"{file}: [mqtt] {key}: {path} is readable or writable by others "
-            f"(mode {stat.S_IMODE(st.st_mode):04o}); expected 0600 or 0640"
-        )
-        raise ConfigError(msg)
-    return text.rstrip("\r\n")

@@ -106,8 +106,7 @@ class ControlServer(threading.Thread):
             gid = grp.getgrnam(self.group).gr_gid
             if os.stat(self.path).st_gid != gid:  # chown is filtered under the hardened unit
                 os.chown(self.path, -1, gid)
-        sock.listen(8)
-        sock.settimeout(0.5)
+        sock.listen(8)  # blocking accept: no wake-up at idle; close() shuts it down
         self._sock = sock
 
     def publish(self, event: dict[str, Any]) -> None:
@@ -128,10 +127,8 @@ class ControlServer(threading.Thread):
         while not self._closing.is_set():
             try:
                 conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
             except OSError:
-                break
+                break  # close(): shutdown() ends the accept
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def close(self) -> None:
@@ -139,6 +136,8 @@ class ControlServer(threading.Thread):
         (never another daemon's socket that replaced it)."""
         self._closing.set()
         if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() (Linux)
             self._sock.close()
         with contextlib.suppress(OSError):
             if self._inode is not None and os.stat(self.path).st_ino == self._inode:

@@ -7,24 +7,24 @@ read; the publisher gets up to ``flush_s`` for PUBACKs of what is in flight; the
 those marks; exit. Anything not PUBACKed stays pending in the queue for the next start.
 
 Threads: each owns its part alone and is reached only through its inbox (frozen dataclasses
-dispatched with ``match``; docs/reliability.md (g) has this table with more detail)::
+dispatched with ``match``; docs/reliability.md (g) has this table with more detail). None
+polls: each sleeps until its inbox, its socket or its next deadline wakes it::
 
-    main              signals, watchdog, STATUS=, reload     <- signal handlers (events)
+    main              signals, watchdog, STATUS=, reload     <- signal handlers, notice()
+                      (edge_agent.main_thread)                  (state changes; an Event)
     device-<id>       the driver and its port                <- device actions (call)
     queue-writer      the SQLite write connection            <- captures, events, sent/
                                                                 rejected marks, sync, call, stop
-    mqtt-publisher    paho calls, read connection, window    <- wake, paho callbacks, alarms,
-                                                                device states
-    mqtt-network      paho's loop_forever (socket)           -> posts to mqtt-publisher only
+    mqtt-publisher    the paho client and its socket         <- wake (eventfd, at most one per
+                      (selectors loop), read connection,        turn), alarms, device states;
+                      window and lanes                          paho callbacks run in it
     stations          station correlation state              <- committed readings, states
-    control-socket    the Unix socket                        <- CLI requests
+    control-socket    the Unix socket (blocking accept)      <- CLI requests
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
-import re
 import signal
 import socket
 import threading
@@ -35,10 +35,10 @@ import structlog
 
 from drivers import driver_class
 from edge_agent import commands, instance, sdnotify
-from edge_agent.config import AgentConfig, DeviceConfig, check_tls_files, load_config
+from edge_agent.config import AgentConfig, DeviceConfig, check_tls_files
 from edge_agent.control import SOCKET_HINT, ControlServer, answering_pid
-from edge_agent.errors import ConfigError
 from edge_agent.logs import log_thread_deaths, register_secret
+from edge_agent.main_thread import return_big_buffers_to_the_os, serve
 from edge_agent.outbox import Outbox
 from edge_agent.publisher import Publisher
 from edge_agent.reading import Identity, Reading, boot_id
@@ -49,8 +49,6 @@ from edge_agent.topics import Topics
 from edge_agent.writer import Writer
 
 log = structlog.get_logger(__name__)
-
-_QUEUE_FIGURE = re.compile(r"queue \d+ pending")
 
 
 class Daemon:
@@ -68,6 +66,8 @@ class Daemon:
     def __init__(self, cfg: AgentConfig) -> None:
         self.cfg = cfg
         self.stopping = threading.Event()
+        #: Wakes the main loop: stop, reload, or a state change for STATUS= (see notice()).
+        self.wakeup = threading.Event()
         n = cfg.node
         self.node = Identity(agent=n.agent_id, site=n.site, line=n.line, boot_id=boot_id())
         self.topics = Topics(cfg.mqtt.topic_prefix, n.site, n.line, n.agent_id)
@@ -79,16 +79,19 @@ class Daemon:
         q.path.parent.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(q.path, self.node, q.max_bytes, q.retain_sent_hours * 3600)
         self.writer = Writer(self.outbox, self._on_commit, self._on_alarm)
+        self.writer.on_change = self.notice
         self.publisher = Publisher(
             cfg.mqtt, self.topics, f"edge-agent-{n.agent_id}", password, q.path, self.writer
         )
+        self.publisher.on_change = self.notice
         self.started_mono = time.monotonic()
         self.control: ControlServer | None = None
+        self.ready_status = ""  # the STATUS= sent with READY=1
         self.rates = Rates()
         self.stations = self._stations(cfg)
         self.reload_requested = threading.Event()
         self.workers = [
-            self._worker(dev_id, dev) for dev_id, dev in cfg.devices.items() if dev.enabled
+            self.make_worker(dev_id, dev) for dev_id, dev in cfg.devices.items() if dev.enabled
         ]
 
     def _stations(self, cfg: AgentConfig) -> StationRunner | None:
@@ -98,27 +101,24 @@ class Daemon:
         from edge_agent.waybill import WaybillTable  # noqa: PLC0415
 
         table = WaybillTable.from_config(cfg.waybills)
-        runner = StationRunner(
-            {sid: Station(sid, st, table) for sid, st in cfg.stations.items()},
-            self.writer.submit_event,
-        )
-        self.outbox.quiet_devices = {
-            d for st in cfg.stations.values() if not st.publish_raw for d in st.devices
-        }
-        return runner
+        stations = {sid: Station(sid, st, table) for sid, st in cfg.stations.items()}
+        quiet = {d for st in cfg.stations.values() if not st.publish_raw for d in st.devices}
+        self.outbox.quiet_devices = quiet
+        return StationRunner(stations, self.writer.submit_event)
 
-    def _worker(self, dev_id: str, dev: DeviceConfig) -> DeviceWorker:
+    def make_worker(self, dev_id: str, dev: DeviceConfig) -> DeviceWorker:
         driver = driver_class(dev.type)(dev_id, dev)
         driver.on_reject = self._on_reject
         return DeviceWorker(driver, self.writer.submit, self._device_state)
 
     def _device_state(self, device: str, state: str, reason: str) -> None:
+        self.notice()
         self.publisher.device_state(device, state, reason)
         if self.stations is not None:
             self.stations.device_state(device, state)
 
     def _on_commit(self, accepted: list[tuple[int, Reading]]) -> None:
-        self.publisher.wake(accepted[0][0] if accepted else None)
+        self.publisher.wake(accepted[0][0] if accepted else None, prio=self.writer.committed_prio)
         if self.stations is not None:
             owned = self.stations.devices()
             for _n, r in accepted:
@@ -131,6 +131,7 @@ class Daemon:
             log.debug("reading_committed", device=r.device, seq=r.seq, id=r.id)
 
     def _on_alarm(self, name: str, details: dict[str, object]) -> None:
+        self.notice()
         self.publisher.alarm(name, details)
 
     def _on_reject(self, device: str, reason: str, frame: bytes) -> None:
@@ -177,7 +178,8 @@ class Daemon:
             topics=self.topics.base,
             host=socket.gethostname(),
         )
-        sdnotify.notify("READY=1\nSTATUS=" + self.status_line())
+        self.ready_status = self.status_line()  # serve() compares the next ones with it
+        sdnotify.notify("READY=1\nSTATUS=" + self.ready_status)
 
     def status_line(self) -> str:
         """One line for ``systemctl status``: devices, queue depth, broker."""
@@ -196,43 +198,21 @@ class Daemon:
         """True while the writer and publisher threads are alive and looping."""
         now = time.monotonic()
         return (
-            self.writer.is_alive()
-            and self.publisher.is_alive()
-            and now - self.writer.last_progress < window
-            and now - self.publisher.last_progress < window
-            and self.publisher.network_thread_alive()
+            self.writer.live.healthy(window)
+            and self.publisher.live.healthy(window)
             and (
                 self.stations is None
                 or (self.stations.is_alive() and now - self.stations.last_progress < window)
             )
         )
 
+    def notice(self) -> None:
+        """Something a technician should see changed (broker, disk, a device): STATUS= now."""
+        self.wakeup.set()
+
     def serve(self) -> None:
-        """Block until stop is requested, pinging the watchdog while the pipeline progresses."""
-        ping = sdnotify.watchdog_interval()
-        next_status = time.monotonic() + self.STATUS_EVERY_S
-        last_status = self.status_line()  # READY=1 carried it
-        ping_every = min(ping or 1.0, 1.0)
-        next_ping = time.monotonic() + ping_every
-        # the loop ticks at 0.5 s so a change of state reaches STATUS= quickly; the watchdog
-        # is pinged at its own pace
-        while not self.stopping.wait(min(ping_every, 0.5)):
-            if self.reload_requested.is_set():
-                self.reload_requested.clear()
-                self.reload()
-            if ping is not None and time.monotonic() >= next_ping:
-                next_ping = time.monotonic() + ping_every
-                if self.healthy(window=self.HEALTH_WINDOW_S):
-                    sdnotify.notify("WATCHDOG=1")
-            self.rates.sample(self.workers)
-            line = self.status_line()
-            # at once when something changed that a technician should see (the broker went
-            # down, the disk filled up), else every STATUS_EVERY_S for the queue figure
-            changed = _QUEUE_FIGURE.sub("", line) != _QUEUE_FIGURE.sub("", last_status)
-            if changed or time.monotonic() >= next_status:
-                next_status = time.monotonic() + self.STATUS_EVERY_S
-                last_status = line
-                sdnotify.notify("STATUS=" + line)
+        """Block until stop is requested (:func:`edge_agent.main_thread.serve`)."""
+        serve(self)
 
     def status(self) -> dict[str, object]:
         """Everything ``edge-agent status`` shows (see README "Control socket")."""
@@ -273,65 +253,22 @@ class Daemon:
         log.info("stopped", seconds=round(time.monotonic() - t0, 3), **self.outbox.counters)
 
     def reload(self) -> None:
-        """SIGHUP: re-read the config; add, remove and restart changed devices in place.
+        """SIGHUP: re-read the config; add, remove and restart changed devices in place
+        (:func:`edge_agent.reload.reload_devices`)."""
+        from edge_agent.reload import reload_devices  # noqa: PLC0415 - only on SIGHUP
 
-        The queue, the writer and the publisher keep running, so nothing queued is touched.
-        Changes outside ``[devices]`` (broker, queue, identity) need a restart and are only
-        reported; a config that does not validate is rejected and the running one kept.
-        """
-        sdnotify.notify("RELOADING=1")
-        try:
-            new = load_config(self.cfg.source)
-        except ConfigError as err:
-            log.error("reload_rejected", error=str(err))
-            sdnotify.notify("READY=1")
-            return
-        old_devices = self.cfg.devices
-        changed = [
-            k
-            for k in ("node", "mqtt", "queue", "control", "metrics")
-            if getattr(new, k) != getattr(self.cfg, k)
-        ]
-        if changed:
-            log.warning("reload_needs_restart", sections=changed)
-        running = {w.driver.device_id: w for w in self.workers}
-        wanted = {d: c for d, c in new.devices.items() if c.enabled}
-        for dev_id, w in running.items():
-            if wanted.get(dev_id) != old_devices.get(dev_id):
-                w.stop()
-                w.join(2.0)
-                self.workers.remove(w)
-                self.rates.forget(dev_id)  # a new worker counts from 0: no negative rate
-        for dev_id, dev in wanted.items():
-            if dev_id not in running or dev != old_devices.get(dev_id):
-                w = self._worker(dev_id, dev)
-                self.workers.append(w)
-                w.start()
-        # status lists the devices as the file does; an unchanged one keeps its worker (and
-        # with it its counters and last reading)
-        order = list(wanted)
-        self.workers = sorted(self.workers, key=lambda w: order.index(w.driver.device_id))
-        self.cfg = self.cfg.model_copy(update={"devices": new.devices})
-        log.info("reloaded", devices=sorted(wanted), needs_restart=changed)
-        sdnotify.notify("READY=1\nSTATUS=" + self.status_line())
+        reload_devices(self)
 
     def request_reload(self, _signum: int, _frame: FrameType | None) -> None:
         """Signal handler: SIGHUP (the work is done by the main loop, not in the handler)."""
         self.reload_requested.set()
+        self.wakeup.set()
 
     def request_stop(self, signum: int, _frame: FrameType | None) -> None:
         """Signal handler: SIGTERM / SIGINT."""
         log.info("stop_requested", signal=signal.Signals(signum).name)
         self.stopping.set()
-
-
-def _return_big_buffers_to_the_os() -> None:
-    """glibc keeps freed batch payloads (~200 KB) in heap arenas; mmap them instead (RSS)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: a fixed threshold, no dynamic growth
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to tune
+        self.wakeup.set()
 
 
 def run(cfg: AgentConfig) -> int:
@@ -341,7 +278,7 @@ def run(cfg: AgentConfig) -> int:
     the queue or the network when another daemon holds this queue or answers on this control
     socket.
     """
-    _return_big_buffers_to_the_os()
+    return_big_buffers_to_the_os()
     log_thread_deaths()  # a thread's last exception is one JSON line, not a bare traceback
     lock = instance.acquire(cfg.queue.path)  # before the queue is opened or anything connects
     try:

@@ -9,9 +9,11 @@ Hostname verification and CA pinning are always on: there is no insecure switch 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import re
+import socket
 import ssl
 import threading
 import time
@@ -164,8 +166,8 @@ class _Client(mqtt.Client):
         self._waits += 1
         self.retry_at = time.monotonic() + delay
 
-    #: paho's network thread (``loop_start``'s), known from inside: every connection attempt
-    #: runs :meth:`reconnect` in it. None until the first attempt.
+    #: The thread that drives the client (the publisher's), known from inside: every
+    #: connection attempt runs :meth:`reconnect` in it. None until the first attempt.
     network_thread: threading.Thread | None = None
 
     def reconnect(self) -> MQTTErrorCode:
@@ -177,6 +179,19 @@ class _Client(mqtt.Client):
         except OSError as err:
             self.connect_error = describe_error(err)
             raise
+
+    @staticmethod
+    def set_user_timeout(sock: object, keepalive: int) -> None:
+        """Half-open links (P12): the kernel drops the connection when sent data has gone
+        unacknowledged for keepalive/2. paho alone notices only 2 x keepalive after the last
+        byte in (PINGREQ after one keepalive, gives up after another); with this the agent sees
+        a cut link keepalive/2 after its next publish, and about 1.5 x keepalive when idle (T5).
+        Runs as the socket opens (paho's ``on_socket_open``)."""
+        opt = getattr(socket, "TCP_USER_TIMEOUT", None)  # Linux only
+        setsockopt = getattr(sock, "setsockopt", None)  # None: websockets
+        if opt is not None and setsockopt is not None:
+            with contextlib.suppress(OSError):
+                setsockopt(socket.IPPROTO_TCP, opt, keepalive * 500)
 
     def watch_socket_errors(self, name: str) -> None:
         """Route paho's error log lines (only those) to :class:`_LastSocketError`."""

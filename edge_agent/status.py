@@ -36,6 +36,10 @@ class Rates:
         counts = {w.driver.device_id: (w.readings, sum(w.driver.rejects.values())) for w in workers}
         self.samples.append((now, counts))
 
+    def next_sample(self) -> float:
+        """When (``time.monotonic()``) the next sample is due."""
+        return self.samples[-1][0] + self.EVERY_S if self.samples else time.monotonic()
+
     def forget(self, device: str) -> None:
         """A device's worker restarted (reload): it counts from 0 again, so its old samples
         would give a negative rate."""

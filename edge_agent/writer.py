@@ -1,10 +1,12 @@
 """The writer thread: the only owner of the queue's write connection, committing in groups.
 
 Device threads ``submit()`` captures; the publisher reports PUBACKs with ``mark_sent()``. The
-thread takes everything waiting (up to ``MAX_BATCH``) into one transaction, so under load many
-readings share one fsync, and at line rate each reading is committed within one fsync time.
-After each commit it tells its listeners which readings were accepted (with their row numbers)
-and which were dropped at the queue bound.
+thread takes everything waiting into one transaction: under load, what arrives while a commit
+settles shares the next fsync (``GATHER_S``), a lone capture is committed at once, and PUBACK
+marks ride along with the next commit (``MARK_DELAY_S``). A reading is acknowledged to nobody
+before its commit. After each commit the listeners learn which readings were accepted (with
+their row numbers) and which were dropped at the queue bound. Between deadlines (purge, disk
+check, retry) the thread sleeps on its inbox: no idle tick (health: :mod:`edge_agent.liveness`).
 
 When commits fail (disk full, I/O error; docs/reliability.md Q3, T7) the thread keeps looping: the
 captures are held in RAM, at most ``SPILL_MAX`` of them, and the commit is retried every
@@ -17,19 +19,20 @@ commit that succeeds.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 
 import structlog
 
+from edge_agent import writer_inbox as wi
 from edge_agent.errors import QueueError
+from edge_agent.liveness import Liveness
 from edge_agent.outbox import Outbox, OutEvent
 from edge_agent.reading import Capture, Reading
+from edge_agent.writer_inbox import Batch
 
 log = structlog.get_logger(__name__)
 
@@ -37,63 +40,10 @@ Committed = Callable[[list[tuple[int, Reading]]], None]
 Alarm = Callable[[str, dict[str, object]], None]
 
 
-@dataclass(frozen=True, slots=True)
-class _Sent:
-    """Rows PUBACKed with success (from the publisher)."""
-
-    rows: list[int]
-
-
-@dataclass(frozen=True, slots=True)
-class _Rejected:
-    """Rows the broker refused: (row, reason code, reason) (from the publisher)."""
-
-    rows: list[tuple[int, int, str]]
-
-
-@dataclass(frozen=True, slots=True)
-class _Sync:
-    """Set ``done`` once everything queued before it is committed."""
-
-    done: threading.Event
-
-
-@dataclass(frozen=True, slots=True)
-class _Call:
-    """Run ``fn(outbox)`` in the writer thread after the next commit (maintenance)."""
-
-    fn: Callable[[Outbox], object]
-    fut: Future[object]
-
-
-@dataclass(frozen=True, slots=True)
-class _Stop:
-    """Commit what is queued, then end the thread."""
-
-
-#: What the writer's inbox carries: a device's capture, a station's event, or a command.
-_Inbox = Capture | OutEvent | _Sent | _Rejected | _Sync | _Call | _Stop
-
-
-@dataclass
-class _Batch:
-    captures: list[Capture] = field(default_factory=list)
-    events: list[OutEvent] = field(default_factory=list)
-    sent: list[int] = field(default_factory=list)
-    rejected: list[tuple[int, int, str]] = field(default_factory=list)
-    synced: list[threading.Event] = field(default_factory=list)
-    calls: list[tuple[Callable[[Outbox], object], Future[object]]] = field(default_factory=list)
-    stop: bool = False
-
-
 class Writer(threading.Thread):
-    """Group-commit writer.
-
-    Args:
-        outbox: the queue, owned by this thread from ``start()`` on.
-        on_commit: called after each commit with the accepted ``(row number, reading)`` pairs.
-        on_alarm: called with an alarm name and details (queue bound hit, disk errors).
-    """
+    """Group-commit writer. Args: the queue (owned by this thread from ``start()`` on), the
+    listener called after each commit with the accepted ``(row number, reading)`` pairs, and
+    the one called with an alarm name and details (queue bound hit, disk errors)."""
 
     #: Most commands taken into one transaction.
     MAX_BATCH = 2000
@@ -110,12 +60,17 @@ class Writer(threading.Thread):
     ALARM_EVERY_S = 1.0
     #: Seconds between purges of expired sent rows.
     PURGE_EVERY_S = 60.0
-    #: Longest idle wait per loop, seconds: the loop proves it is alive this often (watchdog).
-    IDLE_S = 0.25
+    #: Under load (the last commit ended less than this ago, s), a capture waits until then
+    #: so that what arrives meanwhile shares its fsync; a lone capture is committed at once.
+    GATHER_S = 0.002
+    #: While captures flow (one was committed less than this ago, s), PUBACK marks wait for
+    #: the next commit of captures, at most this long: they cost no fsync of their own. (A mark
+    #: lost in a crash means a duplicate, never a loss.) Otherwise (a backlog drain) at once.
+    MARK_DELAY_S = 0.05
     #: Seconds to wait before retrying a failed commit (disk full, I/O error).
     RETRY_S = 1.0
-    #: Seconds between checks of the free space on the queue's file system.
-    DISK_CHECK_S = 0.5
+    #: Seconds between checks of the free space on the queue's disk (and while idle).
+    DISK_CHECK_S, DISK_IDLE_CHECK_S = 0.5, 5.0
     #: Fewer free bytes than this is a full disk (alarm ``disk_full``, STATUS=), checked
     #: directly: SQLite goes on committing into WAL space it already owns, so its first
     #: SQLITE_FULL can come long after the disk filled up.
@@ -126,30 +81,29 @@ class Writer(threading.Thread):
         self.outbox = outbox
         self._on_commit = on_commit
         self._on_alarm = on_alarm
-        self._q: queue.SimpleQueue[_Inbox] = queue.SimpleQueue()
-        self.last_progress = time.monotonic()
+        self._q: queue.SimpleQueue[wi.Inbox] = queue.SimpleQueue()
+        self.live = Liveness(self)
+        #: Called when ``failing`` or ``disk_full`` clears (STATUS= at once; alarms say the rest).
+        self.on_change: Callable[[], None] = lambda: None
         self._room = threading.BoundedSemaphore(self.MAX_WAITING)
         self._count_lock = threading.Lock()
+        self._marks = wi.Marks()
+        #: The commit being announced stored rows with ``prio > 0`` (read in ``on_commit``).
+        self.committed_prio = False
         #: Captures refused by this writer since start (device threads and the writer count).
         self.refused = 0
-        self._refused_alarmed = 0
-        self._refused_saved = 0
-        self._alarmed_at = 0.0
+        self._refused_alarmed, self._refused_saved, self._alarmed_at = 0, 0, 0.0
         #: Why commits fail (the SQLite error), None while they succeed.
         self.failing: str | None = None
-        #: Captures held in RAM because commits fail.
-        self.held = 0
-        self._spill_full = False
+        #: Captures held in RAM because commits fail (and whether that spill is full).
+        self.held, self._spill_full = 0, False
         #: "<n> bytes free on <dir>" while the queue's disk is full, else None.
         self.disk_full: str | None = None
 
     def submit(self, capture: Capture) -> bool:
-        """Queue a capture for the next commit; waits while ``MAX_WAITING`` are queued.
-
-        Returns False (counted, alarmed at most once a second) at once while commits fail and
-        the RAM spill is full, or if the writer made no room for ``SUBMIT_WAIT_S`` (a commit
-        stuck on a hung disk or a held lock).
-        """
+        """Queue a capture for the next commit; waits while ``MAX_WAITING`` are queued. False
+        (counted, alarmed at most once a second) at once while commits fail and the RAM spill
+        is full, or if no room came for ``SUBMIT_WAIT_S`` (a commit stuck on a hung disk)."""
         if self._spill_full:
             self._refuse(capture.device)
             return False
@@ -168,12 +122,8 @@ class Writer(threading.Thread):
             if not new or now - self._alarmed_at < self.ALARM_EVERY_S:
                 return
             self._alarmed_at, self._refused_alarmed, total = now, self.refused, self.refused
-        details: dict[str, object] = {
-            "refused": new,
-            "refused_total": total,
-            "spill_max": self.SPILL_MAX,
-            "failing": self.failing,
-        }
+        details: dict[str, object] = {"refused": new, "refused_total": total}
+        details |= {"spill_max": self.SPILL_MAX, "failing": self.failing}
         log.error("writer_overflow", device=device, **details)
         self._on_alarm("writer_overflow", details)
 
@@ -186,52 +136,79 @@ class Writer(threading.Thread):
         self._q.put(event)
 
     def mark_sent(self, rows: list[int]) -> None:
-        """Rows PUBACKed with success: take them out of the pending set."""
-        self._q.put(_Sent(rows))
+        """Rows PUBACKed with success: take them out of the pending set. Only the first mark
+        after a commit wakes the writer; later ones wait in a list for the next commit."""
+        if self._marks.add(rows):
+            self._q.put(wi.Sent([]))  # a wake-up: the rows wait in self._marks
 
     def mark_rejected(self, rows: list[tuple[int, int, str]]) -> None:
         """Rows the broker refused (reason code >= 0x80): keep them, store why."""
-        self._q.put(_Rejected(rows))
+        self._q.put(wi.Rejected(rows))
 
     def sync(self, timeout: float = 5.0) -> bool:
         """Wait until everything submitted before this call is committed. False on timeout."""
         done = threading.Event()
-        self._q.put(_Sync(done))
+        self._q.put(wi.Sync(done))
         return done.wait(timeout)
 
     def call(self, fn: Callable[[Outbox], object], timeout: float = 30.0) -> object:
-        """Run ``fn(outbox)`` in the writer thread after the next commit; return its result.
-
-        For maintenance that must not race the writer (``edge-agent queue purge``).
-        """
+        """Run ``fn(outbox)`` in the writer thread after the next commit; return its result
+        (maintenance that must not race the writer: ``edge-agent queue purge``)."""
         fut: Future[object] = Future()
-        self._q.put(_Call(fn, fut))
+        self._q.put(wi.Call(fn, fut))
         return fut.result(timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Commit everything submitted so far, then end the thread."""
-        self._q.put(_Stop())
+        self._q.put(wi.Stop())
         self.join(timeout)
 
     def run(self) -> None:
         """Loop: collect a batch, commit it, notify; retry failed commits without losing them."""
         now = time.monotonic()
         next_purge, next_disk, retry_at = now + self.PURGE_EVERY_S, now, now
-        pending = _Batch()
+        last_commit = captured = -1e9  # when the last commit (of captures) ended
+        marks_since: float | None = None  # when the oldest mark not yet committed came
+        pending = Batch()
         while True:
-            self._collect(pending, timeout=self.IDLE_S)
+            deadlines = [next_purge, next_disk + self.DISK_IDLE_CHECK_S - self.DISK_CHECK_S]
+            if self.failing:
+                deadlines.append(retry_at)
+            if marks_since is not None:  # marks wait while captures flow (see below)
+                deadlines.append(min(marks_since, captured) + self.MARK_DELAY_S)
+            self.live.idle()
+            self._collect(pending, timeout=max(0.0, min(deadlines) - time.monotonic()))
+            self.live.busy()
             now = time.monotonic()
-            if now >= next_disk:
+            if pending.captures and now - last_commit < self.GATHER_S and not pending.urgent():
+                # under load: what arrives while the last commit settles shares the next one
+                time.sleep(last_commit + self.GATHER_S - now)
+                self._collect(pending, timeout=None)
+                now = time.monotonic()
+            if now >= next_disk and (pending.captures or pending.events or now >= deadlines[1]):
                 next_disk = now + self.DISK_CHECK_S
                 self._check_disk()
             self._refuse(None)  # the alarm for refusals counted since the last one
+            if now >= next_purge:
+                next_purge = now + self.PURGE_EVERY_S
+                pending.calls.append((wi.purge_expired, Future()))
+            pending.sent.extend(self._marks.take())
+            if (pending.sent or pending.rejected) and marks_since is None:
+                marks_since = now
+            held_for = 0.0 if marks_since is None else now - marks_since
+            if not (pending.wants_commit() or self.failing) and (
+                max(held_for, now - captured) < self.MARK_DELAY_S
+                and len(pending.sent) < self.MAX_BATCH
+            ):
+                continue  # while captures flow, marks wait for their next commit
             if self.failing and now < retry_at and not pending.stop:
-                self.last_progress = now  # a failing disk still loops: the watchdog pets on
                 continue
             if self._commit(pending):
                 if pending.stop:
                     return
-                pending = _Batch()
+                captured = time.monotonic() if pending.captures else captured
+                pending = Batch()
+                marks_since = time.monotonic() if self._marks.committed() else None
                 self.held, self._spill_full = 0, False
             elif pending.stop:
                 log.error("queue_stop_uncommitted", captures=len(pending.captures))
@@ -240,47 +217,33 @@ class Writer(threading.Thread):
                 retry_at = time.monotonic() + self.RETRY_S
                 self.held = len(pending.captures)
                 self._spill_full = self.held >= self.SPILL_MAX
-            self.last_progress = time.monotonic()
-            if self.last_progress >= next_purge:
-                next_purge = self.last_progress + self.PURGE_EVERY_S
-                self._purge()
+            last_commit = time.monotonic()
 
-    def _collect(self, batch: _Batch, timeout: float) -> None:
+    def _collect(self, batch: Batch, timeout: float | None) -> None:
+        """Take what waits; block up to ``timeout`` for the first item (None: do not block)."""
         try:
-            item = self._q.get(timeout=timeout)
+            item = self._q.get_nowait() if timeout is None else self._q.get(timeout=timeout)
         except queue.Empty:
             return
         for _ in range(self.MAX_BATCH):
-            match item:
-                case Capture():
-                    self._room.release()
-                    self._take(batch, item)
-                case OutEvent():
-                    batch.events.append(item)
-                case _Sent(rows):
-                    batch.sent.extend(rows)
-                case _Rejected(rows):
-                    batch.rejected.extend(rows)
-                case _Sync(done):
-                    batch.synced.append(done)
-                case _Call(fn, fut):
-                    batch.calls.append((fn, fut))
-                case _Stop():
-                    batch.stop = True
-                    return
+            if isinstance(item, Capture):
+                self._room.release()
+                self._take(batch, item)
+            elif batch.add(item):
+                return  # stop: nothing after it
             try:
                 item = self._q.get_nowait()
             except queue.Empty:
                 return
 
-    def _take(self, batch: _Batch, capture: Capture) -> None:
+    def _take(self, batch: Batch, capture: Capture) -> None:
         if self.failing and len(batch.captures) >= self.SPILL_MAX:
             self._spill_full = True
             self._refuse(capture.device)
             return
         batch.captures.append(capture)
 
-    def _commit(self, b: _Batch) -> bool:
+    def _commit(self, b: Batch) -> bool:
         ok = self._commit_batch(b)
         if ok:
             for event in b.synced:
@@ -292,7 +255,7 @@ class Writer(threading.Thread):
                     fut.set_exception(err)
         return ok
 
-    def _commit_batch(self, b: _Batch) -> bool:
+    def _commit_batch(self, b: Batch) -> bool:
         # refusals become part of the queue's persisted dropped counter with this commit
         # (a failed apply() keeps the in-RAM counters it started with, this addition included)
         unsaved = self.refused - self._refused_saved
@@ -311,19 +274,21 @@ class Writer(threading.Thread):
         if self.failing:
             log.info("queue_commit_recovered", committed=len(accepted), refused=self.refused)
             self.failing = None
+            self.on_change()
         if dropped:
-            self._alarm_dropped(dropped)
+            details = wi.dropped_details(dropped, self.outbox)
+            log.error("queue_full_reading_dropped", **details)
+            self._on_alarm("queue_full", details)
         if accepted or b.events:
+            self.committed_prio = any(e.prio > 0 for e in b.events)
             self._on_commit(accepted)
         return True
 
     def _check_disk(self) -> None:
         where = self.outbox.path.parent
-        try:
-            st = os.statvfs(where)
-        except OSError:
+        free = wi.free_bytes(where)
+        if free is None:
             return
-        free = st.f_bavail * st.f_frsize
         if self.disk_full is None and free < self.DISK_FULL_BYTES:
             self.disk_full = f"{free} bytes free on {where}"
             log.error("queue_disk_full", free_bytes=free, path=str(where))
@@ -331,23 +296,4 @@ class Writer(threading.Thread):
         elif self.disk_full is not None and free >= 2 * self.DISK_FULL_BYTES:
             log.info("queue_disk_space_back", free_bytes=free, path=str(where))
             self.disk_full = None
-
-    def _alarm_dropped(self, dropped: list[Reading]) -> None:
-        details: dict[str, object] = {
-            "dropped": len(dropped),
-            "dropped_total": self.outbox.counters["dropped"],
-            "max_bytes": self.outbox.max_bytes,
-            "first": {"device": dropped[0].device, "seq": dropped[0].seq, "id": dropped[0].id},
-            "last": {"device": dropped[-1].device, "seq": dropped[-1].seq, "id": dropped[-1].id},
-        }
-        log.error("queue_full_reading_dropped", **details)
-        self._on_alarm("queue_full", details)
-
-    def _purge(self) -> None:
-        try:
-            deleted = self.outbox.purge_expired()
-        except QueueError as err:
-            log.warning("queue_purge_failed", error=str(err))
-            return
-        if deleted:
-            log.info("queue_purged_sent", rows=deleted)
+            self.on_change()
