@@ -157,7 +157,16 @@ class Hub:
         self.client.loop_stop()
         if self.conn is not None:
             self.conn.close()
-        log.info("hub_stopped", instance=self.cfg.hub.instance)
+        st = self.stats
+        log.info(
+            "hub_stopped",
+            instance=self.cfg.hub.instance,
+            messages=st.messages,
+            readings=st.readings,
+            readings_new=st.readings_new,
+            batches=st.batches,
+            rejects=st.rejects,
+        )
 
 
 def serve(cfg: HubConfig) -> int:
