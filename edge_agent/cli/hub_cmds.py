@@ -78,13 +78,24 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _query(cfg: Any, func: Any, *args: Any) -> Any:
+    """Run ``func(conn, *args)``; a database error is one line, not a traceback."""
+    import psycopg
+
+    with _connect(cfg) as conn:
+        try:
+            return func(conn, *args)
+        except psycopg.Error as err:
+            msg = f"PostgreSQL: {str(err).strip().splitlines()[0]}"
+            raise CommandError(msg) from err
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """The fleet view."""
     from edge_agent.hub import fleet
 
     cfg = _config(args)
-    with _connect(cfg) as conn:
-        view = fleet.fleet(conn, cfg)
+    view = _query(cfg, fleet.fleet, cfg)
     output(args, view, fleet.render)
     return 0
 
@@ -94,8 +105,7 @@ def cmd_gaps(args: argparse.Namespace) -> int:
     from edge_agent.hub import fleet
 
     cfg = _config(args)
-    with _connect(cfg) as conn:
-        rows = fleet.gap_report(conn, args.all)
+    rows = _query(cfg, fleet.gap_report, args.all)
 
     def human(rs: list[dict[str, Any]]) -> str:
         if not rs:

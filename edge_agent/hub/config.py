@@ -17,7 +17,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, StringConstraints, ValidationError, field_validator
+from pydantic import Field, SecretStr, StringConstraints, ValidationError
 
 from edge_agent.config import (
     ENV_PATTERN,
@@ -77,15 +77,6 @@ class DatabaseConfig(StrictModel):
     dsn: Annotated[str, StringConstraints(min_length=1)]
     password_file: Path | None = None
     password_env: EnvName | None = None
-
-    @field_validator("dsn")
-    @classmethod
-    def _no_secret(cls, v: str) -> str:
-        low = v.lower()
-        if "password=" in low or (low.startswith("postgres") and "@" in low and ":" in low):
-            msg = "a connection string without a password (use password_file or password_env)"
-            raise ValueError(msg)
-        return v
 
 
 class HubMetrics(StrictModel):
@@ -160,6 +151,13 @@ def load_hub_config(path: str | os.PathLike[str]) -> HubConfig:
                 "use password_file or password_env"
             )
             raw[section] = {k: v for k, v in table.items() if k != "password"}
+    table = raw.get("database")
+    if isinstance(table, dict) and _has_password(table.get("dsn")):
+        errors.append(
+            f"{file}: [database] dsn: contains a password (not shown); a connection string "
+            "without it, and password_file or password_env"
+        )
+        raw["database"] = {**table, "dsn": "redacted"}
     try:
         cfg = HubConfig.model_validate({**raw, "source": file})
     except ValidationError as err:
@@ -170,3 +168,16 @@ def load_hub_config(path: str | os.PathLike[str]) -> HubConfig:
     cfg.db_password()  # an absent or unsafe secret fails at load time, not at first connect
     cfg.mqtt_password()
     return cfg
+
+
+def _has_password(dsn: Any) -> bool:
+    """A libpq key/value ``password=`` or a URI with ``user:password@``."""
+    if not isinstance(dsn, str):
+        return False
+    low = dsn.lower()
+    if "password=" in low.replace(" ", ""):
+        return True
+    if "://" in low:
+        userinfo = low.split("://", 1)[1].split("@", 1)
+        return len(userinfo) == 2 and ":" in userinfo[0]
+    return False

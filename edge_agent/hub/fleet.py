@@ -8,6 +8,9 @@ numbers from ``psql``. Station KPIs come from the parcel and exception events ov
 * reconciliation errors = parcels without a chosen waybill or without a stable weight
   (flags ``no_weight``/``unstable_weight``) / parcels (the 0.5 % target).
 
+Open alarms are the alarms of the last hour since the agent's latest ``online`` birth (an
+alarm has no "cleared" message; a restart starts afresh).
+
 An agent is highlighted when it is offline (not a clean stop), has open gaps, devices offline,
 or a station above a threshold.
 """
@@ -26,7 +29,8 @@ SELECT a.agent, a.site, a.line, coalesce(a.state, 'unknown') AS state, a.version
   a.config_digest, a.last_seen, extract(epoch FROM now() - a.last_seen) AS last_seen_s,
   a.queue_depth, a.oldest_unsent_s,
   (SELECT count(*) FROM alarms al WHERE al.agent = a.agent
-     AND al.received_at > greatest(coalesce(a.status_at, '-infinity'), now() - interval '1 hour'))
+     AND al.received_at >= greatest(now() - interval '1 hour', (SELECT max(b.received_at)
+       FROM agent_births b WHERE b.agent = a.agent AND b.state = 'online')))
      AS open_alarms,
   (SELECT coalesce(array_agg(d.device ORDER BY d.device), '{}') FROM device_states d
      WHERE d.agent = a.agent AND d.state <> 'connected') AS devices_offline,
@@ -41,8 +45,8 @@ SELECT p.agent, p.station, count(*) AS parcels,
   count(*) FILTER (WHERE p.waybill IS NULL OR p.flags && ARRAY['no_weight', 'unstable_weight'])
      AS unreconciled,
   (SELECT count(*) FROM exceptions e WHERE e.agent = p.agent AND e.station = p.station
-     AND e.ts > now() - make_interval(hours => %(h)s)) AS exceptions
-FROM parcels p WHERE p.ts > now() - make_interval(hours => %(h)s)
+     AND e.ts > now() - make_interval(secs => %(h)s * 3600)) AS exceptions
+FROM parcels p WHERE p.ts > now() - make_interval(secs => %(h)s * 3600)
 GROUP BY p.agent, p.station ORDER BY p.agent, p.station"""
 
 

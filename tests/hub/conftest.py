@@ -38,6 +38,7 @@ def hub_config(
     dsn: str,
     extra: str = "",
     mqtt_extra: str = "",
+    metrics: str = "",
 ) -> Path:
     """Write a hub.toml for instance ``name``; returns its path."""
     brokers = ", ".join(f'{{ host = "127.0.0.1", port = {p} }}' for p in broker_ports)
@@ -51,6 +52,8 @@ brokers = [{brokers}]
 {mqtt_extra}
 [database]
 dsn = "{dsn}"
+[metrics]
+{metrics}
 [log]
 format = "json"
 level = "info"
