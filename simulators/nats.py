@@ -107,6 +107,13 @@ class NatsNode:
             str(c["mqtt_client"]) for c in data.get("connections") or [] if c.get("mqtt_client")
         ]
 
+    def jsz(self) -> dict[str, Any]:
+        """JetStream's streams and consumers as this node sees them (``/jsz``)."""
+        url = f"http://127.0.0.1:{self.ports['http']}/jsz?consumers=true&config=true"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            data: dict[str, Any] = json.loads(r.read())
+        return data
+
     def healthy(self) -> bool:
         """JetStream reports healthy on this node (``/healthz?js-enabled-only=true``)."""
         url = f"http://127.0.0.1:{self.ports['http']}/healthz"

@@ -104,7 +104,7 @@ class HubClient(mqtt.Client):
 
 
 def on_connected(client: HubClient, log: Any, subscribed: Callable[[], None]) -> None:
-    """Wire on_connect/on_disconnect: subscribe (QoS 1) on every connect, log both."""
+    """Wire on_connect/on_disconnect: subscribe (QoS 1) when the session is new, log both."""
 
     def on_connect(c: Any, _u: Any, flags: Any, rc: Any, _props: Any = None) -> None:
         if rc.is_failure:
@@ -117,7 +117,11 @@ def on_connected(client: HubClient, log: Any, subscribed: Callable[[], None]) ->
             port=client._port,
             session_present=bool(flags.session_present),
         )
-        c.subscribe([(t, 1) for t in client.topics()])
+        if not flags.session_present:
+            # With a session, the broker has the subscriptions and what queued for them. A
+            # SUBSCRIBE again replaces them: NATS deletes and recreates its JetStream consumer,
+            # and what the old one held without another interest is gone.
+            c.subscribe([(t, 1) for t in client.topics()])
         subscribed()
 
     def on_disconnect(_c: Any, _u: Any, _flags: Any, rc: Any, _props: Any = None) -> None:
