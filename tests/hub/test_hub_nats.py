@@ -6,7 +6,7 @@ NATS's MQTT has no shared subscriptions, so the hub runs as one instance there
 (``shared = false``); docs/hub.md says why and what changes for other clusters. The hub lists
 the nodes starting from the second, the agent from the first: with nats-server 2.9.10, when
 the hub's own node died too, its restored session's JetStream consumers kept the messages but
-never delivered them (3 runs of 3; docs/hub.md, "Broker clusters").
+never delivered them (2 runs of 2; docs/hub.md, "Broker clusters").
 """
 
 from __future__ import annotations
