@@ -63,6 +63,9 @@ class HubMqtt(StrictModel):
     protocol: Literal["5", "3.1.1"] = "5"
     #: MQTT 5 shared subscription ``$share/<group>/...``; false for brokers without one (NATS).
     shared: bool = True
+    #: SUBSCRIBE again when the broker restored the session (Mosquitto forgets shared
+    #: subscriptions across its restart); false for NATS (a repeat replaces the consumer).
+    resubscribe: bool = True
     username: Ident | None = None
     password_file: Path | None = None
     password_env: EnvName | None = None

@@ -104,7 +104,13 @@ class HubClient(mqtt.Client):
 
 
 def on_connected(client: HubClient, log: Any, subscribed: Callable[[], None]) -> None:
-    """Wire on_connect/on_disconnect: subscribe (QoS 1) when the session is new, log both."""
+    """Wire on_connect/on_disconnect: subscribe (QoS 1) on connect, log both.
+
+    A restored session is subscribed again unless ``[mqtt] resubscribe = false``: Mosquitto 2
+    restores the session but not its shared subscriptions after a restart, while NATS, on a
+    SUBSCRIBE that repeats one of the session's, deletes and recreates the JetStream consumer,
+    and what the old one held for nobody else is dropped (docs/hub.md, "Broker clusters").
+    """
 
     def on_connect(c: Any, _u: Any, flags: Any, rc: Any, _props: Any = None) -> None:
         if rc.is_failure:
@@ -117,10 +123,7 @@ def on_connected(client: HubClient, log: Any, subscribed: Callable[[], None]) ->
             port=client._port,
             session_present=bool(flags.session_present),
         )
-        if not flags.session_present:
-            # With a session, the broker has the subscriptions and what queued for them. A
-            # SUBSCRIBE again replaces them: NATS deletes and recreates its JetStream consumer,
-            # and what the old one held without another interest is gone.
+        if client.cfg.mqtt.resubscribe or not flags.session_present:
             c.subscribe([(t, 1) for t in client.topics()])
         subscribed()
 

@@ -54,7 +54,7 @@ def test_node_killed_mid_stream_every_reading_exactly_once(
             "h1",
             [*ports[1:], ports[0]],
             postgres.dsn,
-            mqtt_extra='protocol = "3.1.1"\nshared = false',
+            mqtt_extra='protocol = "3.1.1"\nshared = false\nresubscribe = false',
         )
     )
     hub.start()
