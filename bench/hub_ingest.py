@@ -219,6 +219,7 @@ def case(tmp: Path, pg: Postgres, shape: str, consumer: str, n: int) -> dict[str
         "in_db": got,
         "seconds": round(elapsed, 2),
         "readings_per_s": round((got - first) / elapsed),
+        "loadavg_1m": round(os.getloadavg()[0], 2),  # other work on the machine, for context
     }
 
 
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"{shape:<7} {consumer:<6} {r['readings']:>8} readings {r['messages']:>7} msgs"
                     f"  {r['seconds']:>7.2f} s  {r['readings_per_s']:>7} readings/s"
-                    f"  (in db {r['in_db']})",
+                    f"  (in db {r['in_db']}, load {r['loadavg_1m']})",
                     flush=True,
                 )
         if args.json:
