@@ -171,7 +171,11 @@ def run(args: argparse.Namespace, d: Path) -> int:
         print(f"readings committed by the agents: {len(ids)}; in PostgreSQL: {len(in_db)} "
               f"(missing {missing}, unknown {extra}): {'OK' if ok else 'MISMATCH'}")  # fmt: skip
         if args.json:
-            out = {"agents": stats, "committed": len(ids), "in_db": len(in_db), "ok": ok}
+            per = {
+                n: {"rss_mib": rss, "cpu_pct": 100 * (cpu - cpu0[n]) / args.seconds}
+                for n, (rss, cpu) in stats.items()
+            }
+            out = {"agents": per, "committed": len(ids), "in_db": len(in_db), "ok": ok}
             args.json.write_text(json.dumps(out))
         return 0 if ok else 1
     finally:
