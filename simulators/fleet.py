@@ -1,5 +1,7 @@
 """A demo fleet on one machine: simulated scanners -> N agents -> Mosquitto -> 2 hubs -> PostgreSQL.
 
+Not a device simulator (its entry point is ``cli``, so ``edge-agent simulate`` does not list it).
+
 ``python -m simulators.fleet --agents 5 --seconds 20`` (``scripts/demo-fleet``) starts, in a
 fresh temporary directory, a private PostgreSQL and Mosquitto on free ports, two
 ``edge-agent hub run`` instances (one shared-subscription group), and N real ``edge-agent run``
@@ -191,7 +193,7 @@ def run(args: argparse.Namespace, d: Path) -> int:
         pg.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
+def cli(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m simulators.fleet", description=__doc__)
     ap.add_argument("--agents", type=int, default=5)
     ap.add_argument("--scanners", type=int, default=3, help="simulated scanners per agent")
@@ -208,4 +210,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

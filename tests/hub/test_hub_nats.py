@@ -39,6 +39,7 @@ def cluster(tmp_path: Path) -> Any:
     c.stop()
 
 
+@pytest.mark.slow
 def test_node_killed_mid_stream_every_reading_exactly_once(
     tmp_path: Path,
     cluster: nats.NatsCluster,
