@@ -141,14 +141,26 @@ def run(args: argparse.Namespace, d: Path) -> int:
         print(f"fleet: {args.agents} agents x {args.scanners} scanners at {args.rate}/s each, "
               f"2 hubs, PostgreSQL; running {args.seconds:g} s", flush=True)  # fmt: skip
         cpu0 = {n: usage(p.pid)[1] for n, p, _ in agents}
-        time.sleep(args.seconds)
+        if args.chaos:
+            time.sleep(args.seconds / 3)
+            print("chaos: kill -9 hub-1 (restarted 2 s later)", flush=True)
+            procs[0].kill()
+            procs[0].wait()
+            time.sleep(2)
+            procs[0] = spawn(["hub", "run", "-c", str(d / "hub-1.toml")], d / "hub-1.log")
+            time.sleep(args.seconds / 3 - 2)
+            print("chaos: broker restart (down 1 s)", flush=True)
+            broker.restart(down_s=1.0)
+            time.sleep(args.seconds / 3)
+        else:
+            time.sleep(args.seconds)
         stats = {n: usage(p.pid) for n, p, _ in agents}
         for s in sims:
             s.stop()
         ids: set[str] = set()
         for _, _, db in agents:
             ids |= committed(db)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         with psycopg.connect(pg.dsn, autocommit=True) as conn:
             while time.monotonic() < deadline:
                 row = conn.execute("SELECT count(*) FROM readings").fetchone()
@@ -169,6 +181,18 @@ def run(args: argparse.Namespace, d: Path) -> int:
         for n, (rss, cpu) in sorted(stats.items()):
             print(f"  {n}  {rss:6.1f} MiB  {100 * (cpu - cpu0[n]) / args.seconds:5.1f} %")
         missing, extra = len(ids - in_db), len(in_db - ids)
+        if missing:
+            lost = []
+            for name, _, db in agents:
+                con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+                for rid, dev, seq, sent, payload in con.execute(
+                    "SELECT id, device, seq, sent_ns, payload FROM outbox"
+                ):
+                    if rid not in in_db:
+                        lost.append([name, dev, seq, sent, json.loads(payload)["ts"]])
+                con.close()
+            (d / "missing.json").write_text(json.dumps(sorted(lost)))
+            print(f"missing readings listed in {d / 'missing.json'}")
         ok = missing == 0 and extra == 0
         print(f"readings committed by the agents: {len(ids)}; in PostgreSQL: {len(in_db)} "
               f"(missing {missing}, unknown {extra}): {'OK' if ok else 'MISMATCH'}")  # fmt: skip
@@ -200,6 +224,9 @@ def cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=5.0, help="codes/s per scanner")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument(
+        "--chaos", action="store_true", help="kill -9 a hub at 1/3, restart the broker at 2/3"
+    )
     ap.add_argument("--json", type=Path, help="write the figures here too")
     args = ap.parse_args(argv)
     with fleet_dir(args.keep) as d:
