@@ -54,6 +54,12 @@ def agent_toml(d: Path, name: str, port: int, scanners: list[ScannerSim]) -> Pat
             f'[devices.scan_{i}]\ntype = "serial_line_scanner"\nport = "{s.port.link}"\n'
             f'framing = "terminator"\nterminator = "CRLF"\naim_ids = true'
         )
+    devs = '"scan_1"'  # one scanner is the station; the others only stream readings
+    lines.append(
+        f'[stations.st1]\ndevices = [{devs}]\ncorrelation = "window"\n'
+        f"trigger_devices = [{devs}]\nwindow_ms = 100\nclose_delay_ms = 100\n"
+        "dedup_window_ms = 2000\nrequire_weight = false\nkpi_interval_s = 5"
+    )  # each scan_1 code is a parcel passage: parcel/exception events for the fleet view's KPIs
     path = d / "agent.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -90,12 +96,15 @@ def usage(pid: int) -> tuple[float, float]:
     return rss / 1024, cpu
 
 
-def committed(db: Path) -> set[str]:
+def committed(db: Path) -> tuple[set[str], set[str]]:
+    """Ids of the rows the broker acknowledged, and of every row in the agent's queue (KPI
+    snapshots aside: the hub keeps the latest per station, not each)."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return {r[0] for r in con.execute("SELECT id FROM outbox")}
+        rows = con.execute("SELECT id, sent_ns FROM outbox WHERE kind <> 'kpi'").fetchall()
     finally:
         con.close()
+    return {i for i, sent in rows if sent is not None}, {i for i, _ in rows}
 
 
 @contextlib.contextmanager
@@ -157,17 +166,7 @@ def run(args: argparse.Namespace, d: Path) -> int:
         stats = {n: usage(p.pid) for n, p, _ in agents}
         for s in sims:
             s.stop()
-        ids: set[str] = set()
-        for _, _, db in agents:
-            ids |= committed(db)
-        deadline = time.monotonic() + 120
-        with psycopg.connect(pg.dsn, autocommit=True) as conn:
-            while time.monotonic() < deadline:
-                row = conn.execute("SELECT count(*) FROM readings").fetchone()
-                if row and row[0] >= len(ids):
-                    break
-                time.sleep(0.2)
-            in_db = {str(r[0]) for r in conn.execute("SELECT id FROM readings")}
+        time.sleep(3)  # the last passages close, their events are published
         view = subprocess.run(
             [sys.executable, "-m", "edge_agent", "hub", "status", "-c", str(d / "hub-1.toml")],
             capture_output=True, text=True, cwd=ROOT, check=False,
@@ -177,24 +176,42 @@ def run(args: argparse.Namespace, d: Path) -> int:
             p.terminate()
         for _, p, _ in agents:
             p.wait(20)
+        ids: set[str] = set()  # every row an agent got a PUBACK for must be in PostgreSQL
+        every: set[str] = set()  # and PostgreSQL holds nothing the agents did not commit
+        for _, _, db in agents:
+            sent, rows = committed(db)
+            ids |= sent
+            every |= rows
+        unsent = len(every - ids)
+        deadline = time.monotonic() + 120
+        with psycopg.connect(pg.dsn, autocommit=True) as conn:
+            union = " UNION ALL ".join(
+                f"SELECT id FROM {t}" for t in ("readings", "parcels", "exceptions")
+            )
+            while time.monotonic() < deadline:
+                in_db = {str(r[0]) for r in conn.execute(union)}
+                if ids <= in_db:
+                    break
+                time.sleep(0.5)
         print("per agent: RSS MiB, CPU % of one core over the run")
         for n, (rss, cpu) in sorted(stats.items()):
             print(f"  {n}  {rss:6.1f} MiB  {100 * (cpu - cpu0[n]) / args.seconds:5.1f} %")
-        missing, extra = len(ids - in_db), len(in_db - ids)
+        missing, extra = len(ids - in_db), len(in_db - every)
         if missing:
             lost = []
             for name, _, db in agents:
                 con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-                for rid, dev, seq, sent, payload in con.execute(
-                    "SELECT id, device, seq, sent_ns, payload FROM outbox"
+                for rid, kind, dev, seq, sent, payload in con.execute(
+                    "SELECT id, kind, device, seq, sent_ns, payload FROM outbox"
                 ):
                     if rid not in in_db:
-                        lost.append([name, dev, seq, sent, json.loads(payload)["ts"]])
+                        lost.append([name, kind, dev, seq, sent, json.loads(payload)["ts"]])
                 con.close()
             (d / "missing.json").write_text(json.dumps(sorted(lost)))
             print(f"missing readings listed in {d / 'missing.json'}")
         ok = missing == 0 and extra == 0
-        print(f"readings committed by the agents: {len(ids)}; in PostgreSQL: {len(in_db)} "
+        print(f"rows (readings, parcel and exception events) the broker acknowledged: {len(ids)} "
+              f"(still queued in the agents: {unsent}); in PostgreSQL: {len(in_db)} "
               f"(missing {missing}, unknown {extra}): {'OK' if ok else 'MISMATCH'}")  # fmt: skip
         if args.json:
             per = {
