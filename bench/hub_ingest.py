@@ -47,7 +47,7 @@ AGENTS, DEVICES = 50, 4
 def make_messages(n: int, shape: str, dup: float = 0.1) -> list[tuple[str, bytes]]:
     """``n`` distinct readings over 50 agents x 4 devices, plus ``dup`` of them again."""
     seqs: dict[tuple[int, int], int] = {}
-    readings = []
+    readings: list[dict[str, Any]] = []
     for i in range(n):
         a, d = i % AGENTS, (i // AGENTS) % DEVICES
         seq = seqs[(a, d)] = seqs.get((a, d), 0) + 1
@@ -69,11 +69,11 @@ def make_messages(n: int, shape: str, dup: float = 0.1) -> list[tuple[str, bytes
         by_agent: dict[str, list[dict[str, Any]]] = {}
         for r in readings:
             by_agent.setdefault(r["agent"][1:], []).append(r)
-        for a, rs in by_agent.items():
+        for ag, rs in by_agent.items():
             for k in range(0, len(rs), 100):
                 chunk = rs[k : k + 100]
                 doc = {"schema": "edge-agent/batch/v1", "count": len(chunk), "readings": chunk}
-                out.append((f"{base.format(a=a)}/batch", json.dumps(doc).encode()))
+                out.append((f"{base.format(a=ag)}/batch", json.dumps(doc).encode()))
     return out
 
 
@@ -174,11 +174,13 @@ def naive(port: int, dsn: str, stop_ev: threading.Event, ready: threading.Event)
 
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="naive", protocol=mqtt.MQTTv5)
     c.on_message = on_message
-    c.on_connect = lambda cl, *_: (
-        CONNECTED.append(time.time()),
-        cl.subscribe("edge/v1/+/+/+/#", qos=1),
-        ready.set(),
-    )
+
+    def on_connect(cl: mqtt.Client, *_: Any) -> None:
+        CONNECTED.append(time.time())
+        cl.subscribe("edge/v1/+/+/+/#", qos=1)
+        ready.set()
+
+    c.on_connect = on_connect
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = 3600
     c.connect("127.0.0.1", port, clean_start=False, properties=props)

@@ -19,13 +19,9 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, StringConstraints, ValidationError
 
-from edge_agent.config import (
-    ENV_PATTERN,
-    BrokerAddress,
-    LogConfig,
-    _format,
-    _read_secret_file,
-)
+from edge_agent.config import BrokerAddress, LogConfig
+from edge_agent.config_errors import ENV_PATTERN, format_errors
+from edge_agent.config_secrets import _read_secret_file
 from edge_agent.errors import ConfigError
 from edge_agent.model import Ident, StrictModel
 
@@ -164,7 +160,7 @@ def load_hub_config(path: str | os.PathLike[str]) -> HubConfig:
     try:
         cfg = HubConfig.model_validate({**raw, "source": file})
     except ValidationError as err:
-        errors.extend(_format(err, file, (), HubConfig))
+        errors.extend(format_errors(err, file, (), HubConfig))
         cfg = None
     if errors or cfg is None:
         raise ConfigError("\n".join(errors), errors)

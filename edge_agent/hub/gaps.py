@@ -137,7 +137,7 @@ def request_resends(conn: psycopg.Connection[Any], cfg: HubConfig, client: mqtt.
         }
         props = None
         if cfg.mqtt.protocol == "5":
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props = Properties(PacketTypes.PUBLISH)
             props.ResponseTopic = reply
             props.CorrelationData = rid.encode()
         else:

@@ -69,7 +69,7 @@ class HubClient(mqtt.Client):
         host, port = self.brokers[0]
         props = None
         if self.v5:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = self.cfg.mqtt.session_expiry_s
             props.ReceiveMaximum = self.cfg.mqtt.receive_max
         self.connect_async(

@@ -134,6 +134,9 @@ def test_hub_killed_before_its_commit_loses_nothing_manual_ack(
     h2 = hub_factory(hub_config(tmp_path, "h2", [broker.port], postgres.dsn))
     h2.start()
     h1.start()
-    got = lambda: db_readings(postgres.dsn)  # noqa: E731
+
+    def got() -> dict[str, tuple[str, int]]:
+        return db_readings(postgres.dsn)
+
     assert wait_until(lambda: len(got()) == len(sent), 20), len(got())
     assert set(got()) == {r["id"] for r in sent}

@@ -63,8 +63,8 @@ class Responder:
             "ts": now_ts(),
         }
         out = Properties(PacketTypes.PUBLISH)
-        out.CorrelationData = props.CorrelationData
-        c.publish(props.ResponseTopic, json.dumps(resp), qos=1, properties=out)
+        out.CorrelationData = getattr(props, "CorrelationData", None)
+        c.publish(getattr(props, "ResponseTopic", ""), json.dumps(resp), qos=1, properties=out)
 
     def close(self) -> None:
         self.client.disconnect()
@@ -154,7 +154,7 @@ def test_real_agent_answers_resend(
     agent.start()
     c = connect(broker.port)
     answers: list[bytes] = []
-    c.on_message = lambda _c, _u, m: answers.append(m.payload)
+    c.on_message = lambda _c, _u, m: answers.append(bytes(m.payload))
     c.subscribe("edge/v1/T1/L1/test-agent/response/#", qos=1)
     props = Properties(PacketTypes.PUBLISH)
     props.ResponseTopic = "edge/v1/T1/L1/test-agent/response/probe"
