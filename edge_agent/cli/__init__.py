@@ -13,13 +13,13 @@ import os
 import sys
 
 from edge_agent import __version__
-from edge_agent.cli import broker_cmds, daemon_cmds, device_cmds, doctor, queue_cmds
+from edge_agent.cli import broker_cmds, daemon_cmds, device_cmds, doctor, hub_cmds, queue_cmds
 from edge_agent.cli.common import CommandError, UsageError
 from edge_agent.errors import EX_CONFIG, ConfigError, EdgeAgentError
 from edge_agent.instance import EX_LOCKED, AlreadyRunningError
 from edge_agent.logs import setup as setup_logging
 
-MODULES = (daemon_cmds, queue_cmds, broker_cmds, device_cmds, doctor)
+MODULES = (daemon_cmds, queue_cmds, broker_cmds, device_cmds, doctor, hub_cmds)
 
 
 def build_parser() -> argparse.ArgumentParser:
