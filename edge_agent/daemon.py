@@ -196,14 +196,10 @@ class Daemon:
 
     def healthy(self, window: float) -> bool:
         """True while the writer and publisher threads are alive and looping."""
-        now = time.monotonic()
         return (
             self.writer.live.healthy(window)
             and self.publisher.live.healthy(window)
-            and (
-                self.stations is None
-                or (self.stations.is_alive() and now - self.stations.last_progress < window)
-            )
+            and (self.stations is None or self.stations.live.healthy(window))
         )
 
     def notice(self) -> None:

@@ -2,10 +2,12 @@
 
 One thread owns every :class:`~edge_agent.station.Station` (they are not thread-safe). The
 writer hands it each committed reading (non-blocking); the thread feeds the station the
-reading's device belongs to, ticks every station every ``TICK_S`` so windows close on time
-without new readings, and passes what comes out on: parcel and exception events to the
-writer, committed to the durable queue with the same id/seq rules as readings: exceptions with
-priority, so they leave ahead of any backlog; KPI snapshots are published retained.
+reading's device belongs to, ticks every station every ``TICK_S`` while a passage is open so
+windows close on time without new readings (and sleeps until the next KPI snapshot or reading
+otherwise: an idle line wakes nobody), and passes what comes out on: parcel and exception
+events to the writer, committed to the durable queue with the same id/seq rules as readings:
+exceptions with priority, so they leave ahead of any backlog; KPI snapshots are published
+retained.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import structlog
 
+from edge_agent.liveness import Liveness
 from edge_agent.outbox import OutEvent
 from edge_agent.station import Station, StationEvent
 
@@ -40,7 +43,12 @@ class _StateChanged:
     state: str
 
 
-_Inbox = _Committed | _StateChanged
+@dataclass(frozen=True, slots=True)
+class _Wake:
+    """Wakes the thread (stop)."""
+
+
+_Inbox = _Committed | _StateChanged | _Wake
 
 
 class StationRunner(threading.Thread):
@@ -51,8 +59,10 @@ class StationRunner(threading.Thread):
         submit: where events go (the writer's ``submit_event``).
     """
 
-    #: Seconds between ticks (window closing resolution).
+    #: Seconds between ticks while a passage is open (window closing resolution).
     TICK_S = 0.02
+    #: Longest sleep with nothing open (s): bounds how late a stop is noticed.
+    IDLE_S = 5.0
 
     def __init__(
         self,
@@ -66,7 +76,8 @@ class StationRunner(threading.Thread):
         self._q: queue.SimpleQueue[_Inbox] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self.events: dict[str, int] = {"parcel": 0, "exception": 0, "kpi": 0}
-        self.last_progress = time.monotonic()
+        #: Busy/idle marks for the watchdog (an idle station thread waits, healthy).
+        self.live = Liveness(self)
 
     def devices(self) -> set[str]:
         """Every device that belongs to a station."""
@@ -85,21 +96,34 @@ class StationRunner(threading.Thread):
     def stop(self) -> None:
         """Close what can be closed and stop."""
         self._stopping.set()
+        self._q.put(_Wake())
         self.join(2.0)
 
     def run(self) -> None:
         """Dispatch readings and ticks until stopped."""
         while not self._stopping.is_set():
+            self.live.idle()
             try:
-                self._dispatch(self._q.get(timeout=self.TICK_S))
+                item = self._q.get(timeout=self._wait_s())
+                self.live.busy()
+                self._dispatch(item)
                 while True:
                     self._dispatch(self._q.get_nowait())
             except queue.Empty:
-                pass
+                self.live.busy()
             now = time.monotonic_ns()
             for st in self.stations.values():
                 self._emit(st.tick(now))
-            self.last_progress = time.monotonic()
+
+    def _wait_s(self) -> float:
+        """``TICK_S`` while a station has a passage open, else until its next KPI snapshot."""
+        wait = self.IDLE_S
+        now = time.monotonic_ns()
+        for st in self.stations.values():
+            due = st.next_tick_ns()
+            if due is not None:
+                wait = min(wait, max(self.TICK_S, (due - now) / 1e9))
+        return wait
 
     def _dispatch(self, item: _Inbox) -> None:
         match item:
@@ -109,6 +133,8 @@ class StationRunner(threading.Thread):
             case _StateChanged(device, state):
                 st = self.stations[self._owner[device]]
                 self._emit(st.device_state(device, state, time.monotonic_ns()))
+            case _Wake():
+                pass
 
     def _emit(self, events: list[StationEvent]) -> None:
         for ev in events:

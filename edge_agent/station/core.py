@@ -87,6 +87,14 @@ class Station:
                 out += self._snapshot(now)
             return out
 
+    def next_tick_ns(self) -> int | None:
+        """When :meth:`tick` next has work: now while a passage is open (its window closes by
+        time), else the next KPI snapshot; None: nothing until a reading comes."""
+        with self._lock:
+            if self._corr.open:
+                return self._clock or 0
+            return self.kpi.next_due
+
     def device_state(self, device: str, state: str, now_mono_ns: int) -> list[StationEvent]:
         """A device changed state: a needed device going offline is a ``device_offline``."""
         if device not in self.devices:
