@@ -213,9 +213,11 @@ class Receiver:
     Args:
         port: broker port on 127.0.0.1.
         stamps: keep ``(receipt_ns, payload)`` of every message (latency runs).
+        persistent: a persistent session (``-c``): across a broker restart the broker keeps
+            the subscription and queues what arrives before ``mosquitto_sub`` reconnects.
     """
 
-    def __init__(self, port: int, *, stamps: bool = False) -> None:
+    def __init__(self, port: int, *, stamps: bool = False, persistent: bool = False) -> None:
         self.port = port
         self.stamps = stamps
         self.count = 0
@@ -237,6 +239,8 @@ class Receiver:
             cmd += ["-t", topic]
         if stamps:
             cmd += ["-F", "%U %p"]
+        if persistent:
+            cmd += ["-c"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
