@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -195,6 +196,10 @@ class EdgeAgent(AgentProc):
         super().__init__(rundir, broker_port, line)
         self.max_bytes = max_bytes
         self.cwd = self.root
+        # Its own control socket: the default (/run/edge-agent/control.sock) is one per machine,
+        # and another edge-agent running there (a test, a service) makes the start fail.
+        # A short temporary directory: AF_UNIX paths are limited to 107 bytes.
+        self.control_dir = Path(tempfile.mkdtemp(prefix="bench-ctl-"))
         self.config = rundir / "agent.toml"
         self._write_config()
 
@@ -210,6 +215,8 @@ class EdgeAgent(AgentProc):
             "[queue]",
             f'path = "{self.db_path()}"',
             f"max_bytes = {self.max_bytes}",
+            "[control]",
+            f'socket = "{self.control_dir / "control.sock"}"',
             "[log]",
             'format = "json"',
             'level = "info"',
@@ -226,6 +233,11 @@ class EdgeAgent(AgentProc):
     def db_path(self) -> Path:
         """Queue file."""
         return self.rundir / "queue.db"
+
+    def close(self) -> None:
+        """As for every agent, and remove the control socket's directory."""
+        super().close()
+        shutil.rmtree(self.control_dir, ignore_errors=True)
 
     def counts(self) -> tuple[int, int]:
         """``accepted`` and ``sent`` counters, committed by the writer with each batch."""
