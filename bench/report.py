@@ -504,8 +504,9 @@ def faults_table(doc: dict[str, Any], kinds: list[str]) -> list[str]:
         "",
         "## Faults: what was sent, what arrived (medians)",
         "",
-        "| Agent | Fault | Sent | During the fault | Received | Lost | Duplicates |",
-        "|---|---|---|---|---|---|---|",
+        "| Agent | Fault | Sent | During the fault | Received | Still queued at the end | "
+        "Lost | Duplicates |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for kind in kinds:
         for fault, during in (("outage", "sent_during_outage"), ("crash", "unread_at_kill")):
@@ -523,7 +524,7 @@ def faults_table(doc: dict[str, Any], kinds: list[str]) -> list[str]:
             )
             out.append(
                 f"| {kind} | {what} | {med('sent')} | {med(during)} | {med('received')} | "
-                f"{med('lost')} | {med('duplicates')} |"
+                f"{med('pending')} | {med('lost')} | {med('duplicates')} |"
             )
     return out
 

@@ -95,6 +95,7 @@ def test_node_red_peer_runs_beside_edge_agent_and_the_baseline(tmp_path: Path) -
         assert line["rates"][rate]["samples"] == line["rates"][rate]["readings"] > 0, rate
     (cut,) = doc["runs"]["node-red"]["outage"]
     assert cut["received"] + cut["lost"] == cut["sent"] > cut["sent_during_outage"] > 0
+    assert cut["pending"] == 0, "no queue: what did not arrive is lost"
     (crash,) = doc["runs"]["node-red"]["crash"]
     assert crash["received"] + crash["lost"] + crash["unread_at_kill"] == crash["sent"]
     assert "| Figure | Unit | edge-agent | Baseline | node-red |" in res.stdout
