@@ -518,7 +518,7 @@ def faults_table(doc: dict[str, Any], kinds: list[str]) -> list[str]:
                 return fmt(summary(_vals(rs, lambda r: r[key]))["median"])
 
             what = (
-                f"broker down {med('outage_s')} s"
+                f"broker down {med('down_s')} s (stop to listening again)"
                 if fault == "outage"
                 else "kill -9, restart (during: unread on the ptys, excluded)"
             )
