@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -35,6 +36,8 @@ class AgentProc:
     """
 
     name = "agent"
+    #: Keeps a queue file the benchmark can read counts from (Node-RED has none).
+    has_queue = True
 
     def __init__(self, rundir: Path, broker_port: int, line: Line) -> None:
         self.rundir = rundir
@@ -48,6 +51,7 @@ class AgentProc:
         self.log_path = rundir / f"{self.name}.log"
         self._notify: NotifySocket | None = None
         self._con: sqlite3.Connection | None = None
+        self._log_from = 0  # where the current process's log starts (restarts append)
         self.cwd = ROOT  # ``python -m`` imports from here first
         rundir.mkdir(parents=True, exist_ok=True)
 
@@ -75,13 +79,17 @@ class AgentProc:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self) -> None:
-        """Start with ``NOTIFY_SOCKET`` set; stderr goes to the log file."""
+    def start(self, *, append: bool = False) -> None:
+        """Start with ``NOTIFY_SOCKET`` set; stderr goes to the log file (appended: a restart)."""
+        if self._notify is not None:
+            self._notify.close()
         # AF_UNIX paths are limited to 107 bytes: bind in a short temporary directory.
         self._notify = NotifySocket(Path(tempfile.mkdtemp(prefix="bench-notify-")) / "sock")
         env = {**os.environ, "NOTIFY_SOCKET": str(self._notify.path)}
-        with self.log_path.open("wb") as log:
+        self._log_from = self.log_path.stat().st_size if append and self.log_path.exists() else 0
+        with self.log_path.open("ab" if append else "wb") as log:
             self.t_start = time.monotonic()
+            self.t_ready = None
             self.proc = subprocess.Popen(
                 self.command(),
                 stdout=subprocess.DEVNULL,
@@ -114,10 +122,16 @@ class AgentProc:
         msg = f"{self.name} not running (ports/broker) within {timeout} s:\n{self.log_tail()}"
         raise TimeoutError(msg)
 
+    def log_text(self) -> str:
+        """The log of the current process (since the last start)."""
+        with self.log_path.open("rb") as fh:
+            fh.seek(self._log_from)
+            return fh.read().decode(errors="replace")
+
     def events(self) -> list[dict[str, Any]]:
-        """JSON log lines so far."""
+        """JSON log lines of the current process so far."""
         out = []
-        for raw in self.log_path.read_text(errors="replace").splitlines():
+        for raw in self.log_text().splitlines():
             if raw.startswith("{"):
                 try:
                     out.append(json.loads(raw))
@@ -141,6 +155,12 @@ class AgentProc:
             self.exit_code = self.proc.wait()
             self.killed = True
         return time.monotonic() - t0
+
+    def kill9(self) -> None:
+        """SIGKILL, as a crash: no chance to flush or say goodbye."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.exit_code = self.proc.wait()
 
     def close(self) -> None:
         """Kill if still running; release the notify socket and DB connection."""
@@ -176,6 +196,10 @@ class EdgeAgent(AgentProc):
         super().__init__(rundir, broker_port, line)
         self.max_bytes = max_bytes
         self.cwd = self.root
+        # Its own control socket: the default (/run/edge-agent/control.sock) is one per machine,
+        # and another edge-agent running there (a test, a service) makes the start fail.
+        # A short temporary directory: AF_UNIX paths are limited to 107 bytes.
+        self.control_dir = Path(tempfile.mkdtemp(prefix="bench-ctl-"))
         self.config = rundir / "agent.toml"
         self._write_config()
 
@@ -191,6 +215,8 @@ class EdgeAgent(AgentProc):
             "[queue]",
             f'path = "{self.db_path()}"',
             f"max_bytes = {self.max_bytes}",
+            "[control]",
+            f'socket = "{self.control_dir / "control.sock"}"',
             "[log]",
             'format = "json"',
             'level = "info"',
@@ -207,6 +233,11 @@ class EdgeAgent(AgentProc):
     def db_path(self) -> Path:
         """Queue file."""
         return self.rundir / "queue.db"
+
+    def close(self) -> None:
+        """As for every agent, and remove the control socket's directory."""
+        super().close()
+        shutil.rmtree(self.control_dir, ignore_errors=True)
 
     def counts(self) -> tuple[int, int]:
         """``accepted`` and ``sent`` counters, committed by the writer with each batch."""

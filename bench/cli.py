@@ -24,15 +24,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import report, targets
 from bench.agents import EdgeAgent
 from bench.common import Broker, fs_type, loadavg
+from bench.faults import crash, outage
 from bench.lines import sample_readings
+from bench.node_red import DEFAULT_CACHE, PeerUnavailableError, ensure_installed
 from bench.prefill import prefill_baseline, prefill_edge
 from bench.scenarios import Ctx, Settings, drain, line_session, mosquitto_pub, paho_raw, saturation
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("drain", "line", "live", "libs")
+SCENARIOS = ("drain", "line", "live", "faults", "libs")
+PEERS = ("node-red",)
 FULL_DRAIN = 1_000_000
 
 #: (full, quick) defaults.
@@ -43,8 +46,11 @@ DEFAULTS: dict[str, tuple[Any, Any]] = {
     "warmup_seconds": (3.0, 0.5),
     "live_seconds": (10.0, 1.0),
     "idle_seconds": (20.0, 0.5),
-    "latency_seconds": (30.0, 1.0),
-    "cost_seconds": (20.0, 1.0),
+    "rates": ("200,1000", "200,1000"),
+    "rate_seconds": (20.0, 1.0),
+    "fault_rate": (1000.0, 200.0),
+    "outage_seconds": (5.0, 1.0),
+    "fault_pre_seconds": (2.0, 0.5),
     "paho_n": (50_000, 2000),
     "paho_batch_n": (500_000, 20_000),
     # mosquitto_pub 2.0.11 -l exits at end of input with messages still queued: above ~50k
@@ -70,10 +76,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-seconds", type=float, help="live ingest warm-up")
     p.add_argument("--live-seconds", type=float, help="live ingest measuring window")
     p.add_argument("--idle-seconds", type=float, help="idle CPU window")
-    p.add_argument("--latency-seconds", type=float, help="latency run at --latency-rate")
-    p.add_argument("--latency-rate", type=float, default=500.0, help="readings/s (500)")
-    p.add_argument("--cost-seconds", type=float, help="CPU cost run at --cost-rate")
-    p.add_argument("--cost-rate", type=float, default=1000.0, help="readings/s (1000)")
+    p.add_argument(
+        "--rates", help="paced rates, readings/s, comma-separated: latency and cost (200,1000)"
+    )
+    p.add_argument("--rate-seconds", type=float, help="seconds at each paced rate (full 20)")
+    p.add_argument("--fault-rate", type=float, help="readings/s through outage/crash (1000)")
+    p.add_argument("--outage-seconds", type=float, help="broker down for (full 5)")
+    p.add_argument(
+        "--fault-pre-seconds", type=float, help="traffic before and after a fault (full 2)"
+    )
+    p.add_argument(
+        "--peers",
+        default="",
+        help="other agents to run beside edge-agent and the baseline, comma-separated: "
+        "node-red (installed with npm into --node-red-cache)",
+    )
+    p.add_argument(
+        "--node-red-cache",
+        type=Path,
+        default=DEFAULT_CACHE,
+        help=f"npm --prefix for node-red (default {DEFAULT_CACHE}; reused when present)",
+    )
     p.add_argument("--paho-n", type=int, help="readings for paho one-per-message")
     p.add_argument("--paho-batch-n", type=int, help="readings for paho 100-per-payload")
     p.add_argument("--mosquitto-pub-n", type=int, help="messages for mosquitto_pub -l")
@@ -129,10 +152,13 @@ def settings_from(args: argparse.Namespace) -> Settings:
         warm_s=_opt(args, "warmup_seconds"),
         live_s=_opt(args, "live_seconds"),
         idle_s=_opt(args, "idle_seconds"),
-        latency_s=_opt(args, "latency_seconds"),
-        latency_rate=args.latency_rate,
-        cost_s=_opt(args, "cost_seconds"),
-        cost_rate=args.cost_rate,
+        rates=[float(x) for x in _sizes(_opt(args, "rates"))],
+        rate_s=_opt(args, "rate_seconds"),
+        fault_rate=_opt(args, "fault_rate"),
+        outage_s=_opt(args, "outage_seconds"),
+        fault_pre_s=_opt(args, "fault_pre_seconds"),
+        peers=[x.strip() for x in str(args.peers).split(",") if x.strip()],
+        node_red_cache=args.node_red_cache.expanduser(),
         paho_n=_opt(args, "paho_n"),
         paho_batch_n=_opt(args, "paho_batch_n"),
         paho_batch=100,
@@ -203,12 +229,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     doc: dict[str, Any] = {"meta": meta(s, workdir, args.broker), "errors": []}
     runs: dict[str, Any] = {
-        "edge": {"drain": {}, "line": [], "saturation": []},
-        "baseline": {"drain": {}, "line": [], "saturation": []},
-        "paho_raw": [],
-        "paho_batch": [],
-        "mosquitto_pub": [],
+        kind: {"drain": {}, "line": [], "saturation": [], "outage": [], "crash": []}
+        for kind in ("edge", "baseline", *s.peers)
     }
+    runs.update({"paho_raw": [], "paho_batch": [], "mosquitto_pub": []})
+    doc["peers"] = {}
+    peers: list[str] = []
+    for peer in s.peers:
+        try:
+            doc["peers"][peer] = {"ran": True, **ensure_installed(s.node_red_cache, say)}
+            peers.append(peer)
+        except PeerUnavailableError as err:
+            doc["peers"][peer] = {"ran": False, "skipped": str(err)}
+            say(f"peer {peer} skipped: {err}")
     broker = Broker.start(workdir, args.broker)
     ctx = Ctx(s, workdir, broker, say)
     say(f"broker ({args.broker}) on 127.0.0.1:{broker.port}; workdir {workdir}")
@@ -261,7 +294,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "rate",
                     )
             if "line" in only:
-                for kind in ("baseline", "edge"):
+                for kind in ("baseline", "edge", *peers):
                     attempt(
                         f"{kind} line rate {tag}",
                         functools.partial(line_session, ctx, kind, rep),
@@ -275,6 +308,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         functools.partial(saturation, ctx, kind, rep),
                         runs[kind]["saturation"],
                         "rate",
+                    )
+            if "faults" in only:
+                for kind in ("baseline", "edge", *peers):
+                    attempt(
+                        f"{kind} broker outage {tag}",
+                        functools.partial(outage, ctx, kind, rep),
+                        runs[kind]["outage"],
+                        "lost",
+                    )
+                    attempt(
+                        f"{kind} crash {tag}",
+                        functools.partial(crash, ctx, kind, rep),
+                        runs[kind]["crash"],
+                        "lost",
                     )
             if "libs" in only and lines_file is not None:
                 attempt(
@@ -302,17 +349,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     doc["meta"]["loadavg_end"] = loadavg()
     doc["meta"]["seconds"] = time.monotonic() - t_begin
     doc["runs"] = runs
-    doc["figures"] = report.figures(runs, s.devices)
+    doc["figures"] = report.figures(runs, s.devices, s.rates, peers)
     doc["references"] = report.references(runs)
     doc["growth"] = report.growth(runs)
     n_max = max(s.sizes) if "drain" in only else 0
     doc["goals"] = report.goals(doc["figures"], doc["growth"], FULL_DRAIN, n_max)
+    doc["targets"] = targets.evaluate(doc["figures"], ["edge", "baseline", *peers], n_max)
     return doc
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run, write ``<out>/<stamp>-<mode>.{json,md,png}`` and ``latest.*``, print the table."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    unknown = {x.strip() for x in str(args.peers).split(",") if x.strip()} - set(PEERS)
+    if unknown:
+        parser.error(f"unknown peer(s) {sorted(unknown)}; known: {', '.join(PEERS)}")
     # SIGTERM unwinds like ^C, so every finally block stops its agent, subscriber and broker.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     for tool in ("mosquitto_sub", "mosquitto_pub"):

@@ -213,11 +213,15 @@ class Receiver:
     Args:
         port: broker port on 127.0.0.1.
         stamps: keep ``(receipt_ns, payload)`` of every message (latency runs).
+        persistent: a persistent session (``-c``): across a broker restart the broker keeps
+            the subscription and queues what arrives before ``mosquitto_sub`` reconnects.
     """
 
-    def __init__(self, port: int, *, stamps: bool = False) -> None:
+    def __init__(self, port: int, *, stamps: bool = False, persistent: bool = False) -> None:
         self.port = port
         self.stamps = stamps
+        self.persistent = persistent
+        self.client_id = f"bench-sub-{id(self)}"
         self.count = 0
         self.alarms = 0
         self.first_t: float | None = None
@@ -232,11 +236,13 @@ class Receiver:
         if exe is None:
             msg = "mosquitto_sub not found (apt-get install mosquitto-clients)"
             raise FileNotFoundError(msg)
-        cmd = [exe, "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-i", f"bench-sub-{id(self)}"]
+        cmd = [exe, "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-i", self.client_id]
         for topic in (*READING_TOPICS, ALARM_TOPIC, PROBE_TOPIC):
             cmd += ["-t", topic]
         if stamps:
             cmd += ["-F", "%U %p"]
+        if persistent:
+            cmd += ["-c"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -338,6 +344,16 @@ class Receiver:
         self._thread.join(2)
         if self.proc.stdout:
             self.proc.stdout.close()
+        if self.persistent:
+            # End the session: left behind, the broker would queue every later reading of the
+            # run for it (without limit), and each broker restart would save a bigger file.
+            # A clean-session connect with the same client id discards it (-E: exit once
+            # subscribed).
+            subprocess.run(
+                [shutil.which("mosquitto_sub") or "mosquitto_sub", "-h", "127.0.0.1",
+                 "-p", str(self.port), "-i", self.client_id, "-t", PROBE_TOPIC, "-E"],
+                check=False, timeout=10, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
 
 
 # ---- broker ----------------------------------------------------------------------------------

@@ -8,9 +8,9 @@ same-run counterpart:
   has received it (readings inside batches counted).
 * :func:`saturation`: scanners written as fast as the agent reads them; committed, PUBACKed
   and received readings per second over a window after a warm-up; then SIGTERM under load.
-* :func:`line_session`: 8 scanners; idle CPU with no traffic; latency at 500 readings/s from
-  the frame's last byte written to the pty to the subscriber's receipt; CPU per reading at
-  1,000 readings/s; SIGTERM at line rate.
+* :func:`line_session`: 8 scanners; idle CPU and wake-ups with no traffic; at each paced rate
+  (200 and 1,000 readings/s by default) latency from the frame written to the pty to the
+  subscriber's receipt, CPU and context switches per reading; SIGTERM at line rate.
 * :func:`paho_raw` and :func:`mosquitto_pub`: the client libraries alone, for reference.
 """
 
@@ -29,6 +29,7 @@ from typing import Any
 from bench.agents import ROOT, AgentProc, EdgeAgent, NaiveAgent
 from bench.common import Broker, CpuMark, Receiver, RssSampler, percentile, status_kb
 from bench.lines import Line, Pacer, Pump
+from bench.node_red import NodeRedAgent
 from bench.prefill import copy_db
 
 
@@ -45,10 +46,13 @@ class Settings:
     warm_s: float
     live_s: float
     idle_s: float
-    latency_s: float
-    latency_rate: float
-    cost_s: float
-    cost_rate: float
+    rates: list[float]
+    rate_s: float
+    fault_rate: float
+    outage_s: float
+    fault_pre_s: float
+    peers: list[str]
+    node_red_cache: Path
     paho_n: int
     paho_batch_n: int
     paho_batch: int
@@ -67,9 +71,11 @@ class Ctx:
 
 
 def make_agent(kind: str, ctx: Ctx, rundir: Path, line: Line) -> AgentProc:
-    """``edge`` or ``baseline``."""
+    """``edge``, ``baseline`` or a peer (``node-red``)."""
     if kind == "edge":
         return EdgeAgent(rundir, ctx.broker.port, line, ctx.settings.max_bytes)
+    if kind == "node-red":
+        return NodeRedAgent(rundir, ctx.broker.port, line, ctx.settings.node_red_cache)
     return NaiveAgent(rundir, ctx.broker.port, line)
 
 
@@ -253,80 +259,94 @@ def _latencies(rx: Receiver, pacer: Pacer) -> dict[str, Any]:
     }
 
 
+def paced(ctx: Ctx, agent: AgentProc, rx: Receiver, line: Line, rate: float) -> dict[str, Any]:
+    """``rate`` frames/s for ``rate_s`` seconds: latency, CPU and context switches per reading.
+
+    CPU (``/proc/<pid>/stat`` utime+stime; schedstat ns alongside) and context switches
+    (voluntary + involuntary, summed over ``/proc/<pid>/task/*/status``) are taken just before
+    the first frame and again once the subscriber has every reading (or the wait timed out),
+    and divided by the frames written.
+    """
+    s = ctx.settings
+    rx.reset()
+    pacer = Pacer(line, rate, s.rate_s)
+    m0 = CpuMark.take(agent.pid)
+    c0 = agent.counts() if agent.has_queue else (0, 0)
+    pacer.run()
+    got = _wait_received(rx, len(pacer.sent), 5.0 + s.rate_s, agent)
+    m1 = CpuMark.take(agent.pid)
+    c1 = agent.counts() if agent.has_queue else (0, 0)
+    cpu = m0.until(m1)
+    n = len(pacer.sent)
+    return {
+        **_latencies(rx, pacer),
+        "readings": n,
+        "received": rx.count,
+        "kept_up": got is not None,
+        "puback_in_window": c1[1] - c0[1] if agent.has_queue else None,
+        **{f"cpu_{k}": v for k, v in cpu.items()},
+        "ctxt": m1.ctxt - m0.ctxt,
+        "cpu_us_per_reading": 1e6 * cpu["cpu_s"] / n if n else None,
+        "cpu_precise_us_per_reading": 1e6 * cpu["cpu_precise_s"] / n if n else None,
+        "ctxt_per_reading": (m1.ctxt - m0.ctxt) / n if n else None,
+        "rss_mb": status_kb(agent.pid, "VmRSS") / 1024,
+    }
+
+
 def line_session(ctx: Ctx, kind: str, rep: int) -> dict[str, Any]:
-    """8 scanners: start->READY, idle CPU, latency at 500/s, CPU/reading at 1,000/s, SIGTERM."""
+    """8 scanners: start->READY, idle CPU, each paced rate (latency, cost), SIGTERM."""
     s = ctx.settings
     rundir = ctx.workdir / f"{kind}-line-{rep}"
     line = Line(rundir / "dev", s.devices)
     agent = make_agent(kind, ctx, rundir, line)
     rx = Receiver(ctx.broker.port, stamps=True)
-    out: dict[str, Any] = {"kind": kind, "devices": s.devices}
+    out: dict[str, Any] = {"kind": kind, "devices": s.devices, "rates": {}}
     pacer: Pacer | None = None
     try:
         rx.wait_subscribed()
         agent.start()
         out["ready_s"] = agent.wait_ready()
         agent.wait_running()
+        out["running_s"] = time.monotonic() - agent.t_start
         # idle: connected, no traffic
         time.sleep(min(1.0, s.idle_s))
         m0 = CpuMark.take(agent.pid)
         time.sleep(s.idle_s)
         out["idle"] = m0.until(CpuMark.take(agent.pid))
         out["idle_rss_mb"] = status_kb(agent.pid, "VmRSS") / 1024
-        # latency at line rate
-        written_before: list[list[Any]] = []
+        sent = 0
+        for rate in s.rates:
+            res = paced(ctx, agent, rx, line, rate)
+            out["rates"][f"{rate:g}"] = res
+            sent += res["readings"]
+        out["line_rss_mb"] = status_kb(agent.pid, "VmRSS") / 1024
+        out["line_peak_rss_mb"] = status_kb(agent.pid, "VmHWM") / 1024
+        # SIGTERM with readings in flight at the highest rate
         rx.reset()
-        pacer = Pacer(line, s.latency_rate, s.latency_s)
-        m0 = CpuMark.take(agent.pid)
-        pacer.run()
-        _wait_received(rx, len(pacer.sent), 10.0, agent)
-        out["latency"] = _latencies(rx, pacer)
-        written_before.append(pacer.sent)
-        out["latency"]["cpu_us_per_reading"] = (
-            1e6 * (CpuMark.take(agent.pid).cpu - m0.cpu) / max(1, len(pacer.sent))
-        )
-        # cost at 1,000 readings/s
-        rx.reset()
-        pacer = Pacer(line, s.cost_rate, s.cost_s)
-        m0, c0 = CpuMark.take(agent.pid), agent.counts()
-        pacer.run()
-        got = _wait_received(rx, len(pacer.sent), 5.0 + s.cost_s, agent)
-        m1, c1 = CpuMark.take(agent.pid), agent.counts()
-        cpu = m0.until(m1)
-        n = len(pacer.sent)
-        written_before.append(pacer.sent)
-        out["cost"] = {
-            "offered_rate": s.cost_rate,
-            "achieved_rate": pacer.achieved_rate,
-            "readings": n,
-            "kept_up": got is not None,
-            "puback_in_window": c1[1] - c0[1],
-            **{f"cpu_{k}": v for k, v in cpu.items()},
-            "cpu_us_per_reading": 1e6 * cpu["cpu_s"] / n if n else None,
-            "cpu_precise_us_per_reading": 1e6 * cpu["cpu_precise_s"] / n if n else None,
-            "rss_mb": status_kb(agent.pid, "VmRSS") / 1024,
-        }
-        # SIGTERM with readings in flight at line rate
-        rx.reset()
-        pacer = Pacer(line, s.cost_rate, None)
+        pacer = Pacer(line, max(s.rates), None)
         pacer.start()
-        time.sleep(min(0.5, s.cost_s))
+        time.sleep(min(0.5, s.rate_s))
         out["sigterm_exit_s"] = agent.terminate()
         out["sigterm_killed"] = agent.killed
         pacer.stop()
         unread = line.unread_frames()
         time.sleep(0.1)  # the queue file settles after the exit
-        committed, acked = agent.counts()
-        total_written = sum(len(p) for p in written_before) + len(pacer.sent)
+        total_written = sent + len(pacer.sent)
         out["after_stop"] = {
             **agent.stop_report(),
             "frames_written": total_written,
             "frames_read_by_agent": total_written - unread,
-            "committed": committed,
-            "read_not_committed": total_written - unread - committed,
-            "marked_sent": acked,
             "received_after_sigterm_window": rx.count,
         }
+        if agent.has_queue:
+            committed, acked = agent.counts()
+            out["after_stop"].update(
+                {
+                    "committed": committed,
+                    "read_not_committed": total_written - unread - committed,
+                    "marked_sent": acked,
+                }
+            )
     finally:
         if pacer is not None:
             pacer.stop()

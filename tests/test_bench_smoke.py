@@ -24,15 +24,23 @@ pytestmark = pytest.mark.skipif(
 TINY = [
     "--quick", "--repeats", "1", "--sizes", "300,600", "--baseline-sizes", "50",
     "--devices", "2", "--live-devices", "2", "--warmup-seconds", "0.2",
-    "--live-seconds", "0.3", "--idle-seconds", "0.2", "--latency-seconds", "0.3",
-    "--cost-seconds", "0.3", "--paho-n", "200", "--paho-batch-n", "2000",
+    "--live-seconds", "0.3", "--idle-seconds", "0.2", "--rate-seconds", "0.3",
+    "--paho-n", "200", "--paho-batch-n", "2000",
     "--mosquitto-pub-n", "300",
 ]  # fmt: skip
 
+RATE_FIGURES = (
+    "latency_p50",
+    "latency_p99",
+    "latency_p999",
+    "cpu_per_reading",
+    "ctxsw_per_reading",
+)
 FIGURES = {
-    "drain_rate", "drain_received_rate", "live_rate", "latency_p50", "latency_p99",
-    "latency_p999", "cpu_per_reading", "idle_cpu", "idle_wakeups", "peak_rss", "ready_empty",
-    "ready_backlog", "sigterm_line", "sigterm_saturated",
+    "drain_rate", "drain_received_rate", "live_rate", "idle_cpu", "idle_wakeups", "line_rss",
+    "peak_rss", "ready_empty", "ready_backlog", "sigterm_line", "sigterm_saturated",
+    "outage_lost", "outage_duplicates", "crash_lost", "crash_duplicates",
+    *(f"{k}@{r}" for k in RATE_FIGURES for r in (200, 1000)),
 }  # fmt: skip
 
 
@@ -70,3 +78,21 @@ def test_quick_bench_writes_every_figure_against_the_baseline(tmp_path: Path) ->
     assert len(goals) == 13
     assert all(g["met"] in (True, False) for g in goals.values())
     assert not list(out.glob("work-*")), "the workdir is removed after the run"
+    # issue 13: every target evaluated for both agents; faults counted against what was sent
+    targets = {t["figure"]: t for t in doc["targets"]}
+    assert {"cpu_per_reading@1000", "latency_p99@200", "idle_wakeups", "crash_lost"} <= set(targets)
+    for t in targets.values():
+        assert set(t["agents"]) == {"edge", "baseline"}, t
+        assert t["agents"]["edge"]["value"] is not None, t
+    for kind in ("edge", "baseline"):
+        (cut,) = doc["runs"][kind]["outage"]
+        assert cut["sent"] > cut["sent_during_outage"] > 0, cut
+        assert cut["received"] + cut["not_received"] == cut["sent"], cut
+        assert cut["lost"] == max(0, cut["not_received"] - cut["pending"]), cut
+        (crash,) = doc["runs"][kind]["crash"]
+        assert crash["sent"] > crash["sent_before_kill"] > 0, crash
+        assert crash["received"] + crash["not_received"] + crash["unread_at_kill"] == crash["sent"]
+        line = doc["runs"][kind]["line"][0]
+        assert line["rates"]["1000"]["ctxt"] > 0, "context switches counted over the window"
+    assert doc["peers"] == {}
+    assert "## Targets (issue 13)" in res.stdout
