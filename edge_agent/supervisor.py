@@ -134,6 +134,8 @@ class DeviceWorker(threading.Thread):
             self.driver.close()
         finally:
             waker, self._waker = self._waker, None
+            if set_waker is not None:
+                set_waker(None)  # the driver keeps no closed waker
             if waker is not None:
                 waker.close()
         self._set_state("stopped", "")

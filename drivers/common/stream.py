@@ -91,8 +91,8 @@ class StreamDriver(Driver[LC]):
         self._pending.clear()
         self._link.close()
 
-    def set_waker(self, waker: Waker) -> None:
-        """Let ``waker`` end a read early: ``read()`` returns None once it is set."""
+    def set_waker(self, waker: Waker | None) -> None:
+        """Let ``waker`` end a read early: ``read()`` returns None once it is set (None: none)."""
         self._waker = waker
 
     def read(self, timeout: float = 0.5) -> Decoded | None:
