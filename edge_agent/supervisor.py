@@ -64,8 +64,9 @@ class DeviceWorker(threading.Thread):
     #: 0.27 wake-ups/s of the process's budget of 5 (issue 13).
     READ_TIMEOUT_S = 30.0
     #: Read timeout per call of a driver without a waker (HID, Modbus), seconds: bounds how fast
-    #: stop() and call() are noticed there.
-    SLICE_READ_S = 0.25
+    #: stop() and call() are noticed there. The HID default ``read_timeout_ms`` (200), so an
+    #: idle HID scanner makes one libusb read per slice, not one and a remainder.
+    SLICE_READ_S = 0.2
 
     def __init__(self, driver: Driver[Any], sink: Sink, on_state: StateCallback) -> None:
         super().__init__(name=f"device-{driver.device_id}", daemon=True)
