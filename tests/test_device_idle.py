@@ -7,6 +7,7 @@ switches as the kernel counts them (``/proc/self/task/<tid>/status``).
 from __future__ import annotations
 
 import os
+import socket
 import statistics
 import threading
 import time
@@ -152,3 +153,62 @@ def test_a_stall_watchdog_fires_on_its_deadline_without_polling(tmp_path: Path) 
         drv.close()
         port.close()
     assert 0.6 <= took < 0.75, took
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def connect(port: int, timeout: float = 5.0) -> socket.socket:
+    """A client connection to 127.0.0.1:port, retried until the port listens."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=1)
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+@pytest.mark.parametrize("scheme", ["socket", "listen"])
+def test_an_idle_tcp_device_thread_sleeps_and_stops_at_once(scheme: str) -> None:
+    """``socket://`` (we connect) and ``listen://`` (the device connects): the same wait."""
+    server = socket.create_server(("127.0.0.1", 0)) if scheme == "socket" else None
+    port = server.getsockname()[1] if server is not None else free_port()
+    cfg = SerialLineScannerConfig.model_validate(
+        {"type": "serial_line_scanner", "port": f"{scheme}://127.0.0.1:{port}"}
+    )
+    got: list[Capture] = []
+    up = threading.Event()
+    worker = DeviceWorker(
+        SerialLineScannerDriver(f"tcp_{scheme}", cfg), got.append,
+        lambda _d, s, _r: up.set() if s == "connected" else None,
+    )  # fmt: skip
+    worker.start()
+    peer = server.accept()[0] if server is not None else connect(port)
+    try:
+        assert up.wait(5)
+        peer.sendall(b"T1\r\n")
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [c.decoded.value for c in got] == ["T1"]
+        tid = worker.native_id
+        assert tid is not None
+        before = switches(tid)
+        time.sleep(1.5)
+        woke = switches(tid) - before
+        assert woke <= 2, f"{woke} wake-ups in 1.5 s of silence"
+        t0 = time.monotonic()
+        assert worker.call(lambda: "ok") == "ok"
+        worker.stop()
+        worker.join(5)
+        assert time.monotonic() - t0 < 0.2 and not worker.is_alive()
+    finally:
+        worker.stop()
+        peer.close()
+        if server is not None:
+            server.close()
