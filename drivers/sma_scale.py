@@ -155,10 +155,17 @@ class SmaScaleDriver(Settling, Polling, StreamDriver[SmaScaleConfig]):
     def _due(self, now: float) -> float:
         return self._poll_wait(now, self.cfg) if self.cfg.mode == "poll" else math.inf
 
+    def _stall_s(self) -> float:
+        return self.cfg.stall_timeout_ms / 1000 if self.cfg.mode == "continuous" else 0
+
     def _idle(self, now: float) -> None:
-        stall = self.cfg.stall_timeout_ms / 1000 if self.cfg.mode == "continuous" else 0
+        stall = self._stall_s()
         if stall and now - self.last_rx > stall:
             raise self._lost("no data for", round(now - self.last_rx, 1), "s")
+
+    def _watch_due(self, now: float) -> float:
+        stall = self._stall_s()
+        return self.last_rx + stall - now if stall else math.inf
 
     def _read_events(self, timeout: float) -> Sequence[Event | Decoded]:
         events = super()._read_events(timeout)

@@ -175,6 +175,10 @@ class ToledoContinuousDriver(Settling, StreamDriver[ToledoContinuousConfig]):
         if stall and now - self.last_rx > stall:
             raise self._link.lost("no data for", round(now - self.last_rx, 1), "s")
 
+    def _watch_due(self, now: float) -> float:
+        stall = self.cfg.stall_timeout_ms / 1000
+        return self.last_rx + stall - now if stall else math.inf
+
     def decode(self, frame: bytes) -> list[Decoded]:
         """The weight of one frame, stable or not. Raises FrameError."""
         return [parse_frame(frame, self.cfg)]

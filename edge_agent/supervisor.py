@@ -10,6 +10,13 @@ opens but fails its first read would otherwise reopen at full speed, logging and
 state change each time), and restarts from the shortest wait once a reading arrived or the link
 stayed up ``STABLE_S``: a technician replugging a cable fifty times never waits longer than for
 the first replug.
+
+The thread sleeps while its device is idle: a byte-stream driver (``set_waker``) waits in one
+``select`` on its port and the worker's :class:`~drivers.common.wake.Waker`, which ``stop()``
+and ``call()`` set, so nothing wakes it but bytes, the driver's own deadlines (polls,
+triggers, open frames, watchdogs) or those two; ``READ_TIMEOUT_S`` is only a safety cap. A
+driver without one (USB HID, Modbus) is read in slices of ``SLICE_READ_S``, which bound how
+fast ``stop()`` and ``call()`` are noticed there.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import structlog
 from tenacity import Retrying, retry_if_exception_type
 
 from drivers.base import Driver
+from drivers.common.wake import Waker
 from edge_agent.errors import DeviceError
 from edge_agent.reading import Capture
 
@@ -50,8 +58,15 @@ class DeviceWorker(threading.Thread):
     MIN_BACKOFF_S = 0.05
     #: A link up this long (or one that delivered a reading) resets the backoff streak, seconds.
     STABLE_S = 5.0
-    #: Read timeout per call, seconds: bounds how fast stop() is noticed.
-    READ_TIMEOUT_S = 0.25
+    #: Read timeout per call of a driver the worker can wake, seconds. Not a polling interval:
+    #: such a read returns for bytes, the driver's deadlines, stop() and call(). A cap, so a
+    #: deadline a driver failed to declare is late by at most this; 30 s costs 8 idle devices
+    #: 0.27 wake-ups/s of the process's budget of 5 (issue 13).
+    READ_TIMEOUT_S = 30.0
+    #: Read timeout per call of a driver without a waker (HID, Modbus), seconds: bounds how fast
+    #: stop() and call() are noticed there. The HID default ``read_timeout_ms`` (200), so an
+    #: idle HID scanner makes one libusb read per slice, not one and a remainder.
+    SLICE_READ_S = 0.2
 
     def __init__(self, driver: Driver[Any], sink: Sink, on_state: StateCallback) -> None:
         super().__init__(name=f"device-{driver.device_id}", daemon=True)
@@ -73,6 +88,8 @@ class DeviceWorker(threading.Thread):
         self._calls: queue.SimpleQueue[tuple[Callable[[], object], Future[object]]] = (
             queue.SimpleQueue()
         )
+        #: Created and closed by the thread itself (run()), so a worker never started holds no fd.
+        self._waker: Waker | None = None
 
     def call(self, fn: Callable[[], object], timeout: float = 5.0) -> object:
         """Run ``fn`` in the device thread between reads (e.g. a scale's zero); return its result.
@@ -82,7 +99,13 @@ class DeviceWorker(threading.Thread):
         """
         fut: Future[object] = Future()
         self._calls.put((fn, fut))
+        self._wake()
         return fut.result(timeout)
+
+    def _wake(self) -> None:
+        waker = self._waker
+        if waker is not None:
+            waker.wake()
 
     def _run_calls(self) -> None:
         while not self._calls.empty():
@@ -93,17 +116,29 @@ class DeviceWorker(threading.Thread):
                 fut.set_exception(err)
 
     def stop(self) -> None:
-        """Ask the thread to finish its current read and close the device."""
+        """Ask the thread to end its current read at once and close the device."""
         self._stop_evt.set()
+        self._wake()
 
     def run(self) -> None:
         """Open, read until the link breaks, reopen; until stopped."""
-        while not self._stop_evt.is_set():
-            if not self._open():
-                break
-            self._read_loop()
+        set_waker = getattr(self.driver, "set_waker", None)
+        if set_waker is not None:
+            self._waker = Waker()
+            set_waker(self._waker)
+        try:
+            while not self._stop_evt.is_set():
+                if not self._open():
+                    break
+                self._read_loop()
+                self.driver.close()
             self.driver.close()
-        self.driver.close()
+        finally:
+            waker, self._waker = self._waker, None
+            if set_waker is not None:
+                set_waker(None)  # the driver keeps no closed waker
+            if waker is not None:
+                waker.close()
         self._set_state("stopped", "")
 
     def _open(self) -> bool:
@@ -144,10 +179,16 @@ class DeviceWorker(threading.Thread):
 
     def _read_loop(self) -> None:
         opened, readings = time.monotonic(), self.readings
-        while not self._stop_evt.is_set():
+        waker = self._waker
+        timeout = self.READ_TIMEOUT_S if waker is not None else self.SLICE_READ_S
+        while True:
+            if waker is not None:
+                waker.clear()  # before looking: a later stop() or call() wakes the next read
+            if self._stop_evt.is_set():
+                return
             self._run_calls()
             try:
-                decoded = self.driver.read(self.READ_TIMEOUT_S)
+                decoded = self.driver.read(timeout)
             except DeviceError as err:
                 reason = str(err)
             except Exception as err:  # a driver bug must not silently end this device's thread

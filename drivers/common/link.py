@@ -43,6 +43,9 @@ _HELD = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBUSY)
 _ABSENT_WORDS = ("not present", "connection refused", "no route to host", "timed out",
                  "network unreachable", "no device connected", "unknown host name")  # fmt: skip
 _FAILURES = (OSError, serial.SerialException, ValueError, termios.error)
+#: Longest wait of a pyserial URL's read, seconds: it has no fd to wait on beside a wake fd,
+#: so a stop() or a device action is noticed within this (``loop://`` is for tests).
+URL_POLL_S = 0.25
 
 
 def stable_name_problem(port: str) -> str | None:
@@ -82,7 +85,7 @@ class Transport(Protocol):
     generation: int
 
     def fileno(self) -> int: ...
-    def read(self, timeout: float) -> bytes: ...
+    def read(self, timeout: float, wake: int = -1) -> bytes: ...
     def write(self, data: bytes, timeout: float) -> None: ...
     def close(self) -> None: ...
 
@@ -103,9 +106,10 @@ class UrlTransport:
         """No fd: read by waiting in :meth:`read`."""
         return -1
 
-    def read(self, timeout: float) -> bytes:
-        """Bytes that arrived, waiting up to ``timeout`` for the first."""
-        self.port.timeout = timeout
+    def read(self, timeout: float, wake: int = -1) -> bytes:
+        """Bytes that arrived, waiting up to ``timeout`` (at most ``URL_POLL_S``) for the first."""
+        del wake  # no fd to wait on with it: bounded instead
+        self.port.timeout = min(timeout, URL_POLL_S)
         data = bytes(self.port.read(1))
         if data:
             self.port.timeout = 0
@@ -201,11 +205,15 @@ class Link:
         """The open port's fd (-1: none, e.g. ``loop://``)."""
         return self._need().fileno()
 
-    def read(self, timeout: float) -> bytes:
-        """What arrived, waiting up to ``timeout`` s for the first byte. Raises DeviceIOError."""
+    def read(self, timeout: float, wake: int = -1) -> bytes:
+        """What arrived, waiting up to ``timeout`` s for the first byte. Raises DeviceIOError.
+
+        ``wake``: an fd (:class:`~drivers.common.wake.Waker`) that ends the wait early when it
+        becomes readable; b"" then. -1: none.
+        """
         t = self._need()
         try:
-            return t.read(timeout)
+            return t.read(timeout, wake)
         except _FAILURES as err:
             raise self.lost(in_words(err, self.cfg.port)) from err
 

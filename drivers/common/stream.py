@@ -8,13 +8,21 @@ What else a device needs is an optional hook:
 * :meth:`StreamDriver._tick`: before each read (a poll, a software trigger), may write; with
   :meth:`StreamDriver._due` saying when it next has work, so the read wakes up in time;
 * :meth:`StreamDriver._idle`: after a read that found the line silent (stall and heartbeat
-  watchdogs: closing before would drop bytes not yet read);
+  watchdogs: closing before would drop bytes not yet read); with
+  :meth:`StreamDriver._watch_due` saying when a silence would become an error, so the read
+  wakes up exactly then;
 * :meth:`StreamDriver._on_open`: reset per-connection state.
 
-The read loop: wait for bytes up to ``POLL_S``, the next ``_due`` work, or the inter-byte
-deadline of a frame left open, whichever comes first; feed the framer; on a silent read let
-the framer expire an open frame (``partial``). When a ``listen://`` device's peer is replaced, a
-frame the old peer left open is ``partial`` too, never glued to the new peer's bytes.
+The read loop: wait for bytes up to the next ``_due`` work, the inter-byte deadline of a frame
+left open, or the next watchdog deadline, whichever comes first; feed the framer; on a silent
+read let the framer expire an open frame (``partial``). When a ``listen://`` device's peer is
+replaced, a frame the old peer left open is ``partial`` too, never glued to the new peer's bytes.
+
+No polling at idle: the wait is one ``select`` on the port's fd and the device thread's
+:class:`~drivers.common.wake.Waker` (:meth:`StreamDriver.set_waker`), so an idle device thread
+sleeps until bytes arrive, one of those deadlines, or ``stop()``/``call()`` wakes it (``read()``
+then returns None at once). Only a pyserial URL (``loop://``) without an fd waits in slices of
+``URL_POLL_S``.
 """
 
 from __future__ import annotations
@@ -28,12 +36,13 @@ from typing import ClassVar, TypeVar
 from drivers.base import Driver
 from drivers.common.framing import Event, Framer, Reject
 from drivers.common.link import Link, LinkConfig
+from drivers.common.wake import Waker
 from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded
 
 LC = TypeVar("LC", bound=LinkConfig)
-#: Seconds past a frame's inter-byte deadline the read waits, so the silent read that ends it
-#: is past the deadline.
+#: Seconds past a frame's inter-byte deadline (or a watchdog's) the read waits, so the silent
+#: read that ends it is past the deadline.
 EXPIRY_SLACK_S = 0.005
 
 
@@ -45,9 +54,6 @@ class StreamDriver(Driver[LC]):
         cfg: the driver's validated config.
     """
 
-    #: Longest single wait for bytes, seconds. Polls, triggers and open frames wake the read
-    #: by themselves (``_due``, ``Framer.expires_at``); this bounds the watchdogs' lateness.
-    POLL_S: ClassVar[float] = 0.25
     #: Keep bytes that arrived before a (re)open: results, for a scanner or a streaming scale.
     KEEP_INPUT: ClassVar[bool] = True
 
@@ -58,6 +64,8 @@ class StreamDriver(Driver[LC]):
         self._generation = 0
         #: Monotonic time bytes last arrived (or the port was opened).
         self.last_rx = time.monotonic()
+        #: Ends a wait early (the device thread's stop() and call()); None: not woken.
+        self._waker: Waker | None = None
 
     @abc.abstractmethod
     def make_framer(self) -> Framer:
@@ -83,6 +91,21 @@ class StreamDriver(Driver[LC]):
         self._pending.clear()
         self._link.close()
 
+    def set_waker(self, waker: Waker | None) -> None:
+        """Let ``waker`` end a read early: ``read()`` returns None once it is set (None: none)."""
+        self._waker = waker
+
+    def read(self, timeout: float = 0.5) -> Decoded | None:
+        """The next reading, or None after ``timeout`` s or as soon as the waker is set."""
+        deadline = time.monotonic() + timeout
+        waker = self._waker
+        while not self._pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (waker is not None and waker.is_set()):
+                return None
+            self._take_all(self._read_events(remaining))
+        return self._pending.popleft()
+
     def write(self, data: bytes) -> None:
         """Send a command to the device. Raises DeviceIOError."""
         self._link.write(data)
@@ -103,11 +126,18 @@ class StreamDriver(Driver[LC]):
         """Called after a read that returned nothing (watchdogs). Raises DeviceIOError."""
         del now
 
+    def _watch_due(self, now: float) -> float:
+        """Seconds until a silence would make ``_idle`` raise (stall, heartbeat); inf: never."""
+        del now
+        return math.inf
+
     def _read_events(self, timeout: float) -> Sequence[Event | Decoded]:
         now = time.monotonic()
         self._tick(now)
         expiry = self._framer.expires_at() + EXPIRY_SLACK_S - now  # wake to cut a partial frame
-        data = self._link.read(max(0.0, min(timeout, self.POLL_S, self._due(now), expiry)))
+        watch = self._watch_due(now) + EXPIRY_SLACK_S  # wake when a silence becomes an error
+        wait = max(0.0, min(timeout, self._due(now), expiry, watch))
+        data = self._link.read(wait, self._waker.fileno() if self._waker is not None else -1)
         now = time.monotonic()
         events: list[Event | Decoded] = []
         if data:

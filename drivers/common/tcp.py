@@ -73,8 +73,10 @@ def _tune(sock: socket.socket) -> socket.socket:
     return sock
 
 
-def _recv(sock: socket.socket, timeout: float) -> bytes:
-    if timeout > 0 and not select.select([sock], [], [], timeout)[0]:
+def _recv(sock: socket.socket, timeout: float, wake: int = -1) -> bytes:
+    """What arrived within ``timeout`` s; b"" on a timeout or when ``wake`` became readable."""
+    fds: list[socket.socket | int] = [sock, wake] if wake >= 0 else [sock]
+    if timeout > 0 and sock not in select.select(fds, [], [], timeout)[0]:
         return b""
     try:
         data = sock.recv(READ_CHUNK)
@@ -123,9 +125,12 @@ class TcpTransport:
         """The socket's fd, for a selector."""
         return self.sock.fileno()
 
-    def read(self, timeout: float) -> bytes:
-        """What has arrived, waiting up to ``timeout`` s; b"" if nothing. Raises OSError."""
-        return _recv(self.sock, timeout)
+    def read(self, timeout: float, wake: int = -1) -> bytes:
+        """What has arrived, waiting up to ``timeout`` s (or ``wake``); b"" if nothing.
+
+        Raises OSError.
+        """
+        return _recv(self.sock, timeout, wake)
 
     def write(self, data: bytes, timeout: float) -> None:
         """Send all of ``data`` within ``timeout`` s. Raises OSError / TimeoutError."""
@@ -195,12 +200,16 @@ class ListenTransport:
         """The peer's fd (the listener is watched by :meth:`read`)."""
         return self.peer.fileno() if self.peer is not None else -1
 
-    def read(self, timeout: float) -> bytes:
-        """The peer's bytes; a new allowed peer replaces it (the old one's buffer read first)."""
+    def read(self, timeout: float, wake: int = -1) -> bytes:
+        """The peer's bytes; a new allowed peer replaces it (the old one's buffer read first).
+
+        Waits up to ``timeout`` s, less if ``wake`` becomes readable (b"" then).
+        """
         if self.peer is None:
             msg = "no device connected"
             raise ConnectionError(msg)
-        ready = select.select([self.peer, self.server], [], [], max(timeout, 0))[0]
+        fds: list[socket.socket | int] = [self.peer, self.server]
+        ready = select.select([*fds, wake] if wake >= 0 else fds, [], [], max(timeout, 0))[0]
         if self.server in ready and self._accept(0):
             rest, self._rest = self._rest, b""
             return rest

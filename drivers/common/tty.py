@@ -97,9 +97,13 @@ class TtyTransport:
         """The fd, for a selector."""
         return self.fd
 
-    def read(self, timeout: float) -> bytes:
-        """What has arrived, waiting up to ``timeout`` s for the first byte; b"" if none."""
-        if timeout > 0 and not select.select([self.fd], [], [], timeout)[0]:
+    def read(self, timeout: float, wake: int = -1) -> bytes:
+        """What has arrived, waiting up to ``timeout`` s for the first byte; b"" if none.
+
+        ``wake``: an fd that ends the wait early when readable (b"" then), -1: none.
+        """
+        fds = [self.fd, wake] if wake >= 0 else [self.fd]
+        if timeout > 0 and self.fd not in select.select(fds, [], [], timeout)[0]:
             return b""
         try:
             data = os.read(self.fd, READ_CHUNK)

@@ -22,6 +22,7 @@ simulator's ``SimBackend``); the daemon builds drivers without it and the backen
 from __future__ import annotations
 
 import errno
+import math
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -161,7 +162,8 @@ class HidScannerDriver(Driver[HidScannerConfig]):
         if dev is None:
             msg = f"{self.cfg.where}: not open"
             raise DeviceIOError(msg)
-        wait_ms = max(1, min(self.cfg.read_timeout_ms, int(timeout * 1000)))
+        # rounded up: a read cut short of the caller's deadline would be followed by a 1 ms one
+        wait_ms = max(1, min(self.cfg.read_timeout_ms, math.ceil(timeout * 1000)))
         try:
             data = dev.read(self._ep, self._size, wait_ms)
         except usb.core.USBError as err:

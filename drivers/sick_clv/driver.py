@@ -86,6 +86,10 @@ class SickClvDriver(TunnelDriver[SickClvConfig]):
             msg = f"{cfg.port}: no data for {silent:.1f} s (heartbeat lost)"
             raise DeviceIOError(msg)
 
+    def _watch_due(self, now: float) -> float:
+        limit = self.cfg.heartbeat_timeout_s
+        return self.last_rx + limit - now if limit else math.inf
+
     def _due(self, now: float) -> float:
         if self.cfg.gate_trigger != "software":
             return math.inf
