@@ -144,6 +144,29 @@ class QueueConfig(StrictModel):
     retain_sent_hours: Annotated[float, Field(ge=0, le=24 * 366)] = 72.0
 
 
+#: Remote commands (docs/backend.md "Remote commands"); the mutating ones are off by default.
+RemoteCommand = Literal["ping", "status", "resend", "reload", "device"]
+_DEFAULT_ALLOW: tuple[RemoteCommand, ...] = ("ping", "status", "resend")
+
+
+class RemoteConfig(StrictModel):
+    """``[remote]``: commands the backend sends over MQTT, and the unsent-age alarms."""
+
+    enabled: bool = True
+    allow: list[RemoteCommand] = Field(default_factory=lambda: list(_DEFAULT_ALLOW))
+    #: Rows one ``resend`` may ask for; a larger range is refused (``bad_args``): split it.
+    resend_max_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    #: Commands accepted per second (token bucket of ``rate_burst``); the rest: ``rate_limited``.
+    rate_per_s: Annotated[float, Field(gt=0, le=1000)] = 5.0
+    rate_burst: Annotated[int, Field(ge=1, le=1000)] = 10
+    #: Requests waiting for the command thread; more are dropped (counted, no response).
+    inbox_max: Annotated[int, Field(ge=1, le=10_000)] = 100
+    #: Alarm ``oldest_unsent`` when the oldest unsent reading is older than this (s).
+    alarm_oldest_unsent_s: Annotated[float, Field(gt=0, le=7 * 86400)] = 600.0
+    #: The same for exception events (stricter: reported within minutes).
+    alarm_oldest_exception_s: Annotated[float, Field(gt=0, le=7 * 86400)] = 120.0
+
+
 class LogConfig(StrictModel):
     """Logging: JSON when not on a TTY (journald), readable on a terminal."""
 
@@ -182,6 +205,7 @@ class AgentConfig(StrictModel):
     log: LogConfig = LogConfig()
     control: ControlConfig = ControlConfig()
     metrics: MetricsConfig = MetricsConfig()
+    remote: RemoteConfig = RemoteConfig()
     devices: dict[str, DeviceConfig] = Field(default_factory=dict)
     #: ``[stations.<id>]``: edge_agent.station.StationConfig per station (validated lazily).
     stations: dict[str, Any] = Field(default_factory=dict)

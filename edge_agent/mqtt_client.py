@@ -160,7 +160,16 @@ class _Client(mqtt.Client):
         ``on_connect_fail`` / ``on_disconnect``, just before paho waits to retry): when the
         next attempt comes, by paho's documented rule (``reconnect_delay_set``: the min delay
         first, doubling to the max, back to the min after a success CONNACK)."""
-        delay = min(self._min_delay * 2.0**self._waits, self._max_delay)
+        if self._backing_off:  # a takeover's back-off: paho's own doubling of that delay
+            delay = min(self._min_delay * 2.0**self._waits, self._max_delay)
+        else:  # ---- remote-ops seam: reconnect jitter (issue 14) ----
+            delay = jittered_delay(
+                self._waits, self._max_delay, time.monotonic() - self._last_reject
+            )
+            # paho waits exactly its min delay after reconnect_delay_set (which resets its
+            # doubling): each wait is chosen here, randomised, so a fleet does not reconnect in
+            # lockstep after a broker restart
+            mqtt.Client.reconnect_delay_set(self, delay, max(delay, self._max_delay))  # type: ignore[arg-type]
         self._waits += 1
         self.retry_at = time.monotonic() + delay
 
@@ -189,6 +198,22 @@ class _Client(mqtt.Client):
 
 #: Seconds before the first reconnect attempt after a drop or a failed attempt (then doubling).
 RECONNECT_MIN_S = 0.5
+#: The first attempt after a drop comes at a random time in this window (s): 30 agents that
+#: lose one broker at the same instant come back spread over it, not in one 100 ms window.
+FIRST_RETRY_S = (0.1, 1.0)
+#: ... and in this one when the broker closed the connection right after rejecting a publish
+#: (Mosquitto 2.0 after a PUBACK 0x87): the alarm of that rejection must not wait (T17).
+AFTER_REJECT_RETRY_S = (0.05, 0.3)
+
+
+def jittered_delay(waits: int, max_delay: float, since_reject_s: float) -> float:
+    """The wait before reconnect attempt ``waits + 1`` (s): the first in :data:`FIRST_RETRY_S`,
+    then ``RECONNECT_MIN_S`` doubling to ``max_delay``, each stretched by a random 50-150 %."""
+    if waits == 0:
+        lo, hi = AFTER_REJECT_RETRY_S if since_reject_s < 2.0 else FIRST_RETRY_S
+        return random.uniform(lo, hi)
+    base = min(RECONNECT_MIN_S * 2.0**waits, max_delay)
+    return base * random.uniform(0.5, 1.5)
 
 
 def build_client(cfg: MqttConfig, client_id: str, password: SecretStr | None) -> _Client:

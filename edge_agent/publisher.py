@@ -41,13 +41,15 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 
 from edge_agent import faults
 from edge_agent import outbox as q
 from edge_agent.config import MqttConfig
-from edge_agent.messages import Message, messages
+from edge_agent.messages import Message, fit, messages
 from edge_agent.mqtt_client import (
     SHORT_LIVED_N,
     build_client,
@@ -115,7 +117,19 @@ class _DeviceState:
     payload: bytes
 
 
-_Inbox = _Wake | _Acked | _Connected | _ConnectFailed | _Disconnected | _SideMessage | _DeviceState
+@dataclass(frozen=True, slots=True)
+class _Respond:
+    """remote-ops: a command response (QoS 1, Correlation Data echoed on MQTT 5)."""
+
+    topic: str
+    payload: bytes
+    correlation: bytes | None
+
+
+_Inbox = (
+    _Wake | _Acked | _Connected | _ConnectFailed | _Disconnected | _SideMessage | _DeviceState
+    | _Respond
+)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -123,6 +137,8 @@ class _Msg:
     rows: list[int]
     stream: str
     sent_mono: float
+    #: remote-ops: a resent message's completion (``ok``), called on PUBACK or give-up
+    done: Callable[[bool], None] | None = None
 
 
 class Publisher(threading.Thread):
@@ -204,6 +220,17 @@ class Publisher(threading.Thread):
         #: Called with seconds from publish to PUBACK per message (metrics histogram).
         self.on_ack_latency: Callable[[float], None] | None = None
         self.flush_s = 1.0
+        # ---- remote-ops seams (issue 14): see edge_agent/remote/ ----
+        #: ``(topic, payload, response topic, correlation)`` of a request on ``{base}/cmd/#``,
+        #: called in paho's thread (it must only enqueue); None: no subscription.
+        self.on_command: Callable[[str, bytes, str | None, bytes | None], None] | None = None
+        #: ``state -> status.v1 payload`` for the retained status topic (None: plain words).
+        self.birth: Callable[[str], bytes] | None = None
+        #: The resend lane (lowest priority): messages and their completion callbacks.
+        self._resend: deque[tuple[Message, Callable[[bool], None]]] = deque()
+        #: The broker's MQTT 5 Receive Maximum and Maximum Packet Size (CONNACK), if given.
+        self.broker_receive_max: int | None = None
+        self.broker_max_packet: int | None = None
         self._wire_callbacks()
 
     # ---- called from other threads -------------------------------------------------------
@@ -234,6 +261,19 @@ class Publisher(threading.Thread):
         """Publish the retained state of a device."""
         body = {"device": device, "state": state, "reason": reason, "ts": time.time()}
         self._events.put(_DeviceState(device, json.dumps(body).encode()))
+
+    # ---- remote-ops seams: called from the command threads ------------------------------
+    def respond(self, topic: str, payload: bytes, correlation: bytes | None) -> None:
+        """Publish a command response (dropped if disconnected: the backend asks again)."""
+        self._events.put(_Respond(topic, payload, correlation))
+
+    def resend(self, message: Message, done: Callable[[bool], None]) -> None:
+        """Queue ``message`` (rows already sent once) behind live traffic and backlog."""
+        self._resend.append((message, done))
+        self._events.put(_Wake())
+
+    def _status_payload(self, state: str) -> bytes:
+        return state.encode() if self.birth is None else self.birth(state)
 
     def stop(self, timeout: float = 3.0) -> None:
         """Stop taking new rows, wait up to ``flush_s`` for in-flight PUBACKs, go offline."""
@@ -278,12 +318,27 @@ class Publisher(threading.Thread):
         c.on_disconnect = self._paho_disconnect
         c.on_publish = self._paho_publish
         c.on_socket_open = lambda _c, _u, sock: self._set_user_timeout(sock)
+        c.on_message = self._paho_message
         c.will_set(self.topics.status, b"offline", qos=1, retain=True)
 
     def _paho_connect(self, _c: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any = None) -> None:
         if not rc.is_failure:
             self.client.note_connected()
+            # remote-ops seam: the broker's limits, read before the owner thread sees _Connected
+            self.broker_receive_max = getattr(_p, "ReceiveMaximum", None)
+            self.broker_max_packet = getattr(_p, "MaximumPacketSize", None)
         self._events.put(_Connected(rc))
+
+    def _paho_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        """remote-ops seam: a command request (paho's thread: hand it over, nothing more)."""
+        if self.on_command is not None:
+            props = getattr(msg, "properties", None)
+            self.on_command(
+                msg.topic,
+                bytes(msg.payload),
+                getattr(props, "ResponseTopic", None),
+                getattr(props, "CorrelationData", None),
+            )
 
     def _paho_connect_fail(self, c: Any, _u: Any) -> None:
         self.client.note_failure()
@@ -317,6 +372,7 @@ class Publisher(threading.Thread):
     def run(self) -> None:
         """Connect, then move rows from the queue to the broker until stopped."""
         self._reader = q.open_reader(self.db_path)
+        self.client.will_set(self.topics.status, self._status_payload("offline"), 1, retain=True)
         self._connect_async()
         # paho's own thread: loop_start also makes the socket pair that wakes its select()
         # when another thread publishes (a thread of ours running loop_forever would not have
@@ -367,6 +423,8 @@ class Publisher(threading.Thread):
             case _SideMessage():
                 self._alarms.append((event.topic, event.payload, event.retain))
                 self._flush_side_messages()
+            case _Respond(topic, payload, correlation):
+                self._respond(topic, payload, correlation)
             case _DeviceState(device, payload):
                 self._device_states[device] = payload
                 if self.connected:
@@ -392,7 +450,12 @@ class Publisher(threading.Thread):
         self._fails = 0
         self.connect_failures = 0
         self._alarmed_reason = None
-        self._publish(self.topics.status, b"online", True)
+        self._publish(self.topics.status, self._status_payload("online"), True)
+        # remote-ops seams: the will of the next connection carries the state of now; the
+        # command subscription (clean session or not, asked again after every CONNACK)
+        self.client.will_set(self.topics.status, self._status_payload("offline"), 1, retain=True)
+        if self.on_command is not None:
+            self.client.subscribe(f"{self.topics.base}/cmd/#", qos=1)
         self.writer.sync()  # marks for rows already PUBACKed are committed before we re-read
         self._backlog_upto = self._live_split()
         self._backlog_cursor = 0
@@ -499,6 +562,9 @@ class Publisher(threading.Thread):
         msg = self._inflight.pop(mid, None)
         if msg is None:
             return  # status/alarm message, or a message already given up on
+        if msg.done is not None:  # remote-ops: a resent message (its rows were sent before)
+            msg.done(not rc.is_failure)
+            return
         self._flying.difference_update(msg.rows)
         if rc.is_failure:
             self.rejects[str(rc)] += 1
@@ -517,9 +583,48 @@ class Publisher(threading.Thread):
             self.on_ack_latency(self.last_puback_mono - msg.sent_mono)
 
     def _fill_window(self) -> None:
-        while len(self._inflight) < self.cfg.inflight:
-            if not (self._take("priority") or self._take("live") or self._take("backlog")):
+        window = self._window()
+        while len(self._inflight) < window:
+            if not (
+                self._take("priority")
+                or self._take("live")
+                or self._take("backlog")
+                or self._take_resend(window)
+            ):
                 return
+
+    # ---- remote-ops seams: the broker's limits, the resend lane -------------------------
+    def _window(self) -> int:
+        """``inflight``, or fewer when the broker's Receive Maximum says so (room kept for
+        status, alarm and response messages)."""
+        rmax = self.broker_receive_max
+        return self.cfg.inflight if rmax is None else max(1, min(self.cfg.inflight, rmax - 4))
+
+    def _take_resend(self, window: int) -> bool:
+        """One resent message, when nothing else waits; it holds at most half the window, so
+        a live reading arriving next finds a free slot."""
+        busy = sum(m.done is not None for m in self._inflight.values())
+        if not self._resend or busy >= max(1, window // 2):
+            return False
+        m, done = self._resend.popleft()
+        info = self._publish(m.topic, m.payload, m.retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            done(False)
+        else:
+            self._inflight[info.mid] = _Msg([], "resend", time.monotonic(), done)
+        return True
+
+    def _respond(self, topic: str, payload: bytes, correlation: bytes | None) -> None:
+        if not self.connected:
+            log.info("remote_response_dropped", topic=topic, reason="not connected")
+            return
+        props = None
+        if correlation is not None and self.cfg.protocol == "5":
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.CorrelationData = correlation
+        info = self.client.publish(topic, payload, qos=1, properties=props)
+        if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            self._paho_mids.add(info.mid)
 
     def _take(self, stream: str) -> bool:
         """Send the next rows of ``stream``; False when it has nothing more."""
@@ -546,7 +651,7 @@ class Publisher(threading.Thread):
         else:
             self._backlog_cursor = rows[-1].n
         rows = [r for r in rows if r.n not in self._flying and r.n not in self._carried]
-        for m in messages(rows, self.topics):
+        for m in fit(messages(rows, self.topics), self.topics, self.broker_max_packet):
             self._send(m, stream)
         return True
 
@@ -586,7 +691,10 @@ class Publisher(threading.Thread):
         if not late:
             return
         for mid in late:
-            self._flying.difference_update(self._inflight.pop(mid).rows)
+            m = self._inflight.pop(mid)
+            self._flying.difference_update(m.rows)
+            if m.done is not None:
+                m.done(False)
         log.warning("mqtt_ack_timeout", messages=len(late))
         self._rewind()
 
@@ -621,7 +729,9 @@ class Publisher(threading.Thread):
     def _go_offline(self) -> None:
         try:
             if self.connected:
-                info = self._publish(self.topics.status, b"offline", True)
+                info = self._publish(
+                    self.topics.status, self._status_payload("offline-clean"), True
+                )
                 info.wait_for_publish(timeout=0.3)
             self.client.disconnect()
         except (RuntimeError, ValueError, OSError) as err:

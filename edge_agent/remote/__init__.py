@@ -1,0 +1,9 @@
+"""Remote operations: the backend's commands over MQTT (docs/backend.md "Remote commands").
+
+* :mod:`.protocol`: a request (``command.v1``) parsed and checked, a response (``response.v1``)
+  built; where the response goes (only under ``{base}/response/``).
+* :mod:`.ratelimit`: the token bucket that bounds commands per second.
+* :mod:`.resend`: which retained rows a ``resend`` re-publishes and which part of the range is
+  gone (purged, refused at the queue bound, never existed), read on its own read-only connection.
+* :mod:`.server`: the command thread (never the publisher's or the writer's) and the handlers.
+"""

@@ -1,0 +1,266 @@
+"""The command thread: takes requests from paho's callback, checks, runs and answers them.
+
+paho's thread only appends a request to a bounded inbox (a flood past ``inbox_max`` is dropped
+and counted, never answered); everything else runs here, never in the publisher's or the
+writer's thread. A ``resend`` runs in a thread of its own (one at a time: a second gets
+``busy``) and feeds the publisher's lowest-priority lane a few messages at a time, so live
+readings and exceptions keep the window; it answers once its rows are PUBACKed.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from edge_agent import outbox
+from edge_agent.config import RemoteConfig
+from edge_agent.messages import Message, fit, messages
+from edge_agent.remote import protocol
+from edge_agent.remote.protocol import Request, RequestError
+from edge_agent.remote.ratelimit import TokenBucket
+from edge_agent.remote.resend import Plan, plan
+from edge_agent.topics import Topics
+
+log = structlog.get_logger(__name__)
+
+Done = Callable[[bool], None]
+
+
+class Port(Protocol):
+    """What the command side needs from the publisher (its seams)."""
+
+    #: The broker's MQTT 5 Maximum Packet Size (None: not given); resent batches fit in it.
+    broker_max_packet: int | None
+
+    def respond(self, topic: str, payload: bytes, correlation: bytes | None) -> None:
+        """Publish a response (QoS 1), Correlation Data echoed as an MQTT 5 property."""
+
+    def resend(self, message: Message, done: Done) -> None:
+        """Queue ``message`` on the resend lane; ``done(ok)`` runs on its PUBACK or give-up."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Incoming:
+    topic: str
+    payload: bytes
+    response_topic: str | None
+    correlation: bytes | None
+
+
+#: Resend messages handed to the publisher at once (each up to ``batch_max`` readings).
+RESEND_WINDOW = 4
+#: A resend answers with what was PUBACKed after this long (``complete: false``).
+RESEND_TIMEOUT_S = 300.0
+
+
+class CommandServer(threading.Thread):
+    """Runs the remote commands of one agent.
+
+    Args:
+        cfg: the ``[remote]`` section.
+        topics: the agent's topics (``base``, normal topics for resent rows).
+        db_path: the queue (read through its own read-only connection).
+        port: the publisher's seams.
+        batch_max: readings per resent batch message.
+        status: what ``edge-agent status --json`` shows.
+        reload: ask for a config reload (the main loop does it).
+        device: a device action, as :func:`edge_agent.commands.device_action` takes it.
+    """
+
+    def __init__(
+        self,
+        cfg: RemoteConfig,
+        topics: Topics,
+        db_path: Path,
+        port: Port,
+        batch_max: int,
+        status: Callable[[], dict[str, object]],
+        reload: Callable[[], None],
+        device: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> None:
+        super().__init__(name="remote-commands", daemon=True)
+        self.cfg = cfg
+        self.topics = topics
+        self.db_path = db_path
+        self.port = port
+        self.batch_max = batch_max
+        self._status, self._reload, self._device = status, reload, device
+        self._inbox: queue.Queue[_Incoming | None] = queue.Queue(maxsize=cfg.inbox_max)
+        self._bucket = TokenBucket(cfg.rate_per_s, cfg.rate_burst)
+        self._err_bucket = TokenBucket(cfg.rate_per_s, cfg.rate_burst)
+        self._resending = threading.Lock()
+        #: requests by outcome: ``ok``, an error code, ``dropped`` (inbox full or over the rate)
+        self.counts: Counter[str] = Counter()
+        self.resent_rows = 0
+        #: Requests dropped because the inbox was full (a flood), never answered.
+        self.inbox_dropped = 0
+
+    # ---- paho's thread ----------------------------------------------------------------
+    def on_message(
+        self, topic: str, payload: bytes, response_topic: str | None, correlation: bytes | None
+    ) -> None:
+        """A request arrived (paho's thread): queue it, or drop and count it when full."""
+        try:
+            self._inbox.put_nowait(_Incoming(topic, payload, response_topic, correlation))
+        except queue.Full:
+            self.inbox_dropped += 1  # written here only (paho's thread)
+
+    # ---- other threads ----------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop after the request in hand."""
+        try:
+            self._inbox.put_nowait(None)
+        except queue.Full:
+            self._inbox.get_nowait()
+            self._inbox.put_nowait(None)
+        self.join(2.0)
+
+    def status(self) -> dict[str, object]:
+        """Counters for ``edge-agent status``."""
+        return {
+            "requests": dict(self.counts),
+            "inbox_dropped": self.inbox_dropped,
+            "resend_running": self._resending.locked(),
+            "resent_rows": self.resent_rows,
+            "allow": list(self.cfg.allow),
+        }
+
+    # ---- the command thread -------------------------------------------------------------
+    def run(self) -> None:
+        """Answer requests until stopped."""
+        while (item := self._inbox.get()) is not None:
+            req = protocol.parse(
+                self.topics.base, item.topic, item.payload, item.response_topic, item.correlation
+            )
+            try:
+                self._answer(req)
+            except Exception as err:  # a handler bug answers "failed", never kills
+                log.exception("remote_command_failed", command=req.command)
+                req.error = RequestError("failed", f"{type(err).__name__}: {err}")
+                self._send(req, None)
+
+    def _answer(self, req: Request) -> None:
+        if req.error is None and not self._bucket.take():
+            req.error = RequestError("rate_limited", f"over {self.cfg.rate_per_s:g} commands/s")
+        if req.error is None:
+            req.error = self._check(req)
+        if req.error is not None:
+            if not self._err_bucket.take():  # a flood of bad requests gets no flood of answers
+                self.counts["dropped"] += 1
+                return
+            log.warning("remote_command_refused", command=req.command, code=req.error.code,
+                        reason=req.error.reason, request_id=req.request_id)  # fmt: skip
+            self._send(req, None)
+            return
+        log.info("remote_command", command=req.command, request_id=req.request_id)
+        try:
+            result = self._run(req)
+        except RequestError as err:
+            req.error = err
+            result = None
+        if result is not None or req.error is not None:
+            self._send(req, result)
+
+    def _check(self, req: Request) -> RequestError | None:
+        if req.command not in ("ping", "status", "resend", "reload", "device"):
+            return RequestError("unknown_command", f"no command {req.command!r}")
+        if req.command not in self.cfg.allow:
+            allowed = ", ".join(self.cfg.allow)
+            return RequestError(
+                "not_allowed", f"{req.command} is not in [remote] allow (allowed: {allowed})"
+            )
+        return None
+
+    def _run(self, req: Request) -> dict[str, Any] | None:
+        """The result, or None when the answer comes later (resend)."""
+        if req.command == "ping":
+            return {"pong": True}
+        if req.command == "status":
+            return self._status()
+        if req.command == "reload":
+            self._reload()
+            return {"reload": "requested"}
+        if req.command == "device":
+            return self._device_action(req.args)
+        self._start_resend(req)
+        return None
+
+    def _device_action(self, args: dict[str, Any]) -> dict[str, Any]:
+        action = args.get("action")
+        if action not in ("zero", "tare") or not isinstance(args.get("device"), str):
+            raise RequestError("bad_args", 'args: {"device": "<id>", "action": "zero" | "tare"}')
+        reply = self._device({"device": args["device"], "action": action})
+        if not reply.get("ok"):
+            raise RequestError("failed", str(reply.get("error")))
+        return {"device": args["device"], "action": action, "reply": reply.get("result")}
+
+    def _start_resend(self, req: Request) -> None:
+        if not self._resending.acquire(blocking=False):
+            raise RequestError("busy", "a resend is running: one at a time")
+        try:
+            con = outbox.open_reader(self.db_path)
+            try:
+                p = plan(con, req.args, self.cfg.resend_max_rows)
+            finally:
+                con.close()
+        except (RequestError, sqlite3.Error, OSError):
+            self._resending.release()
+            raise
+        t = threading.Thread(target=self._resend, args=(req, p), name="remote-resend", daemon=True)
+        t.start()
+
+    def _resend(self, req: Request, p: Plan) -> None:
+        """The resend thread: feed the lane a few messages at a time, answer when PUBACKed."""
+        try:
+            t0 = time.monotonic()
+            sent, complete = self._feed(p)
+            elapsed = time.monotonic() - t0
+            self.resent_rows += sent
+            result = {"device": p.device, "sent": sent, "gone": p.gone, **p.extra}
+            result["seconds"] = round(elapsed, 3)
+            result["complete"] = complete
+            log.info("remote_resend_done", device=p.device, sent=sent, gone=len(p.gone),
+                     seconds=round(elapsed, 3), complete=complete)  # fmt: skip
+            self._send(req, result)
+        finally:
+            self._resending.release()
+
+    def _feed(self, p: Plan) -> tuple[int, bool]:
+        window = threading.Semaphore(RESEND_WINDOW)
+        lock = threading.Lock()
+        acked = [0]
+        deadline = time.monotonic() + RESEND_TIMEOUT_S
+
+        def done_for(n: int) -> Done:
+            def done(ok: bool) -> None:
+                if ok:
+                    with lock:
+                        acked[0] += n
+                window.release()
+
+            return done
+
+        for i in range(0, len(p.rows), self.batch_max):
+            chunk = messages(p.rows[i : i + self.batch_max], self.topics)
+            for m in fit(chunk, self.topics, self.port.broker_max_packet):
+                if not window.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                    return acked[0], False
+                self.port.resend(m, done_for(len(m.rows)))
+        for _ in range(RESEND_WINDOW):  # wait for the last ones
+            if not window.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                return acked[0], False
+        return acked[0], acked[0] == len(p.rows)
+
+    def _send(self, req: Request, result: dict[str, Any] | None) -> None:
+        self.counts["ok" if req.error is None else req.error.code] += 1
+        body = protocol.response(req, self.topics.agent, result)
+        self.port.respond(req.reply_to, body, req.correlation_prop)
