@@ -57,6 +57,7 @@ from edge_agent.mqtt_client import (
     next_retry_in,
     reason_words,
 )
+from edge_agent.reading import iso_utc
 from edge_agent.topics import Topics
 from edge_agent.writer import Writer
 
@@ -259,7 +260,10 @@ class Publisher(threading.Thread):
 
     def device_state(self, device: str, state: str, reason: str = "") -> None:
         """Publish the retained state of a device."""
-        body = {"device": device, "state": state, "reason": reason, "ts": time.time()}
+        body = {
+            "schema": "edge-agent/device_state/v1",  # remote-ops: a schema, readings' ts format
+            "device": device, "state": state, "reason": reason, "ts": iso_utc(time.time_ns()),
+        }  # fmt: skip
         self._events.put(_DeviceState(device, json.dumps(body).encode()))
 
     # ---- remote-ops seams: called from the command threads ------------------------------

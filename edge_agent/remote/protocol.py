@@ -61,6 +61,8 @@ def parse(
     req = Request(command or "?", fallback, correlation_prop=correlation)
     body: Any = None
     try:
+        if response_topic is not None:  # MQTT 5: known even when the JSON is not
+            req.reply_to = _reply_topic(base, response_topic)
         if len(payload) > MAX_REQUEST_BYTES:
             raise RequestError("malformed", f"request over {MAX_REQUEST_BYTES} bytes")
         try:
@@ -87,9 +89,12 @@ def _reply(req: Request, base: str, body: dict[str, Any], response_topic: str | 
     rid = body.get("id")
     if isinstance(rid, str) and 0 < len(rid) <= _MAX_ID:
         req.request_id = rid
-    wanted = response_topic if response_topic is not None else body.get("reply_to")
-    if wanted is None:
-        return  # answered on {base}/response/_
+    wanted = body.get("reply_to")
+    if response_topic is None and wanted is not None:
+        req.reply_to = _reply_topic(base, wanted)
+
+
+def _reply_topic(base: str, wanted: object) -> str:
     prefix = f"{base}/response/"
     if (
         not isinstance(wanted, str)
@@ -98,7 +103,7 @@ def _reply(req: Request, base: str, body: dict[str, Any], response_topic: str | 
         or any(c in wanted for c in "+#\0")
     ):
         raise RequestError("malformed", f"response topic {wanted!r} is not under {prefix}")
-    req.reply_to = wanted
+    return wanted
 
 
 def _fields(req: Request, body: dict[str, Any]) -> None:
