@@ -159,6 +159,10 @@ class RemoteConfig(StrictModel):
     #: Commands accepted per second (token bucket of ``rate_burst``); the rest: ``rate_limited``.
     rate_per_s: Annotated[float, Field(gt=0, le=1000)] = 5.0
     rate_burst: Annotated[int, Field(ge=1, le=1000)] = 10
+    #: More requests than this in one second is a flood: the agent unsubscribes from its
+    #: ``cmd/#`` for ``flood_pause_s`` (alarm ``command_flood``), so the broker stops sending.
+    flood_per_s: Annotated[int, Field(ge=1, le=100_000)] = 50
+    flood_pause_s: Annotated[float, Field(ge=1, le=3600)] = 30.0
     #: Requests waiting for the command thread; more are dropped (counted, no response).
     inbox_max: Annotated[int, Field(ge=1, le=10_000)] = 100
     #: Alarm ``oldest_unsent`` when the oldest unsent reading is older than this (s).

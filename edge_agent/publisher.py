@@ -127,9 +127,16 @@ class _Respond:
     correlation: bytes | None
 
 
+@dataclass(frozen=True, slots=True)
+class _PauseCommands:
+    """remote-ops: a command flood: unsubscribe from ``cmd/#`` for ``seconds``."""
+
+    seconds: float
+
+
 _Inbox = (
     _Wake | _Acked | _Connected | _ConnectFailed | _Disconnected | _SideMessage | _DeviceState
-    | _Respond
+    | _Respond | _PauseCommands
 )  # fmt: skip
 
 
@@ -232,6 +239,8 @@ class Publisher(threading.Thread):
         #: The broker's MQTT 5 Receive Maximum and Maximum Packet Size (CONNACK), if given.
         self.broker_receive_max: int | None = None
         self.broker_max_packet: int | None = None
+        #: Commands paused (a flood) until this monotonic time; 0: subscribed when connected.
+        self._commands_paused_until = 0.0
         self._wire_callbacks()
 
     # ---- called from other threads -------------------------------------------------------
@@ -275,6 +284,10 @@ class Publisher(threading.Thread):
         """Queue ``message`` (rows already sent once) behind live traffic and backlog."""
         self._resend.append((message, done))
         self._events.put(_Wake())
+
+    def pause_commands(self, seconds: float) -> None:
+        """A command flood: unsubscribe from ``{base}/cmd/#`` for ``seconds``."""
+        self._events.put(_PauseCommands(seconds))
 
     def _status_payload(self, state: str) -> bytes:
         return state.encode() if self.birth is None else self.birth(state)
@@ -411,6 +424,7 @@ class Publisher(threading.Thread):
             self._expire_inflight()
             self._fill_window()
             self._retry_rejected()
+            self._resume_commands()
         self.last_progress = time.monotonic()
 
     def _handle(self, event: _Inbox) -> None:
@@ -429,6 +443,10 @@ class Publisher(threading.Thread):
                 self._flush_side_messages()
             case _Respond(topic, payload, correlation):
                 self._respond(topic, payload, correlation)
+            case _PauseCommands(seconds):
+                self._commands_paused_until = time.monotonic() + seconds
+                if self.connected:
+                    self.client.unsubscribe(f"{self.topics.base}/cmd/#")
             case _DeviceState(device, payload):
                 self._device_states[device] = payload
                 if self.connected:
@@ -458,7 +476,7 @@ class Publisher(threading.Thread):
         # remote-ops seams: the will of the next connection carries the state of now; the
         # command subscription (clean session or not, asked again after every CONNACK)
         self.client.will_set(self.topics.status, self._status_payload("offline"), 1, retain=True)
-        if self.on_command is not None:
+        if self.on_command is not None and not self._commands_paused_until:
             self.client.subscribe(f"{self.topics.base}/cmd/#", qos=1)
         self.writer.sync()  # marks for rows already PUBACKed are committed before we re-read
         self._backlog_upto = self._live_split()
@@ -617,6 +635,13 @@ class Publisher(threading.Thread):
         else:
             self._inflight[info.mid] = _Msg([], "resend", time.monotonic(), done)
         return True
+
+    def _resume_commands(self) -> None:
+        if self._commands_paused_until and time.monotonic() >= self._commands_paused_until:
+            self._commands_paused_until = 0.0
+            if self.on_command is not None:
+                log.info("remote_commands_resumed")
+                self.client.subscribe(f"{self.topics.base}/cmd/#", qos=1)
 
     def _respond(self, topic: str, payload: bytes, correlation: bytes | None) -> None:
         if not self.connected:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from edge_agent import outbox as q
+from edge_agent.reading import Capture, Decoded, Identity, Kind, iso_utc
 from edge_agent.remote.protocol import RequestError, parse
 from edge_agent.remote.resend import plan
-from edge_agent.reading import Capture, Decoded, Identity, Kind, iso_utc
 
 NODE = Identity("a1", "S", "L", "boot")
 BASE = "edge/v1/S/L/a1"

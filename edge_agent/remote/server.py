@@ -47,6 +47,12 @@ class Port(Protocol):
     def resend(self, message: Message, done: Done) -> None:
         """Queue ``message`` on the resend lane; ``done(ok)`` runs on its PUBACK or give-up."""
 
+    def pause_commands(self, seconds: float) -> None:
+        """Unsubscribe from ``{base}/cmd/#`` for ``seconds`` (a flood), then subscribe again."""
+
+    def alarm(self, name: str, details: dict[str, object]) -> None:
+        """Publish an alarm event."""
+
 
 @dataclass(frozen=True, slots=True)
 class _Incoming:
@@ -101,14 +107,21 @@ class CommandServer(threading.Thread):
         #: requests by outcome: ``ok``, an error code, ``dropped`` (inbox full or over the rate)
         self.counts: Counter[str] = Counter()
         self.resent_rows = 0
-        #: Requests dropped because the inbox was full (a flood), never answered.
+        #: Requests dropped in paho's thread (inbox full, or a flood), never answered.
         self.inbox_dropped = 0
+        #: Floods seen (each paused the subscription for ``flood_pause_s``).
+        self.floods = 0
+        self._second, self._arrivals = 0.0, 0
 
     # ---- paho's thread ----------------------------------------------------------------
     def on_message(
         self, topic: str, payload: bytes, response_topic: str | None, correlation: bytes | None
     ) -> None:
-        """A request arrived (paho's thread): queue it, or drop and count it when full."""
+        """A request arrived (paho's thread): queue it, or drop and count it when full or in a
+        flood (dropped here, so a flood never wakes the command thread)."""
+        if self._flooded():
+            self.inbox_dropped += 1
+            return
         try:
             self._inbox.put_nowait(_Incoming(topic, payload, response_topic, correlation))
         except queue.Full:
@@ -129,6 +142,7 @@ class CommandServer(threading.Thread):
         return {
             "requests": dict(self.counts),
             "inbox_dropped": self.inbox_dropped,
+            "floods": self.floods,
             "resend_running": self._resending.locked(),
             "resent_rows": self.resent_rows,
             "allow": list(self.cfg.allow),
@@ -138,9 +152,15 @@ class CommandServer(threading.Thread):
     def run(self) -> None:
         """Answer requests until stopped."""
         while (item := self._inbox.get()) is not None:
+            allowed = self._bucket.take()
+            if not allowed and not self._err_bucket.take():
+                self.counts["dropped"] += 1  # over the rate, and over the rate of answers
+                continue
             req = protocol.parse(
                 self.topics.base, item.topic, item.payload, item.response_topic, item.correlation
             )
+            if req.error is None and not allowed:
+                req.error = RequestError("rate_limited", f"over {self.cfg.rate_per_s:g} commands/s")
             try:
                 self._answer(req)
             except Exception as err:  # a handler bug answers "failed", never kills
@@ -148,14 +168,30 @@ class CommandServer(threading.Thread):
                 req.error = RequestError("failed", f"{type(err).__name__}: {err}")
                 self._send(req, None)
 
+    def _flooded(self) -> bool:
+        """Count arrivals per second (paho's thread); past ``flood_per_s`` stop the broker
+        sending for a while (the publisher unsubscribes). True: drop this request."""
+        now = time.monotonic()
+        if now - self._second >= 1.0:
+            self._second, self._arrivals = now, 0
+        self._arrivals += 1
+        if self._arrivals <= self.cfg.flood_per_s:
+            return False
+        if self._arrivals == self.cfg.flood_per_s + 1:
+            self.floods += 1
+            pause = self.cfg.flood_pause_s
+            log.error("remote_command_flood", per_s_over=self.cfg.flood_per_s, pause_s=pause)
+            self.port.pause_commands(pause)
+            self.port.alarm("command_flood", {"per_s_over": self.cfg.flood_per_s,
+                                              "pause_s": pause, "floods": self.floods})  # fmt: skip
+        return True
+
     def _answer(self, req: Request) -> None:
-        if req.error is None and not self._bucket.take():
-            req.error = RequestError("rate_limited", f"over {self.cfg.rate_per_s:g} commands/s")
         if req.error is None:
             req.error = self._check(req)
         if req.error is not None:
-            if not self._err_bucket.take():  # a flood of bad requests gets no flood of answers
-                self.counts["dropped"] += 1
+            if req.error.code != "rate_limited" and not self._err_bucket.take():
+                self.counts["dropped"] += 1  # a flood of bad requests gets no flood of answers
                 return
             log.warning("remote_command_refused", command=req.command, code=req.error.code,
                         reason=req.error.reason, request_id=req.request_id)  # fmt: skip
