@@ -31,7 +31,10 @@ Factory = Callable[..., Any]
 
 
 def test_will_after_a_cut_link_then_online_with_the_same_start(
-    tmp_path: Path, netns: Netns, ns_broker: Mosquitto, ns_backend: Subscriber  # noqa: F811
+    tmp_path: Path,
+    netns: Netns,
+    ns_broker: Mosquitto,
+    ns_backend: Subscriber,  # noqa: F811
 ) -> None:
     backend = ns_backend
     cfg = agent_config(tmp_path, ns_broker.port, {}, extra="keepalive = 5")
