@@ -310,3 +310,29 @@ def test_command_flood_is_paused_and_live_readings_keep_flowing(
     alarms = [json.loads(p) for p in backend.payloads("/alarm")]
     assert any(a["alarm"] == "command_flood" for a in alarms), alarms
     assert agent.proc.poll() is None
+
+
+def test_oldest_unsent_alarm_raised_then_cleared(
+    tmp_path: Path, broker: Mosquitto, backend: Subscriber, scanner: Factory,
+    agent_factory: Factory,
+) -> None:  # fmt: skip
+    broker.stop()  # the backend's persistent session keeps what comes once it is back
+    agent, sim = _start(
+        tmp_path, broker, scanner, agent_factory, sections="[remote]\nalarm_oldest_unsent_s = 1"
+    )
+    sim.start(count=3)
+    assert agent.wait_log("oldest_unsent_alarm", 15), agent.log_text()
+    broker.start()
+    assert backend.wait_for(lambda: len(_seqs_ids(backend, "scan_1")) >= 3, 15)
+
+    def alarms() -> list[dict[str, Any]]:
+        return [
+            a for a in map(json.loads, backend.payloads("/alarm")) if a["alarm"] == "oldest_unsent"
+        ]
+
+    assert backend.wait_for(lambda: [a["state"] for a in alarms()] == ["raised", "cleared"], 15)
+    raised = alarms()[0]
+    assert raised["kind"] == "reading" and raised["threshold_s"] == 1 and raised["age_s"] > 1
+    validators = schema_validator()
+    for a in alarms():
+        validators["alarm.v1.json"].validate(a)
