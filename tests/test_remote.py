@@ -336,3 +336,33 @@ def test_oldest_unsent_alarm_raised_then_cleared(
     validators = schema_validator()
     for a in alarms():
         validators["alarm.v1.json"].validate(a)
+
+
+def test_broker_packet_size_and_receive_maximum_are_honoured(
+    tmp_path: Path, scanner: Factory, agent_factory: Factory
+) -> None:
+    """A backlog drained to a broker that accepts packets of at most 4 KiB and 6 unacknowledged
+    messages: every batch is split to fit, nothing is refused, every reading arrives."""
+    broker = Mosquitto(tmp_path / "small", extra="max_packet_size 4096\nmax_inflight_messages 6\n")
+    broker.start()
+    sub = Subscriber(broker.port)
+    try:
+        assert sub.subscribed.wait(5)
+        broker.stop()
+        agent, sim = _start(tmp_path, broker, scanner, agent_factory)
+        sim.start(count=200)  # ~400 bytes each: a 500-reading batch would be ~80 KiB
+        sim.wait(20)
+        broker.start()
+        assert sub.wait_for(lambda: len(_seqs_ids(sub, "scan_1")) >= 200, 20), agent.log_text()
+        assert sorted(s for s, _ in _seqs_ids(sub, "scan_1"))[:200] == list(range(1, 201))
+        sizes = [len(p) for t, p, _r in sub.messages if t.endswith("/batch")]
+        assert sizes and max(sizes) <= 4096 - 64, sizes
+        events = agent.events()
+        assert not [
+            e for e in events if e["event"] in ("mqtt_disconnected", "mqtt_publish_rejected")
+        ]
+        st = request(tmp_path / "ctl.sock", {"cmd": "status"})["status"]["broker"]
+        assert st["rejects"] == {} and st["reconnects"] == 0, st
+    finally:
+        sub.close()
+        broker.stop()
