@@ -32,8 +32,8 @@ Factory = Callable[..., Any]
 
 def test_will_after_a_cut_link_then_online_with_the_same_start(
     tmp_path: Path,
-    netns: Netns,
-    ns_broker: Mosquitto,
+    netns: Netns,  # noqa: F811
+    ns_broker: Mosquitto,  # noqa: F811
     ns_backend: Subscriber,  # noqa: F811
 ) -> None:
     backend = ns_backend
