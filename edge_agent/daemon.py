@@ -35,7 +35,6 @@ import structlog
 
 from drivers import driver_class
 from edge_agent import commands, instance, sdnotify
-from edge_agent.birth import Birth, config_digest
 from edge_agent.config import AgentConfig, DeviceConfig, check_tls_files, load_config
 from edge_agent.control import SOCKET_HINT, ControlServer, answering_pid
 from edge_agent.errors import ConfigError
@@ -43,8 +42,7 @@ from edge_agent.logs import log_thread_deaths, register_secret
 from edge_agent.outbox import Outbox
 from edge_agent.publisher import Publisher
 from edge_agent.reading import Identity, Reading, boot_id
-from edge_agent.remote.server import CommandServer
-from edge_agent.remote.unsent import UnsentWatch
+from edge_agent.remote import wiring as remote_wiring
 from edge_agent.station_runner import StationRunner
 from edge_agent.status import Rates, device_status, queue_status, station_status
 from edge_agent.supervisor import DeviceWorker
@@ -93,38 +91,7 @@ class Daemon:
         self.workers = [
             self._worker(dev_id, dev) for dev_id, dev in cfg.devices.items() if dev.enabled
         ]
-        r = cfg.remote
-        self.unsent = UnsentWatch(
-            q.path, r.alarm_oldest_unsent_s, r.alarm_oldest_exception_s, self._on_alarm
-        )
-        self.remote = self._remote(cfg)
-
-    def _remote(self, cfg: AgentConfig) -> CommandServer | None:
-        """remote-ops (issue 14): status.v1 birth/will, and the backend's commands over MQTT."""
-        birth = Birth(
-            self.node,
-            config_digest(cfg),
-            lambda: (self.outbox.counters["pending"], self.unsent.oldest_s),
-            lambda: [
-                {"id": w.driver.device_id, "type": w.driver.kind, "state": w.state}
-                for w in list(self.workers)
-            ],
-        )
-        self.publisher.birth = birth.payload
-        if not cfg.remote.enabled:
-            return None
-        server = CommandServer(
-            cfg.remote,
-            self.topics,
-            cfg.queue.path,
-            self.publisher,
-            cfg.mqtt.batch_max,
-            self.status,
-            self.reload_requested.set,
-            lambda r: commands.device_action(self.workers, r),
-        )
-        self.publisher.on_command = server.on_message
-        return server
+        self.remote, self.unsent = remote_wiring.attach(self)  # remote-ops (issue 14)
 
     def _stations(self, cfg: AgentConfig) -> StationRunner | None:
         if not cfg.stations:
@@ -305,6 +272,7 @@ class Daemon:
         self.publisher.stop(timeout=1.5)
         if self.remote is not None:
             self.remote.stop()
+        self.unsent.close()
         self.writer.stop(timeout=1.0)
         if self.writer.is_alive():
             # never close the connection under a running commit; the process exit ends it,
@@ -331,7 +299,7 @@ class Daemon:
         old_devices = self.cfg.devices
         changed = [
             k
-            for k in ("node", "mqtt", "queue", "control", "metrics")
+            for k in ("node", "mqtt", "queue", "control", "metrics", "remote")
             if getattr(new, k) != getattr(self.cfg, k)
         ]
         if changed:
