@@ -424,3 +424,53 @@ def test_resend_throughput_while_live_traffic_runs(
     print(f"resend {HISTORY} rows in {res['seconds']:.2f} s = {rate:.0f} rows/s; "
           f"live p50 {lat[len(lat) // 2] * 1000:.1f} ms p99 {_p99(lat) * 1000:.1f} ms")  # fmt: skip
     assert _p99(lat) < 1.0, lat[-5:]
+
+
+def test_allowed_device_zero_and_tare_reach_the_scale(
+    tmp_path: Path, broker: Mosquitto, backend: Subscriber, agent_factory: Factory
+) -> None:
+    from simulators._scale_model import Display
+    from simulators.mtsics_scale import MtSicsSim, MtSicsSimConfig
+    from simulators.pty_port import PtyPort
+
+    sim = MtSicsSim(
+        PtyPort(tmp_path / "calm"), MtSicsSimConfig(display=Display("kg", 3, 5), seed=5)
+    )
+    sim.port.plug()
+    scale = {"type": "mtsics_scale", "port": str(sim.port.link), "poll_interval_ms": 100,
+             "max_capacity_g": 30000}  # fmt: skip
+    allow = '[remote]\nallow = ["ping", "status", "device"]'
+    agent = agent_factory(agent_config(tmp_path, broker.port, {"scale_1": scale}, sections=allow))
+    agent.start()
+    sim.start()
+    hub = RemoteClient(broker.port)
+    try:
+        ctl = tmp_path / "ctl.sock"
+        assert backend.wait_for(
+            lambda: (
+                request(ctl, {"cmd": "status"})["status"]["devices"]["scale_1"]["state"]
+                == "connected"
+            ),
+            10,
+        )
+        before = sum(t.kind == "command" for t in sim.truth)
+        zero = hub.call("device", {"device": "scale_1", "action": "zero"})
+        assert zero["ok"] and zero["result"]["reply"] in ("A", "I", "+", "-"), zero
+        tare = hub.call("device", {"device": "scale_1", "action": "tare"})
+        assert tare["ok"] and tare["result"]["reply"] in ("S", "I"), tare
+        assert backend.wait_for(
+            lambda: sum(t.kind == "command" for t in sim.truth) >= before + 2, 2
+        )
+        gone = hub.call("device", {"device": "nope", "action": "zero"})
+        assert gone["error"] == {
+            "code": "failed", "reason": "no device 'nope' (devices: scale_1)"
+        }  # fmt: skip
+        bad = hub.call("device", {"device": "scale_1", "action": "explode"})
+        assert bad["error"]["code"] == "bad_args", bad
+        assert hub.call("resend", {"device": "scale_1", "seq_from": 1, "seq_to": 2})["error"][
+            "code"
+        ] == "not_allowed"  # fmt: skip
+    finally:
+        hub.close()
+        sim.stop()
+        sim.port.close()
