@@ -254,6 +254,7 @@ def _live_under_flood(broker: Mosquitto, backend: Subscriber, sim: Any, base: st
         time.sleep(0.2)
         sim.start(count=100)
         sim.wait(20)
+        time.sleep(0.5)
         assert backend.wait_for(lambda: len(_latencies(backend, "live_1", t0)) >= 100, 10)
     finally:
         flooder.kill()
@@ -284,9 +285,18 @@ def test_command_flood_is_paused_and_live_readings_keep_flowing(
     # "normal" is live traffic on a busy broker: the same flood, aimed at another agent's
     # commands (what the broker and this machine pay for it, the agent not involved); then
     # aimed at this agent. The difference is what the flood costs the agent's live readings.
-    normal = _live_under_flood(broker, backend, sim, "edge/v1/T1/L1/other-agent")
-    t1 = time.time()
-    under = _live_under_flood(broker, backend, sim, BASE)
+    # live readings are timed by a subscriber of the reading topics only: the `backend`
+    # fixture (edge/#) also receives the flood, and its growing message list would slow the
+    # test's own thread that stamps arrivals
+    live = Subscriber(broker.port, topic=f"{BASE}/reading/+", client_id="live")
+    try:
+        assert live.subscribed.wait(5)
+        live.client.subscribe(f"{BASE}/batch", qos=1)
+        normal = _live_under_flood(broker, live, sim, "edge/v1/T1/L1/other-agent")
+        t1 = time.time()
+        under = _live_under_flood(broker, live, sim, BASE)
+    finally:
+        live.close()
     ctl, seen = tmp_path / "ctl.sock", -1
     for _ in range(100):  # until the broker delivered the flood's tail
         st = request(ctl, {"cmd": "status"})["status"]["remote"]
@@ -296,7 +306,9 @@ def test_command_flood_is_paused_and_live_readings_keep_flowing(
         seen = total
         time.sleep(0.5)
     p_normal, p_under = _p99(normal), _p99(under)
-    print(f"live p99 {p_normal * 1000:.1f} ms flood elsewhere, {p_under * 1000:.1f} ms flooded")
+    print(
+        f"live p99 {p_normal * 1000:.1f} ms flood elsewhere, {p_under * 1000:.1f} ms flooded; {st}"
+    )
     # KNOWN GAP (issue 14 asks "within its normal p99"): on the shared 2-core test machine the
     # flooded p99 measured 100-500 ms against 30-100 ms with the flood aimed elsewhere, in the
     # ~0.5 s before the paused subscription takes effect. Guarded here against starvation only.

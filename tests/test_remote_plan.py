@@ -84,3 +84,19 @@ def test_parse(topic: str, payload: bytes, prop: str | None, code: str | None, r
     req = parse(BASE, topic, payload, prop, None)
     assert (req.error.code if req.error else None) == code, req.error
     assert req.reply_to == f"{BASE}/response/{reply}"
+
+
+def test_reconnect_waits_are_jittered() -> None:
+    """The first wait after a drop is spread over FIRST_RETRY_S (a fleet does not come back in
+    one 100 ms window), shorter right after a refused publish, then doubles with +-50 %."""
+    from edge_agent.mqtt_client import AFTER_REJECT_RETRY_S, FIRST_RETRY_S, jittered_delay
+
+    first = [jittered_delay(0, 10.0, 1e9) for _ in range(3000)]
+    assert FIRST_RETRY_S[0] <= min(first) and max(first) <= FIRST_RETRY_S[1]
+    windows = {int(w * 10) for w in first}
+    assert len(windows) >= 9, windows  # 0.1-1.0 s: every 100 ms window used
+    after_reject = [jittered_delay(0, 10.0, 0.5) for _ in range(300)]
+    assert max(after_reject) <= AFTER_REJECT_RETRY_S[1]
+    third = [jittered_delay(2, 10.0, 1e9) for _ in range(300)]
+    assert min(third) >= 1.0 and max(third) <= 3.0 and len({round(t, 2) for t in third}) > 50
+    assert max(jittered_delay(9, 10.0, 1e9) for _ in range(300)) <= 15.0
