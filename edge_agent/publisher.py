@@ -344,9 +344,6 @@ class Publisher(threading.Thread):
             # remote-ops seam: the broker's limits, read before the owner thread sees _Connected
             self.broker_receive_max = getattr(_p, "ReceiveMaximum", None)
             self.broker_max_packet = getattr(_p, "MaximumPacketSize", None)
-            if self.broker_receive_max:  # paho's own cap too (it does not read the CONNACK)
-                cap = min(self.broker_receive_max, self.cfg.inflight + 4)
-                self.client.max_inflight_messages_set(cap)
         self._events.put(_Connected(rc))
 
     def _paho_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
