@@ -208,12 +208,14 @@ AFTER_REJECT_RETRY_S = (0.05, 0.3)
 
 def jittered_delay(waits: int, max_delay: float, since_reject_s: float) -> float:
     """The wait before reconnect attempt ``waits + 1`` (s): the first in :data:`FIRST_RETRY_S`,
-    then ``RECONNECT_MIN_S`` doubling to ``max_delay``, each stretched by a random 50-150 %."""
+    then ``RECONNECT_MIN_S`` doubling, each stretched by a random 50-150 %; never over
+    ``max_delay`` (``reconnect_max_s``), and spread over its last quarter once capped."""
     if waits == 0:
         lo, hi = AFTER_REJECT_RETRY_S if since_reject_s < 2.0 else FIRST_RETRY_S
-        return random.uniform(lo, hi)
-    base = min(RECONNECT_MIN_S * 2.0**waits, max_delay)
-    return base * random.uniform(0.5, 1.5)
+        delay = random.uniform(lo, hi)
+    else:
+        delay = min(RECONNECT_MIN_S * 2.0**waits, max_delay) * random.uniform(0.5, 1.5)
+    return min(delay, max_delay * random.uniform(0.75, 1.0))
 
 
 def build_client(cfg: MqttConfig, client_id: str, password: SecretStr | None) -> _Client:
