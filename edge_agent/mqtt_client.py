@@ -209,7 +209,7 @@ AFTER_REJECT_RETRY_S = (0.05, 0.3)
 def jittered_delay(waits: int, max_delay: float, since_reject_s: float) -> float:
     """The wait before reconnect attempt ``waits + 1`` (s): the first in :data:`FIRST_RETRY_S`,
     then ``RECONNECT_MIN_S`` doubling, each stretched by a random 50-150 %; never over
-    ``max_delay`` (``reconnect_max_s``), and spread over its last quarter once capped."""
+    ``max_delay`` (``reconnect_max_s``), and spread over its upper half once capped."""
     if waits == 0:
         lo, hi = AFTER_REJECT_RETRY_S if since_reject_s < 2.0 else FIRST_RETRY_S
         delay = random.uniform(lo, hi)

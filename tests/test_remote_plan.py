@@ -100,5 +100,5 @@ def test_reconnect_waits_are_jittered() -> None:
     third = [jittered_delay(2, 10.0, 1e9) for _ in range(300)]
     assert min(third) >= 1.0 and max(third) <= 3.0 and len({round(t, 2) for t in third}) > 50
     capped = [jittered_delay(9, 10.0, 1e9) for _ in range(300)]
-    assert 7.5 <= min(capped) and max(capped) <= 10.0  # never over reconnect_max_s, spread
+    assert min(capped) >= 5.0 and max(capped) <= 10.0  # never over reconnect_max_s, spread
     assert max(jittered_delay(0, 0.5, 1e9) for _ in range(300)) <= 0.5
