@@ -649,7 +649,7 @@ class Publisher(threading.Thread):
             return
         props = None
         if correlation is not None and self.cfg.protocol == "5":
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props = Properties(PacketTypes.PUBLISH)
             props.CorrelationData = correlation
         info = self.client.publish(topic, payload, qos=1, properties=props)
         if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):

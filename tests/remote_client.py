@@ -70,7 +70,7 @@ class RemoteClient:
         body["args"] = args or {}
         props = None
         if self.v5:
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props = Properties(PacketTypes.PUBLISH)
             props.ResponseTopic = to
             props.CorrelationData = corr.encode()
         else:

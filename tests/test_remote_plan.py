@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,14 +50,15 @@ def test_plan_tells_purged_refused_and_unknown_apart(tmp_path: Path) -> None:
         t1 = iso_utc(time.time_ns() + 10**9)
         by_time = plan(con, {"device": "d1", "ts_from": t0, "ts_to": t1}, 100)
         assert [r.n for r in by_time.rows] == [r.n for r in p.rows]
-        for bad, why in [
+        cases: list[tuple[dict[str, Any], str]] = [
             ({"device": "d1", "seq_from": 0, "seq_to": 2}, "seq_from must be an integer >= 1"),
             ({"device": "d1", "seq_from": 1, "seq_to": 200}, "at most 100 per request"),
             ({"device": "d1", "ts_from": "yesterday", "ts_to": t1}, "ISO 8601"),
             ({"device": "d1", "ts_from": "2026-01-01T00:00:00", "ts_to": t1}, "with a zone"),
             ({"device": 3, "seq_from": 1, "seq_to": 2}, "device must be"),
             ({"device": "d1"}, "give seq_from and seq_to"),
-        ]:
+        ]
+        for bad, why in cases:
             with pytest.raises(RequestError, match=why) as err:
                 plan(con, bad, 100)
             assert err.value.code == "bad_args"

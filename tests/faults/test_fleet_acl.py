@@ -46,9 +46,9 @@ def _broker(tmp: Path) -> Mosquitto:
     acl = bdir / "acl"
     acl.write_text((ROOT / "docs" / "examples" / "fleet.acl").read_text())
     if os.geteuid() == 0:
-        user = pwd.getpwnam("mosquitto")
+        owner = pwd.getpwnam("mosquitto")
         for f in (pw, acl):
-            os.chown(f, user.pw_uid, user.pw_gid)
+            os.chown(f, owner.pw_uid, owner.pw_gid)
     broker = Mosquitto(bdir, extra=f"password_file {pw}\nacl_file {acl}\n", anonymous=False)
     broker.start()
     return broker
