@@ -309,9 +309,12 @@ def test_command_flood_is_paused_and_live_readings_keep_flowing(
     print(
         f"live p99 {p_normal * 1000:.1f} ms flood elsewhere, {p_under * 1000:.1f} ms flooded; {st}"
     )
-    # KNOWN GAP (issue 14 asks "within its normal p99"): on the shared 2-core test machine the
-    # flooded p99 measured 100-500 ms against 30-100 ms with the flood aimed elsewhere, in the
-    # ~0.5 s before the paused subscription takes effect. Guarded here against starvation only.
+    # KNOWN GAP (issue 14 asks "within its normal p99"): on the shared 2-core test machine
+    # (load 5-9) the flooded p99 measured 50-300 ms against 10-60 ms with the flood aimed
+    # elsewhere. py-spy on the agent during the flood: every agent thread idle > 97 % of the
+    # time, the command thread ~70 ms of CPU in 6 s; the extra latency is not agent CPU (the
+    # broker and the machine's scheduling are the suspects, not proven). Guarded here against
+    # starvation only.
     assert p_under <= p_normal + STARVED_S, (p_normal, p_under)
     # the flood was seen, the subscription paused (2 s) and resumed (a second flood), and the
     # agent handled a bounded number of requests: the broker stopped sending the rest
