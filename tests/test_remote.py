@@ -331,7 +331,8 @@ def test_oldest_unsent_alarm_raised_then_cleared(
     tmp_path: Path, broker: Mosquitto, backend: Subscriber, scanner: Factory,
     agent_factory: Factory,
 ) -> None:  # fmt: skip
-    broker.stop()  # the backend's persistent session keeps what comes once it is back
+    assert backend.subscribed.wait(5)  # its persistent session then keeps what comes
+    broker.stop()
     agent, sim = _start(
         tmp_path, broker, scanner, agent_factory, sections="[remote]\nalarm_oldest_unsent_s = 1"
     )

@@ -5,5 +5,7 @@
 * :mod:`.ratelimit`: the token bucket that bounds commands per second.
 * :mod:`.resend`: which retained rows a ``resend`` re-publishes and which part of the range is
   gone (purged, refused at the queue bound, never existed), read on its own read-only connection.
+* :mod:`.feed`: the publisher seams the command side uses, and the resend lane's feeder.
 * :mod:`.server`: the command thread (never the publisher's or the writer's) and the handlers.
+* :mod:`.unsent`: the ``oldest_unsent`` alarm; :mod:`.wiring`: what the daemon attaches.
 """

@@ -17,41 +17,20 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
 from edge_agent import outbox
 from edge_agent.config import RemoteConfig
-from edge_agent.messages import Message, fit, messages
 from edge_agent.remote import protocol
+from edge_agent.remote.feed import Port, feed
 from edge_agent.remote.protocol import Request, RequestError
 from edge_agent.remote.ratelimit import TokenBucket
 from edge_agent.remote.resend import Plan, plan
 from edge_agent.topics import Topics
 
 log = structlog.get_logger(__name__)
-
-Done = Callable[[bool], None]
-
-
-class Port(Protocol):
-    """What the command side needs from the publisher (its seams)."""
-
-    #: The broker's MQTT 5 Maximum Packet Size (None: not given); resent batches fit in it.
-    broker_max_packet: int | None
-
-    def respond(self, topic: str, payload: bytes, correlation: bytes | None) -> None:
-        """Publish a response (QoS 1), Correlation Data echoed as an MQTT 5 property."""
-
-    def resend(self, message: Message, done: Done) -> None:
-        """Queue ``message`` on the resend lane; ``done(ok)`` runs on its PUBACK or give-up."""
-
-    def pause_commands(self, seconds: float) -> None:
-        """Unsubscribe from ``{base}/cmd/#`` for ``seconds`` (a flood), then subscribe again."""
-
-    def alarm(self, name: str, details: dict[str, object]) -> None:
-        """Publish an alarm event."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +39,6 @@ class _Incoming:
     payload: bytes
     response_topic: str | None
     correlation: bytes | None
-
-
-#: Resend messages handed to the publisher at once (each up to ``batch_max`` readings).
-RESEND_WINDOW = 4
-#: A resend answers with what was PUBACKed after this long (``complete: false``).
-RESEND_TIMEOUT_S = 300.0
 
 
 class CommandServer(threading.Thread):
@@ -258,7 +231,7 @@ class CommandServer(threading.Thread):
         """The resend thread: feed the lane a few messages at a time, answer when PUBACKed."""
         try:
             t0 = time.monotonic()
-            sent, complete = self._feed(p)
+            sent, complete = feed(p, self.port, self.topics, self.batch_max)
             elapsed = time.monotonic() - t0
             self.resent_rows += sent
             result = {"device": p.device, "sent": sent, "gone": p.gone, **p.extra}
@@ -269,32 +242,6 @@ class CommandServer(threading.Thread):
             self._send(req, result)
         finally:
             self._resending.release()
-
-    def _feed(self, p: Plan) -> tuple[int, bool]:
-        window = threading.Semaphore(RESEND_WINDOW)
-        lock = threading.Lock()
-        acked = [0]
-        deadline = time.monotonic() + RESEND_TIMEOUT_S
-
-        def done_for(n: int) -> Done:
-            def done(ok: bool) -> None:
-                if ok:
-                    with lock:
-                        acked[0] += n
-                window.release()
-
-            return done
-
-        for i in range(0, len(p.rows), self.batch_max):
-            chunk = messages(p.rows[i : i + self.batch_max], self.topics)
-            for m in fit(chunk, self.topics, self.port.broker_max_packet):
-                if not window.acquire(timeout=max(0.0, deadline - time.monotonic())):
-                    return acked[0], False
-                self.port.resend(m, done_for(len(m.rows)))
-        for _ in range(RESEND_WINDOW):  # wait for the last ones
-            if not window.acquire(timeout=max(0.0, deadline - time.monotonic())):
-                return acked[0], False
-        return acked[0], acked[0] == len(p.rows)
 
     def _send(self, req: Request, result: dict[str, Any] | None) -> None:
         self.counts["ok" if req.error is None else req.error.code] += 1
