@@ -35,7 +35,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.config import TlsConfig, load_config
-from edge_agent.mqtt_client import RECONNECT_MIN_S, build_client, tls_context
+from edge_agent.mqtt_client import build_client, tls_context
+from edge_agent.reconnect_jitter import RECONNECT_MIN_S
 from simulators.mosquitto import Mosquitto, free_ports
 from simulators.serial_line_scanner import ScannerSim
 from tests import ledger
