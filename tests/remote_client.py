@@ -42,14 +42,22 @@ class RemoteClient:
         if auth:
             self.client.username_pw_set(*auth)
         self.subscribed = threading.Event()
+        #: The agent's ``status.v1`` is ``online`` (retained; it subscribes to ``cmd/#`` first).
+        self.online = threading.Event()
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *_a: self.subscribed.set()
-        self.client.on_connect = lambda c, *_a: c.subscribe(f"{base}/response/#", qos=1)
+        self.client.on_connect = lambda c, *_a: c.subscribe(
+            [(f"{base}/response/#", 1), (f"{base}/status", 1)]
+        )
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         assert self.subscribed.wait(10), "response subscription not acknowledged"
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == f"{self.base}/status":
+            online = json.loads(msg.payload)["state"] == "online"
+            (self.online.set if online else self.online.clear)()
+            return
         props = getattr(msg, "properties", None)
         corr = getattr(props, "CorrelationData", None)
         with self._lock:
@@ -92,7 +100,9 @@ class RemoteClient:
         raise AssertionError(msg)
 
     def call(self, command: str, args: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
-        """Request and wait for the answer."""
+        """Request and wait for the answer; sent once the agent is online (a backend asks an
+        agent whose status is ``online``: it is subscribed then), or after ``timeout``."""
+        self.online.wait(timeout)
         return self.answer(self.send(command, args), timeout)
 
     def on(self, topic_suffix: str) -> list[dict[str, Any]]:
