@@ -195,8 +195,8 @@ class Publisher(RemoteSeams, threading.Thread):
 
     def _on_up(self) -> None:
         """After a CONNACK: birth message, re-read the queue, re-send states and alarms."""
-        self._remote_up()  # subscribed before the birth: "online" means commands are heard
         self._publish(self.topics.status, self.status_payload("online"), True)
+        self._remote_up()
         self.writer.sync()  # marks for rows already PUBACKed are committed before we re-read
         self.window.restart(self._live_split(), carry=True)
         self._dirty = True
