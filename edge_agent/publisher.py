@@ -81,7 +81,7 @@ class Publisher(RemoteSeams, threading.Thread):
         self.window = Window(cfg.inflight, cfg.batch_max, self._fetch)
         self.recent = Recent(self.LIVE_S)
         #: Message ids handed to paho and not yet PUBACKed (rows and side messages).
-        self._paho_mids: set[int] = set()
+        self._paho_mids: dict[int, str] = {}  # -> topic
         self._stopping = threading.Event()
         # rows (rows with prio > 0) may have been committed since the window was last filled
         self._dirty, self._prio_hint = True, True
@@ -210,17 +210,19 @@ class Publisher(RemoteSeams, threading.Thread):
         us (``paho_messages``), not read from paho's internals."""
         info = self.client.publish(topic, payload, qos=1, retain=retain, properties=props)
         if publish_ok(info.rc):
-            self._paho_mids.add(info.mid)
+            self._paho_mids[info.mid] = topic
         return info
 
     def _paho_publish(self, _c: Any, _u: Any, mid: int, rc: ReasonCode, _p: Any = None) -> None:
-        self._paho_mids.discard(mid)
+        topic = self._paho_mids.pop(mid, None)
         if rc.is_failure:
             self.client.note_rejected()
         flight = self.window.acked(mid, not rc.is_failure)
         if flight is None or flight.lane == "resend":  # rows of a resend were marked before
             self._dirty |= flight is not None  # the resend lane's half of the window has room
-            return  # (or a status/alarm message, or a message already given up on)
+            if flight is None and topic is not None and rc.is_failure:
+                self._side_rejected(topic, rc)  # status, alarm, response: logged and counted
+            return  # (or a message already given up on)
         if rc.is_failure:
             self.rejects[str(rc)] += 1
             log.error("mqtt_publish_rejected", reason=str(rc), code=rc.value, rows=len(flight.rows))

@@ -20,6 +20,7 @@ import queue
 import socket
 import time
 from abc import abstractmethod
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ import paho.mqtt.client as mqtt
 import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.broker_link import Link
 from edge_agent.lanes import Done, Window
@@ -68,7 +70,8 @@ class RemoteSeams(Link):
     topics: Topics
     window: Window
     _dirty: bool
-    _paho_mids: set[int]
+    _paho_mids: dict[int, str]
+    rejects: Counter[str]
 
     def _init_remote(self) -> None:
         #: The command thread's entry (None: no ``cmd/#`` subscription).
@@ -159,6 +162,13 @@ class RemoteSeams(Link):
             if self.on_command is not None and self.connected:
                 log.info("remote_commands_resumed")
                 self.client.subscribe(self.cmd_topic, qos=1)
+
+    def _side_rejected(self, topic: str, rc: ReasonCode) -> None:
+        """The broker refused a status, alarm or response message (an ACL outside the agent's
+        prefix: Mosquitto then closes the connection): said and counted, not alarmed (the alarm
+        would be refused the same way, and the next connection publishes the birth again)."""
+        self.rejects[str(rc)] += 1
+        log.error("mqtt_publish_rejected", reason=str(rc), code=rc.value, topic=topic, rows=0)
 
     def _respond(self, topic: str, payload: bytes, correlation: bytes | None) -> None:
         if not self.connected:
