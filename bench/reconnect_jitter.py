@@ -50,8 +50,8 @@ class CountingProxy(threading.Thread):
             for key, _ in self.sel.select(0.5):
                 if key.data is None:
                     self._accept()
-                else:
-                    self._pipe(key.fileobj, key.data)  # type: ignore[arg-type]
+                elif isinstance(key.fileobj, socket.socket):  # every registered one is
+                    self._pipe(key.fileobj, key.data)
 
     def _accept(self) -> None:
         try:
