@@ -284,7 +284,7 @@ class Publisher(RemoteSeams, threading.Thread):
         rows = [r for r in rows if r.n not in self.window.flying]
         if rows:
             log.info("mqtt_retry_rejected", rows=len(rows))
-            for m in messages(rows, self.topics):  # events on their own topics, as first sent
+            for m in fit(messages(rows, self.topics), self.topics, self.broker_max_packet):
                 self._send(m, "retry")
 
     def _drain_on_stop(self) -> None:

@@ -134,6 +134,8 @@ class RemoteSeams(Link):
         self.window.size = size if rmax is None else max(1, min(size, rmax - RECEIVE_MAX_SPARE))
         if self.on_command is not None and not self._commands_paused_until:
             self.client.subscribe(self.cmd_topic, qos=1)
+        elif self.on_command is not None:  # paused while disconnected: a kept session (clean
+            self.client.unsubscribe(self.cmd_topic)  # start off) still holds the subscription
 
     def _remote_due(self) -> list[float]:
         """The loop's deadline for resuming paused commands."""
