@@ -63,6 +63,8 @@ class Link:
         self.reconnects = 0
         #: Times the broker gave our session to another client with our id (MQTT 5 0x8E).
         self.takeovers = 0
+        self.broker_receive_max: int | None = None
+        self.broker_max_packet: int | None = None
         #: Called when ``connected`` or ``last_error`` changes (the daemon's STATUS=).
         self.on_change: Callable[[], None] = lambda: None
 
@@ -103,6 +105,9 @@ class Link:
             self._on_connect_failed(f"CONNACK {rc.value:#04x} {rc}")
             return
         self.client.note_connected()
+        # the broker's MQTT 5 limits (CONNACK properties; None: not given, or MQTT 3.1.1)
+        self.broker_receive_max = getattr(_p, "ReceiveMaximum", None)
+        self.broker_max_packet = getattr(_p, "MaximumPacketSize", None)
         b = self.cfg.brokers[self._broker]
         log.info("mqtt_connected", host=b.host, port=b.port, after_failures=self.connect_failures)
         self.connected = True

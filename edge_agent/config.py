@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from edge_agent.config_errors import ENV_PATTERN, format_errors
+from edge_agent.config_remote import RemoteConfig
 from edge_agent.config_secrets import check_secrets, check_tls, read_password
 from edge_agent.config_sections import device_section, stations_section, validate_device
 from edge_agent.errors import ConfigError
@@ -52,6 +53,7 @@ __all__ = [
     "ConfigReport",
     "DeviceConfig",
     "Ident",
+    "RemoteConfig",
     "StrictModel",
     "check_config",
     "load_config",
@@ -163,6 +165,7 @@ class AgentConfig(StrictModel):
     log: LogConfig = LogConfig()
     control: ControlConfig = ControlConfig()
     metrics: MetricsConfig = MetricsConfig()
+    remote: RemoteConfig = RemoteConfig()
     devices: dict[str, DeviceConfig] = Field(default_factory=dict)
     #: ``[stations.<id>]``: edge_agent.station.StationConfig per station (validated lazily).
     stations: dict[str, Any] = Field(default_factory=dict)

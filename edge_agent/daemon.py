@@ -42,8 +42,9 @@ from edge_agent.main_thread import return_big_buffers_to_the_os, serve
 from edge_agent.outbox import Outbox
 from edge_agent.publisher import Publisher
 from edge_agent.reading import Identity, Reading, boot_id
+from edge_agent.remote import wiring as remote_wiring
 from edge_agent.station_runner import StationRunner
-from edge_agent.status import Rates, device_status, queue_status, station_status
+from edge_agent.status import Rates, device_status, queue_status, station_status, status_line
 from edge_agent.supervisor import DeviceWorker
 from edge_agent.topics import Topics
 from edge_agent.writer import Writer
@@ -93,6 +94,7 @@ class Daemon:
         self.workers = [
             self.make_worker(dev_id, dev) for dev_id, dev in cfg.devices.items() if dev.enabled
         ]
+        self.remote = remote_wiring.attach(self)  # commands, birth/will, oldest_unsent
 
     def _stations(self, cfg: AgentConfig) -> StationRunner | None:
         if not cfg.stations:
@@ -157,6 +159,7 @@ class Daemon:
     def start(self) -> None:
         """Start every thread, then tell systemd we are ready."""
         self.writer.start()
+        self.remote.start()
         self.publisher.start()
         if self.stations is not None:
             self.stations.start()
@@ -183,16 +186,9 @@ class Daemon:
 
     def status_line(self) -> str:
         """One line for ``systemctl status``: devices, queue depth, broker."""
-        up = sum(w.state == "connected" for w in self.workers)
-        pub = self.publisher
-        broker = "up" if pub.connected else f"down ({pub.last_error or 'connecting'})"
-        pending = self.outbox.counters["pending"]
-        line = f"devices {up}/{len(self.workers)} up, queue {pending} pending, broker {broker}"
-        if self.writer.disk_full:
-            line += f", DISK FULL ({self.writer.disk_full})"
-        if self.writer.failing:
-            line += f", QUEUE WRITE FAILING ({self.writer.failing})"
-        return line
+        return status_line(
+            self.workers, self.outbox.counters["pending"], self.publisher, self.writer
+        )
 
     def healthy(self, window: float) -> bool:
         """True while the writer and publisher threads are alive and looping."""
@@ -222,6 +218,7 @@ class Daemon:
             "queue": queue_status(self.cfg.queue),
             "broker": self.publisher.status(),
             "stations": station_status(self.stations),
+            **self.remote.status(),
             "summary": self.status_line(),
         }
 
@@ -239,6 +236,7 @@ class Daemon:
             self.stations.stop()
         self.writer.sync(timeout=1.0)
         self.publisher.stop(timeout=1.5)
+        self.remote.stop()
         self.writer.stop(timeout=1.0)
         if self.writer.is_alive():
             # never close the connection under a running commit; the process exit ends it,

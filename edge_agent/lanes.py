@@ -13,7 +13,9 @@ that has rows:
   backlog (T6). Batched up to ``batch_max`` when several are ready.
 * ``backlog``: rows committed before that, in batches of up to ``batch_max``.
 * ``resend``: rows handed in with :meth:`Window.resend` (a remote command asking for a
-  replay), lowest priority.
+  replay; already sent once), lowest priority, and never more than half the window, so a live
+  reading arriving next finds a free slot. Each handed-in chunk may carry ``done(ok)``, called
+  once every message it was split into is PUBACKed (ok) or given up on (:class:`Part`).
 
 Each lane is sent in queue order (per-device ``seq`` order). A row in flight is never fetched
 twice; rows in flight when the connection came up (``carried``: paho re-sends them itself,
@@ -37,13 +39,43 @@ Fetch = Callable[[int, int, int | None, bool], list[PendingRow]]
 LANES = ("priority", "live", "backlog", "resend")
 
 
+#: done(ok): a resend chunk's completion (the remote command thread counts what was sent).
+Done = Callable[[bool], None]
+
+
+class Part:
+    """The completion of one resend chunk over the messages it was split into: ``done(ok)``
+    runs once, when the chunk is sealed (all its messages handed to paho) and none is open."""
+
+    def __init__(self, done: Done | None) -> None:
+        self.done, self.open, self.ok, self.sealed = done, 0, True, False
+
+    def finish(self, ok: bool) -> None:
+        """One of its messages was PUBACKed (``ok``: with success) or given up on."""
+        self.open -= 1
+        self.ok &= ok
+        self._maybe()
+
+    def seal(self) -> None:
+        """Every message of the chunk was handed to the client (or failed)."""
+        self.sealed = True
+        self._maybe()
+
+    def _maybe(self) -> None:
+        if self.sealed and self.open <= 0 and self.done is not None:
+            done, self.done = self.done, None
+            done(self.ok)
+
+
 @dataclass(slots=True)
 class Flight:
-    """One message in flight: its rows, the lane they came from, when it was published."""
+    """One message in flight: its rows, the lane they came from, when it was published; for
+    the resend lane, the chunk it belongs to."""
 
     rows: list[int]
     lane: str
     sent_mono: float
+    part: Part | None = None
 
 
 class Recent:
@@ -97,7 +129,11 @@ class Window:
         self.carried: set[int] = set()
         self.cursor = {"priority": 0, "live": 0, "backlog": 0}
         self.backlog_upto = 0
-        self._resend: deque[PendingRow] = deque()
+        #: (rows, their part, the part's last chunk) waiting for the resend lane.
+        self._resend: deque[tuple[list[PendingRow], Part, bool]] = deque()
+        #: The resend chunk being sent (its messages are attached to it until sealed).
+        self._part: Part | None = None
+        self._part_last = False
         self._exhausted: set[str] = set()
 
     def restart(self, backlog_upto: int, *, carry: bool) -> None:
@@ -107,20 +143,34 @@ class Window:
         self.cursor = {"priority": 0, "live": backlog_upto, "backlog": 0}
         self.carried = set(self.flying) if carry else set()
         self._exhausted.clear()
+        if self._part is not None and not carry:  # a rewind while a chunk was being sent
+            self._part.ok = False
+        self._seal()
 
     def full(self) -> bool:
         """No room for another message."""
         return len(self.inflight) >= self.size
 
-    def resend(self, rows: list[PendingRow]) -> None:
-        """Queue rows for the lowest lane (sent when the other lanes are empty)."""
-        self._resend.extend(rows)
+    def resend(self, rows: list[PendingRow], done: Done | None = None) -> None:
+        """Queue rows for the lowest lane (sent when the other lanes are empty, in messages of
+        up to ``batch_max`` rows); ``done(ok)`` once all of them are PUBACKed or given up on."""
+        part = Part(done)
+        for i in range(0, len(rows), self.batch_max):
+            last = i + self.batch_max >= len(rows)
+            self._resend.append((rows[i : i + self.batch_max], part, last))
+        if not rows:
+            part.seal()
         self._exhausted.discard("resend")
+
+    def resend_busy(self) -> int:
+        """Messages of the resend lane in flight."""
+        return sum(f.lane == "resend" for f in self.inflight.values())
 
     def next_rows(self) -> tuple[str, list[PendingRow]] | None:
         """The lane and rows to send next (rows may be empty when all were in flight: call
         again), or None when the window is full or every lane is empty. A lane found empty,
         or that returned less than asked, is not read again until :meth:`new_pass`."""
+        self._seal()  # the rows last returned were sent (or failed)
         if self.full():
             return None
         for lane in LANES:
@@ -142,8 +192,10 @@ class Window:
 
     def _take(self, lane: str) -> list[PendingRow] | None:
         if lane == "resend":
-            got = [self._resend.popleft() for _ in range(min(self.batch_max, len(self._resend)))]
-            return [r for r in got if r.n not in self.flying] if got else None
+            if not self._resend or self.resend_busy() >= max(1, self.size // 2):
+                return None  # (an ack of a resend message makes room: the caller reads again)
+            got, self._part, self._part_last = self._resend.popleft()
+            return [r for r in got if r.n not in self.flying]
         upto: int | None = None
         if lane == "backlog":
             if self.cursor["backlog"] >= self.backlog_upto:
@@ -164,15 +216,26 @@ class Window:
 
     def sent(self, mid: int, rows: list[int], lane: str, now: float) -> None:
         """Message ``mid`` carrying ``rows`` was handed to the client."""
-        self.inflight[mid] = Flight(rows, lane, now)
+        part = self._part if lane == "resend" else None
+        if part is not None:
+            part.open += 1
+        self.inflight[mid] = Flight(rows, lane, now, part)
         self.flying.update(rows)
 
-    def acked(self, mid: int) -> Flight | None:
-        """The PUBACK of ``mid`` came: its flight, or None (not ours, or given up on)."""
+    def acked(self, mid: int, ok: bool = True) -> Flight | None:
+        """The PUBACK of ``mid`` came (``ok``: a success code): its flight, or None (not ours,
+        or given up on). A resend message's chunk is told."""
         flight = self.inflight.pop(mid, None)
         if flight is not None:
             self.flying.difference_update(flight.rows)
+            if flight.part is not None:
+                flight.part.finish(ok)
         return flight
+
+    def _seal(self) -> None:
+        part, self._part = self._part, None
+        if part is not None and self._part_last:
+            part.seal()
 
     def next_expiry(self, timeout: float) -> float | None:
         """When the oldest message in flight times out (None: nothing in flight)."""
@@ -184,5 +247,8 @@ class Window:
         rewinds when > 0, so their rows are fetched again)."""
         late = [mid for mid, f in self.inflight.items() if now - f.sent_mono > timeout]
         for mid in late:
-            self.flying.difference_update(self.inflight.pop(mid).rows)
+            flight = self.inflight.pop(mid)
+            self.flying.difference_update(flight.rows)
+            if flight.part is not None:
+                flight.part.finish(False)
         return len(late)

@@ -1,7 +1,8 @@
 """The main thread's loop: the systemd watchdog, STATUS=, reload; no polling.
 
-It sleeps until the next watchdog ping (WatchdogSec/2), the next rate sample or periodic
-STATUS=, or an event: a signal (stop, reload) or a state change a technician should see (the
+It sleeps until the next watchdog ping (WatchdogSec/2), the next rate sample, periodic
+STATUS= or ``oldest_unsent`` check (every few seconds, :mod:`edge_agent.remote.unsent`), or an
+event: a signal (stop, reload) or a state change a technician should see (the
 broker went down, the disk filled up, a device came or went), posted by ``Daemon.notice()``.
 The watchdog is pinged only while the pipeline threads are healthy (``Daemon.healthy``: alive,
 and none busy with one piece of work for longer than the health window).
@@ -35,7 +36,8 @@ def serve(daemon: Daemon) -> None:
     last_status = daemon.ready_status  # READY=1 carried it (what changed since goes out now)
     while not daemon.stopping.is_set():
         now = time.monotonic()
-        due = min(next_ping, next_status, daemon.rates.next_sample())
+        unsent = daemon.remote.unsent
+        due = min(next_ping, next_status, daemon.rates.next_sample(), unsent.next_check())
         daemon.wakeup.wait(max(0.0, due - now))
         daemon.wakeup.clear()
         if daemon.stopping.is_set():
@@ -49,6 +51,7 @@ def serve(daemon: Daemon) -> None:
             if daemon.healthy(window=daemon.HEALTH_WINDOW_S):
                 sdnotify.notify("WATCHDOG=1")
         daemon.rates.sample(daemon.workers)
+        unsent.check()  # (a no-op before its time)
         line = daemon.status_line()
         # at once when something changed that a technician should see (the broker went
         # down, the disk filled up), else every STATUS_EVERY_S for the queue figure

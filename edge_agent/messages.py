@@ -51,3 +51,23 @@ def messages(rows: list[PendingRow], topics: Topics) -> Iterator[Message]:
         run = next((i for i, r in enumerate(rows) if r.kind != "reading"), len(rows))
         yield message(rows[:run], topics)
         rows = rows[run:]
+
+
+#: Bytes of a PUBLISH besides topic and payload (fixed header, lengths, packet id, properties).
+PUBLISH_OVERHEAD = 64
+
+
+def fit(msgs: Iterator[Message], topics: Topics, max_packet: int | None) -> Iterator[Message]:
+    """``msgs`` with every batch that would exceed the broker's Maximum Packet Size split in
+    halves until it fits (a lone row is sent as it is: the broker then refuses it, counted)."""
+    for m in msgs:
+        if max_packet is None or len(m.rows) < 2 or _size(m) <= max_packet:
+            yield m
+            continue
+        half = len(m.rows) // 2
+        yield from fit(iter([message(m.rows[:half], topics)]), topics, max_packet)
+        yield from fit(iter([message(m.rows[half:], topics)]), topics, max_packet)
+
+
+def _size(m: Message) -> int:
+    return len(m.payload) + len(m.topic.encode()) + PUBLISH_OVERHEAD

@@ -25,6 +25,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 
 from edge_agent.config import MqttConfig, TlsConfig
+from edge_agent.reconnect_jitter import RECONNECT_MIN_S, jittered_delay
 
 _SSL_SOURCE = re.compile(r"\s*\(_ssl\.c:\d+\)")
 
@@ -162,7 +163,12 @@ class _Client(mqtt.Client):
         ``on_connect_fail`` / ``on_disconnect``, just before paho waits to retry): when the
         next attempt comes, by paho's documented rule (``reconnect_delay_set``: the min delay
         first, doubling to the max, back to the min after a success CONNACK)."""
-        delay = min(self._min_delay * 2.0**self._waits, self._max_delay)
+        if self._backing_off:  # a takeover's back-off: paho's own doubling of that delay
+            delay = min(self._min_delay * 2.0**self._waits, self._max_delay)
+        else:  # randomised (issue 14): a fleet does not reconnect in lockstep after a restart
+            delay = jittered_delay(
+                self._waits, self._max_delay, time.monotonic() - self._last_reject
+            )
         self._waits += 1
         self.retry_at = time.monotonic() + delay
 
@@ -200,10 +206,6 @@ class _Client(mqtt.Client):
         logger.propagate = False
         logger.handlers = [_LastSocketError(self)]
         self.enable_logger(logger)
-
-
-#: Seconds before the first reconnect attempt after a drop or a failed attempt (then doubling).
-RECONNECT_MIN_S = 0.5
 
 
 def build_client(cfg: MqttConfig, client_id: str, password: SecretStr | None) -> _Client:

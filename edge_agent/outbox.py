@@ -168,6 +168,7 @@ class Outbox:
             accepted.append((0, reading))
             self.counters["bytes"] += len(payload)
         self.counters["dropped"] += len(dropped)
+        self._note_refused(dropped)
         if not rows:
             return accepted, dropped
         self._con.executemany(
@@ -182,6 +183,16 @@ class Outbox:
         self.counters["pending"] += len(rows) - quiet
         self.counters["accepted"] += len(rows)
         return accepted, dropped
+
+    def _note_refused(self, dropped: list[Reading]) -> None:
+        """Seqs refused at the bound, as ranges: a remote ``resend`` says they never existed."""
+        runs: list[list[object]] = []
+        for r in dropped:
+            if runs and runs[-1][0] == r.device and runs[-1][2] == r.seq - 1:
+                runs[-1][2] = r.seq
+            else:
+                runs.append([r.device, r.seq, r.seq])
+        self._con.executemany("INSERT INTO refused VALUES(?,?,?)", runs)
 
     def _insert_events(self, events: Sequence[OutEvent]) -> None:
         """Station events are never refused at the bound: they are few and say what was lost."""

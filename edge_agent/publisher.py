@@ -12,15 +12,14 @@ past 65,535 (P2). A row is marked sent only on a PUBACK whose reason code is a s
 a failure code keeps the row, stores the code and raises an alarm; such rows are retried once a
 minute (``reject_retry_s``, P5). Connection handling: :mod:`edge_agent.broker_link`.
 
-Seams for remote operations: :meth:`Publisher._on_up` runs after each CONNACK (subscriptions
-go there), ``self.window.resend(rows)`` feeds the lowest lane, ``topics.status`` carries the
-birth (``_on_up``) and will (``__init__``) payloads.
+Remote operations (issue 14) plug in through :mod:`edge_agent.publisher_remote`: the
+``cmd/#`` subscription after each CONNACK, responses, the resend lane, the birth and will
+(``status.v1``); batches are split to the broker's Maximum Packet Size (:func:`fit`).
 """
 
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections import Counter
@@ -29,18 +28,21 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 
 from edge_agent import faults
 from edge_agent import outbox as q
-from edge_agent.broker_link import Link, publish_ok
+from edge_agent.broker_link import publish_ok
 from edge_agent.config import MqttConfig
 from edge_agent.lanes import Recent, Window
 from edge_agent.liveness import Liveness
-from edge_agent.messages import Message, messages
+from edge_agent.messages import Message, fit, messages
 from edge_agent.mqtt_client import build_client
 from edge_agent.mqtt_loop import NetLoop
+from edge_agent.publisher_remote import RemoteSeams
+from edge_agent.reading import iso_utc
 from edge_agent.side_messages import Side, SideMessages
 from edge_agent.topics import Topics
 from edge_agent.writer import Writer
@@ -48,7 +50,7 @@ from edge_agent.writer import Writer
 log = structlog.get_logger(__name__)
 
 
-class Publisher(Link, threading.Thread):
+class Publisher(RemoteSeams, threading.Thread):
     """Owner thread of the paho client. Args: the ``[mqtt]`` section, this agent's topics, its
     client id, the password or None, the queue file (read through its own WAL reader), and the
     writer PUBACKs and rejections are reported to."""
@@ -70,7 +72,7 @@ class Publisher(Link, threading.Thread):
         writer: Writer,
     ) -> None:
         threading.Thread.__init__(self, name="mqtt-publisher", daemon=True)
-        Link.__init__(self, cfg, build_client(cfg, client_id, password), client_id)
+        RemoteSeams.__init__(self, cfg, build_client(cfg, client_id, password), client_id)
         self.topics = topics
         self.writer = writer
         self.db_path = db_path
@@ -79,7 +81,7 @@ class Publisher(Link, threading.Thread):
         self.window = Window(cfg.inflight, cfg.batch_max, self._fetch)
         self.recent = Recent(self.LIVE_S)
         #: Message ids handed to paho and not yet PUBACKed (rows and side messages).
-        self._paho_mids: set[int] = set()
+        self._paho_mids: dict[int, str] = {}  # -> topic
         self._stopping = threading.Event()
         # rows (rows with prio > 0) may have been committed since the window was last filled
         self._dirty, self._prio_hint = True, True
@@ -95,7 +97,7 @@ class Publisher(Link, threading.Thread):
         c.on_disconnect = self._paho_disconnect
         c.on_publish = self._paho_publish
         c.on_socket_open = lambda _c, _u, sock: c.set_user_timeout(sock, cfg.keepalive)
-        c.will_set(self.topics.status, b"offline", qos=1, retain=True)
+        self._init_remote()  # the will is set before each connection attempt
 
     # ---- called from other threads -------------------------------------------------------
     def _signal(self) -> None:
@@ -123,8 +125,10 @@ class Publisher(Link, threading.Thread):
 
     def device_state(self, device: str, state: str, reason: str = "") -> None:
         """Publish the retained state of a device."""
-        body = json.dumps({"device": device, "state": state, "reason": reason, "ts": time.time()})
-        self.side.post(Side(self.topics.device_state(device), body.encode(), True, device))
+        body = {"schema": "edge-agent/device_state/v1", "device": device, "state": state}
+        body |= {"reason": reason, "ts": iso_utc(time.time_ns())}  # readings' ts format
+        payload = json.dumps(body).encode()
+        self.side.post(Side(self.topics.device_state(device), payload, True, device))
         self._signal()
 
     def stop(self, timeout: float = 3.0) -> None:
@@ -171,6 +175,7 @@ class Publisher(Link, threading.Thread):
             expiry = self.window.next_expiry(self.ACK_TIMEOUT_S)
             due += [expiry] if expiry is not None else []
             due += [self._next_reject_retry] if self._maybe_rejected else []
+        due += self._remote_due()
         self.live.idle()
         self.net.turn(min(due) if wait_s is None else now + wait_s)
         self.live.busy()
@@ -179,6 +184,7 @@ class Publisher(Link, threading.Thread):
             self.live.busy(allow_s=c.connect_timeout + 1.0)  # a blocking connect
             self._attempt()
         self.side.take(self.connected, self._publish)
+        self._take_remote()
         if self.connected and not self._stopping.is_set():
             if self.window.expire(time.monotonic(), self.ACK_TIMEOUT_S):
                 log.warning("mqtt_ack_timeout")
@@ -189,28 +195,34 @@ class Publisher(Link, threading.Thread):
 
     def _on_up(self) -> None:
         """After a CONNACK: birth message, re-read the queue, re-send states and alarms."""
-        self._publish(self.topics.status, b"online", True)
+        self._publish(self.topics.status, self.status_payload("online"), True)
+        self._remote_up()
         self.writer.sync()  # marks for rows already PUBACKed are committed before we re-read
         self.window.restart(self._live_split(), carry=True)
         self._dirty = True
         self._next_reject_retry = time.monotonic() + self.cfg.reject_retry_s
         self.side.resend_states(self._publish)
 
-    def _publish(self, topic: str, payload: bytes, retain: bool) -> Any:
+    def _publish(
+        self, topic: str, payload: bytes, retain: bool, props: Properties | None = None
+    ) -> Any:
         """Every QoS 1 publish goes through here, so the messages paho holds are counted by
         us (``paho_messages``), not read from paho's internals."""
-        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        info = self.client.publish(topic, payload, qos=1, retain=retain, properties=props)
         if publish_ok(info.rc):
-            self._paho_mids.add(info.mid)
+            self._paho_mids[info.mid] = topic
         return info
 
     def _paho_publish(self, _c: Any, _u: Any, mid: int, rc: ReasonCode, _p: Any = None) -> None:
-        self._paho_mids.discard(mid)
+        topic = self._paho_mids.pop(mid, None)
         if rc.is_failure:
             self.client.note_rejected()
-        flight = self.window.acked(mid)
-        if flight is None:
-            return  # status/alarm message, or a message already given up on
+        flight = self.window.acked(mid, not rc.is_failure)
+        if flight is None or flight.lane == "resend":  # rows of a resend were marked before
+            self._dirty |= flight is not None  # the resend lane's half of the window has room
+            if flight is None and topic is not None and rc.is_failure:
+                self._side_rejected(topic, rc)  # status, alarm, response: logged and counted
+            return  # (or a message already given up on)
         if rc.is_failure:
             self.rejects[str(rc)] += 1
             log.error("mqtt_publish_rejected", reason=str(rc), code=rc.value, rows=len(flight.rows))
@@ -237,7 +249,7 @@ class Publisher(Link, threading.Thread):
         self.window.new_pass(prio=prio)
         while (nxt := self.window.next_rows()) is not None:
             lane, rows = nxt
-            for m in messages(rows, self.topics):
+            for m in fit(messages(rows, self.topics), self.topics, self.broker_max_packet):
                 self._send(m, lane)
         if self.window.full():
             self._dirty = True  # lanes may have more: look again when an ack makes room
@@ -272,7 +284,7 @@ class Publisher(Link, threading.Thread):
         rows = [r for r in rows if r.n not in self.window.flying]
         if rows:
             log.info("mqtt_retry_rejected", rows=len(rows))
-            for m in messages(rows, self.topics):  # events on their own topics, as first sent
+            for m in fit(messages(rows, self.topics), self.topics, self.broker_max_packet):
                 self._send(m, "retry")
 
     def _drain_on_stop(self) -> None:
@@ -281,20 +293,3 @@ class Publisher(Link, threading.Thread):
             self._turn(0.05)
         if self.window.inflight:
             log.warning("mqtt_stop_unacked", messages=len(self.window.inflight))
-
-    def _go_offline(self) -> None:
-        try:
-            if self.connected:
-                info = self._publish(self.topics.status, b"offline", True)
-                deadline = time.monotonic() + 0.3
-                while info.mid in self._paho_mids and self.connected:
-                    if time.monotonic() >= deadline:
-                        break
-                    self._turn(0.05)
-            self.client.disconnect()
-            self.client.loop_write()  # paho closes the socket once DISCONNECT is written
-        except (RuntimeError, ValueError, OSError) as err:
-            log.debug("mqtt_offline_failed", error=str(err))
-        sock = self.client.socket()
-        if isinstance(sock, socket.socket):
-            sock.close()

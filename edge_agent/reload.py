@@ -39,7 +39,7 @@ def reload_devices(daemon: Daemon) -> None:
     old_devices = daemon.cfg.devices
     changed = [
         k
-        for k in ("node", "mqtt", "queue", "control", "metrics")
+        for k in ("node", "mqtt", "queue", "control", "metrics", "remote")
         if getattr(new, k) != getattr(daemon.cfg, k)
     ]
     if changed:

@@ -11,11 +11,16 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from edge_agent import outbox
 from edge_agent.config import QueueConfig
 from edge_agent.station_runner import StationRunner
 from edge_agent.supervisor import DeviceWorker
+
+if TYPE_CHECKING:
+    from edge_agent.publisher import Publisher
+    from edge_agent.writer import Writer
 
 
 class Rates:
@@ -106,3 +111,15 @@ def station_status(stations: StationRunner | None) -> dict[str, object]:
         return {sid: st.kpis() for sid, st in stations.stations.items()}
     except RuntimeError:  # a station changed mid-read (other thread); next status is fine
         return {}
+
+
+def status_line(workers: list[DeviceWorker], pending: int, pub: Publisher, writer: Writer) -> str:
+    """One line for ``systemctl status``: devices, queue depth, broker."""
+    up = sum(w.state == "connected" for w in workers)
+    broker = "up" if pub.connected else f"down ({pub.last_error or 'connecting'})"
+    line = f"devices {up}/{len(workers)} up, queue {pending} pending, broker {broker}"
+    if writer.disk_full:
+        line += f", DISK FULL ({writer.disk_full})"
+    if writer.failing:
+        line += f", QUEUE WRITE FAILING ({writer.failing})"
+    return line

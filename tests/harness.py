@@ -92,6 +92,10 @@ class Subscriber:
         with self._lock:
             return [p for t, p, _ in self.messages if t.endswith(suffix)]
 
+    def states(self) -> list[str]:
+        """The ``state`` of every ``status.v1`` message on a status topic, in arrival order."""
+        return [json.loads(p)["state"] for p in self.payloads("/status")]
+
     def wait_for(self, pred: Callable[[], bool], timeout: float = 15.0) -> bool:
         """Poll ``pred`` until true or ``timeout`` s."""
         deadline = time.monotonic() + timeout

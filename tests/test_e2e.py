@@ -103,7 +103,8 @@ def test_every_reading_arrives_with_values_and_valid_schema(
         elif topic.endswith("/batch"):
             validators["batch.v1.json"].validate(json.loads(payload))
     status = [(p, r) for t, p, r in backend.messages if t.endswith("/status")]
-    assert status and status[-1][0] == b"online"
+    assert status and json.loads(status[-1][0])["state"] == "online"
+    validators["status.v1.json"].validate(json.loads(status[-1][0]))
     agent.stop()
     assert_oracle(backend, tmp_path / "state" / "queue.db")
 
@@ -192,4 +193,4 @@ def test_sigterm_flushes_and_exits_within_2s(
     rows = queue_rows(tmp_path / "state" / "queue.db")
     pending = [r for r in rows if r["sent_ns"] is None]
     assert len(pending) <= 1, f"{len(pending)} rows left unsent after a graceful stop"
-    assert backend.wait_for(lambda: backend.payloads("/status")[-1:] == [b"offline"], 3)
+    assert backend.wait_for(lambda: backend.states()[-1:] == ["offline-clean"], 3)

@@ -140,3 +140,50 @@ def test_priority_lane_found_empty_is_read_again_only_when_prio_rows_came() -> N
     assert q.fetches == fetches + 1
     w.new_pass(prio=True)  # a commit with an exception event
     assert drain(w) == [("priority", [3])]
+
+
+def _rows(first: int, n: int) -> list[PendingRow]:
+    return [PendingRow(i, "h", b"{}") for i in range(first, first + n)]
+
+
+def test_resend_holds_at_most_half_the_window_so_live_rows_find_a_slot() -> None:
+    q = Queue(0)
+    w = Window(size=4, batch_max=2, fetch=q.fetch)
+    w.restart(backlog_upto=0, carry=True)
+    w.resend(_rows(100, 10))  # five messages' worth
+    assert drain(w) == [("resend", [100, 101]), ("resend", [102, 103])]
+    assert not w.full() and w.resend_busy() == 2
+    q.add(1)  # a live reading arrives: it gets one of the two free slots
+    w.new_pass()
+    assert drain(w) == [("live", [1])]
+    w.acked(101)  # a resend message PUBACKed: the lane may send its next one
+    w.new_pass()
+    assert drain(w) == [("resend", [104, 105])]
+
+
+def test_resend_done_after_every_message_of_the_chunk_acked_or_given_up() -> None:
+    q = Queue(0)
+    w = Window(size=10, batch_max=2, fetch=q.fetch)
+    w.restart(backlog_upto=0, carry=True)
+    results: list[tuple[str, bool]] = []
+    w.resend(_rows(100, 3), lambda ok: results.append(("a", ok)))  # two messages
+    w.resend(_rows(200, 1), lambda ok: results.append(("b", ok)))
+    assert drain(w) == [("resend", [100, 101]), ("resend", [102]), ("resend", [200])]
+    w.acked(101)  # (drain numbers messages 101, 102, 103)
+    assert results == []  # the second message of chunk a is still in flight
+    w.acked(102, ok=True)
+    assert results == [("a", True)]
+    assert w.expire(now=31.0, timeout=30.0) == 1  # chunk b's message: no PUBACK in time
+    assert results == [("a", True), ("b", False)]
+
+
+def test_resend_rejected_message_fails_its_chunk_and_empty_chunk_is_done() -> None:
+    q = Queue(0)
+    w = Window(size=10, batch_max=5, fetch=q.fetch)
+    w.restart(backlog_upto=0, carry=True)
+    results: list[bool] = []
+    w.resend(_rows(100, 2), results.append)
+    assert drain(w) == [("resend", [100, 101])]
+    w.acked(101, ok=False)  # the broker refused it (reason code >= 0x80)
+    w.resend([], results.append)
+    assert results == [False, True]

@@ -120,9 +120,9 @@ def test_last_will_offline_after_kill_9(
     cfg = agent_config(tmp_path, broker.port, {})
     agent = agent_factory(cfg)
     agent.start()
-    assert backend.wait_for(lambda: backend.payloads("/status")[-1:] == [b"online"], 5)
+    assert backend.wait_for(lambda: backend.states()[-1:] == ["online"], 5)
     agent.kill(signal.SIGKILL)
-    assert backend.wait_for(lambda: backend.payloads("/status")[-1:] == [b"offline"], 10)
+    assert backend.wait_for(lambda: backend.states()[-1:] == ["offline"], 10)
 
 
 def test_queue_bound_refuses_new_readings_counts_and_alarms(

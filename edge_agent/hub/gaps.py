@@ -5,7 +5,7 @@ it dies). Every ``gap_scan_s`` it looks at the streams ingest marked dirty, from
 ``checked_to`` (below it everything is present, filled or gone) up to the highest seq seen:
 
 * a hole not yet known opens a ``gaps`` row (``missing`` = seqs absent);
-* an open gap older than ``gap_grace_s`` gets a ``resend`` command (docs/backend.md §8), again
+* an open gap older than ``gap_grace_s`` gets a ``resend`` command (docs/backend.md §7), again
   every ``resend_retry_s``, at most ``resend_max_tries`` times; the agent re-publishes the rows
   with their ids and seqs, or answers which ranges are gone (purged, refused at its queue
   bound, unknown), stored in ``gone_ranges``;
