@@ -89,8 +89,8 @@ class FakeLink:
         self.chunks = list(chunks)
         self.written: list[bytes] = []
 
-    def read(self, timeout: float = 0.0) -> bytes:
-        del timeout
+    def read(self, timeout: float = 0.0, wake: int = -1) -> bytes:
+        del timeout, wake
         return self.chunks.pop(0) if self.chunks else b""
 
     def write(self, data: bytes) -> None:
