@@ -55,6 +55,8 @@ class Link:
         self.connect_failures = 0
         self._alarmed_reason: str | None = None
         self._connack_refused = False
+        #: We are disconnecting on purpose (a graceful stop): the DISCONNECT is not a failure.
+        self.leaving = False
         self.connected = False
         #: Why the broker is not connected (shown in STATUS=), None while connected.
         self.last_error: str | None = None
@@ -120,6 +122,10 @@ class Link:
 
     def _paho_disconnect(self, c: Any, _u: Any, flags: Any, rc: ReasonCode, _p: Any = None) -> None:
         from_server = bool(getattr(flags, "is_disconnect_packet_from_server", False))
+        if self.leaving and not from_server:
+            log.info("mqtt_offline", reason=str(rc))  # our own DISCONNECT on a graceful stop
+            self.connected = False
+            return
         takeover = self.client.takeover(rc, from_server)
         self.client.note_failure()  # after a takeover's back-off changed the delays
         error = connect_error(c)

@@ -196,6 +196,7 @@ class RemoteSeams(Link):
                     if time.monotonic() >= deadline:
                         break
                     self._turn(0.05)
+            self.leaving = True
             self.client.disconnect()
             self.client.loop_write()  # paho closes the socket once DISCONNECT is written
         except (RuntimeError, ValueError, OSError) as err:
