@@ -50,7 +50,7 @@ def test_two_hubs_every_reading_exactly_once_through_hub_broker_and_agent_crashe
     hub_factory: Callable[[Path], HubProc],
 ) -> None:
     # Short gap grace: after a Mosquitto restart, what an agent publishes before the hubs have
-    # subscribed again reaches nobody (docs/hub.md); the agent's resend (issue 14) fills that.
+    # subscribed again reaches nobody (docs/hub.md); the agent's resend fills that.
     extra = "gap_grace_s = 1\nresend_retry_s = 3"
     hubs = [
         hub_factory(hub_config(tmp_path, f"h{i}", [broker.port], postgres.dsn, extra))
