@@ -70,6 +70,12 @@ class Ctx:
     say: Callable[[str], None]
 
 
+def _per_s(n: int, seconds: float) -> float | None:
+    """``n`` per second, or None when the clock readings leave no time (a loaded machine can
+    see a tiny run end before READY was read)."""
+    return n / seconds if seconds > 0 else None
+
+
 def make_agent(kind: str, ctx: Ctx, rundir: Path, line: Line) -> AgentProc:
     """``edge``, ``baseline`` or a peer (``node-red``)."""
     if kind == "edge":
@@ -137,7 +143,7 @@ def drain(ctx: Ctx, kind: str, snapshot: Path, n: int, rep: int) -> dict[str, An
             t_done = max(t_rx, t_sent)
             out["complete"] = True
             out["drain_s"] = t_done - agent.t_ready
-            out["rate"] = n / out["drain_s"]
+            out["rate"] = _per_s(n, out["drain_s"])
             out["first_reading_s"] = (rx.first_t or t_done) - agent.t_ready
             out["received_at_s"] = t_rx - agent.t_ready
             out["acked_at_s"] = t_sent - agent.t_ready
@@ -390,7 +396,7 @@ def paho_raw(ctx: Ctx, n: int, per_msg: int) -> dict[str, Any]:
         "seconds": wall,
         "rate": n / wall if ok else None,
         "msgs_per_s": doc["messages"] / wall if ok else None,
-        "puback_only_rate": n / (doc["t_acked"] - doc["t0"]),
+        "puback_only_rate": _per_s(n, doc["t_acked"] - doc["t0"]),
     }
 
 
@@ -429,5 +435,5 @@ def mosquitto_pub(ctx: Ctx, lines_file: Path, n: int) -> dict[str, Any]:
         "complete": ok,
         "seconds": wall,
         "rate": n / wall if ok else None,
-        "exit_only_rate": n / (t_exit - t0),
+        "exit_only_rate": _per_s(n, t_exit - t0),
     }
