@@ -12,13 +12,13 @@ past 65,535 (P2). A row is marked sent only on a PUBACK whose reason code is a s
 a failure code keeps the row, stores the code and raises an alarm; such rows are retried once a
 minute (``reject_retry_s``, P5). Connection handling: :mod:`edge_agent.broker_link`.
 
-Remote operations (issue 14) plug in through :mod:`edge_agent.publisher_remote`: the
-``cmd/#`` subscription after each CONNACK, responses, the resend lane, the birth and will
-(``status.v1``); batches are split to the broker's Maximum Packet Size (:func:`fit`).
+Remote operations plug in through :mod:`edge_agent.publisher_remote` (``cmd/#``, responses,
+the resend lane, birth and will); batches are split to the broker's Maximum Packet Size.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -83,8 +83,10 @@ class Publisher(RemoteSeams, threading.Thread):
         #: Message ids handed to paho and not yet PUBACKed (rows and side messages).
         self._paho_mids: dict[int, str] = {}  # -> topic
         self._stopping = threading.Event()
-        # rows (rows with prio > 0) may have been committed since the window was last filled
-        self._dirty, self._prio_hint = True, True
+        # rows (prio > 0) may be new since the last fill: own flags, and wake numbers the writer
+        # writes (a shared flag read-and-cleared here could lose a wake set in between)
+        self._dirty, self._prio_hint, self._wakes = True, True, itertools.count(1)
+        self._woke = self._prio_woke = self._seen = self._prio_seen = 0
         #: Rows may be in the rejected state (from this run, or left by an earlier one).
         self._maybe_rejected, self._next_reject_retry = True, 0.0
         self.live = Liveness(self)
@@ -108,8 +110,9 @@ class Publisher(RemoteSeams, threading.Thread):
         ``prio > 0``."""
         if first_n is not None:
             self.recent.record(time.monotonic(), first_n)
-        self._prio_hint |= prio
-        self._dirty = True
+        n = next(self._wakes)
+        self._prio_woke = n if prio else self._prio_woke
+        self._woke = n
         self._signal()
 
     def alarm(self, name: str, details: dict[str, object]) -> None:
@@ -199,7 +202,7 @@ class Publisher(RemoteSeams, threading.Thread):
         self._remote_up()
         self.writer.sync()  # marks for rows already PUBACKed are committed before we re-read
         self.window.restart(self._live_split(), carry=True)
-        self._dirty = True
+        self._dirty = self._prio_hint = True
         self._next_reject_retry = time.monotonic() + self.cfg.reject_retry_s
         self.side.resend_states(self._publish)
 
@@ -242,10 +245,12 @@ class Publisher(RemoteSeams, threading.Thread):
         return q.fetch_pending(self._reader, after, limit, upto, priority=prio)
 
     def _fill_window(self) -> None:
-        dirty, self._dirty = self._dirty, False  # a wake from now on sets it again
+        woke, prio_woke = self._woke, self._prio_woke  # a wake from now on is seen next time
+        dirty = self._dirty or woke != self._seen
+        prio = self._prio_hint or prio_woke != self._prio_seen
+        self._dirty, self._seen, self._prio_hint, self._prio_seen = False, woke, False, prio_woke
         if not dirty:
             return  # nothing committed and no room made since the lanes were found empty
-        prio, self._prio_hint = self._prio_hint, False
         self.window.new_pass(prio=prio)
         while (nxt := self.window.next_rows()) is not None:
             lane, rows = nxt

@@ -13,6 +13,7 @@ thread and write loop the frame-writing simulators share.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -121,3 +122,15 @@ def serve(wait: Callable[[], object], *cleanup: Callable[[], object]) -> int:
         for step in cleanup:
             step()
     return 0
+
+
+def end_process(proc: subprocess.Popen[bytes], sig: int, wait_s: float) -> None:
+    """Send ``sig`` to a server the tests started (SIGKILL for a crash), wait up to ``wait_s``,
+    then kill it; returns once it is gone."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

@@ -20,6 +20,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from simulators import end_process
+
 CONF = """\
 per_listener_settings false
 allow_anonymous {anonymous}
@@ -154,13 +156,7 @@ class Mosquitto:
         """Stop with ``sig`` (SIGKILL for a crash) and wait for the process to end."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        end_process(self.proc, sig, 10)
         if self.proc.stderr:
             self.proc.stderr.close()
         self.proc = None

@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from simulators import end_process
 from simulators.mosquitto import free_ports
 
 CONF = """\
@@ -86,13 +87,7 @@ class NatsNode:
         """Stop with ``sig`` (SIGKILL for a crash)."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        end_process(self.proc, sig, 15)
         self.proc = None
 
     def mqtt_clients(self) -> list[str]:

@@ -130,34 +130,13 @@ class Postgres:
                 "start",
             ]
         )
+        server = ["-h", str(self.dir), "-p", str(self.port), "-U", "hub"]
         r = self._cmd(
-            [
-                str(self.bin / "psql"),
-                "-h",
-                str(self.dir),
-                "-p",
-                str(self.port),
-                "-U",
-                "hub",
-                "-d",
-                "postgres",
-                "-tAc",
-                "SELECT 1 FROM pg_database WHERE datname = 'hub'",
-            ]
-        )
+            [str(self.bin / "psql"), *server, "-d", "postgres", "-tAc",
+             "SELECT 1 FROM pg_database WHERE datname = 'hub'"]
+        )  # fmt: skip
         if r.stdout.strip() != "1":
-            self._cmd(
-                [
-                    str(self.bin / "createdb"),
-                    "-h",
-                    str(self.dir),
-                    "-p",
-                    str(self.port),
-                    "-U",
-                    "hub",
-                    "hub",
-                ]
-            )
+            self._cmd([str(self.bin / "createdb"), *server, "hub"])
 
     def pid(self) -> int | None:
         """The postmaster's pid while running."""

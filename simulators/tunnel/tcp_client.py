@@ -14,6 +14,8 @@ import socket
 import struct
 import threading
 
+from simulators.tunnel.tcp_port import recv_some, send_some
+
 
 class TcpClientPort:
     """One simulated device connecting to ``host:port``.
@@ -97,29 +99,13 @@ class TcpClientPort:
             if not self._connect():
                 return 0
             assert self._sock is not None
-            try:
-                return self._sock.send(data)
-            except BlockingIOError:
-                return 0
-            except OSError:
-                self.drop(rst=False)
-                return 0
+            return send_some(self._sock, data, self.drop)
 
     def read(self) -> bytes:
         """Bytes the host sent (commands), non-blocking; b"" if none."""
         with self._lock:
             s = self._sock
-            if s is None:
-                return b""
-            try:
-                data = s.recv(4096)
-            except BlockingIOError:
-                return b""
-            except OSError:
-                data = b""
-            if not data:
-                self.drop(rst=False)
-            return data
+            return b"" if s is None else recv_some(s, self.drop)
 
     def close(self) -> None:
         """Unplug for good (abandoned connections included)."""

@@ -14,6 +14,31 @@ import select
 import socket
 import struct
 import threading
+from collections.abc import Callable
+
+
+def send_some(sock: socket.socket, data: bytes, drop: Callable[..., None]) -> int:
+    """Send what fits without blocking; a broken link is dropped (no RST) and counts 0."""
+    try:
+        return sock.send(data)
+    except BlockingIOError:
+        return 0
+    except OSError:
+        drop(rst=False)
+        return 0
+
+
+def recv_some(sock: socket.socket, drop: Callable[..., None]) -> bytes:
+    """What the host sent (commands), non-blocking; b"" if none; a closed link is dropped."""
+    try:
+        data = sock.recv(4096)
+    except BlockingIOError:
+        return b""
+    except OSError:
+        data = b""
+    if not data:
+        drop(rst=False)
+    return data
 
 
 class TcpPort:
@@ -84,30 +109,14 @@ class TcpPort:
             if c is None or self._peer_closed(c):
                 self.drop(rst=False)
                 return 0
-            try:
-                return c.send(data)
-            except BlockingIOError:
-                return 0
-            except OSError:
-                self.drop(rst=False)
-                return 0
+            return send_some(c, data, self.drop)
 
     def read(self) -> bytes:
         """Bytes the host sent (commands), non-blocking; b"" if none."""
         with self._lock:
             self._accept()
             c = self._client
-            if c is None:
-                return b""
-            try:
-                data = c.recv(4096)
-            except BlockingIOError:
-                return b""
-            except OSError:
-                data = b""
-            if not data:
-                self.drop(rst=False)
-            return data
+            return b"" if c is None else recv_some(c, self.drop)
 
     def close(self) -> None:
         """Unplug for good."""
