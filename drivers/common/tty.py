@@ -35,7 +35,7 @@ class DeviceGone(OSError):  # noqa: N818 - an OSError, named for what it says
 
 def line_settings(attrs: list[object], baud: int, bytesize: int, parity: str, stop: int) -> None:
     """Set ``termios.tcgetattr`` attributes to raw mode with these line settings, in place."""
-    iflag, oflag, cflag, lflag = (int(x) for x in attrs[:4])  # type: ignore[call-overload]
+    iflag, oflag, cflag, lflag = (x if isinstance(x, int) else 0 for x in attrs[:4])
     cflag |= termios.CLOCAL | termios.CREAD
     lflag &= ~(termios.ICANON | termios.ECHO | termios.ECHOE | termios.ECHOK | termios.ECHONL)
     lflag &= ~(termios.ISIG | termios.IEXTEN | termios.ECHOCTL | termios.ECHOKE)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -49,7 +49,7 @@ class HubClient(mqtt.Client):
         self.connected_to: tuple[str, int] | None = None
         # Faster than the agents (0.5 s first retry): after a Mosquitto restart the shared
         # subscriptions exist only once the hub has subscribed again (docs/hub.md).
-        self.reconnect_delay_set(0.25, 2)  # type: ignore[arg-type]
+        self.reconnect_delay_set(cast(int, 0.25), 2)  # paho takes a float; annotated int
         self.max_inflight_messages_set(1000)
         pw = cfg.mqtt_password()
         if cfg.mqtt.username:
