@@ -56,6 +56,9 @@ class CommandServer(threading.Thread):
         device: a device action, as :func:`edge_agent.commands.device_action` takes it.
     """
 
+    #: A ``status`` answer may be this old (s): a burst of requests computes it once.
+    STATUS_CACHE_S = 1.0
+
     def __init__(
         self,
         cfg: RemoteConfig,
@@ -86,6 +89,7 @@ class CommandServer(threading.Thread):
         #: Floods seen (each paused the subscription for ``flood_pause_s``).
         self.floods = 0
         self._second, self._arrivals = 0.0, 0
+        self._status_cache: tuple[float, dict[str, object]] | None = None
 
     # ---- the publisher's thread (paho's on_message) ---------------------------------------
     def on_message(
@@ -141,6 +145,7 @@ class CommandServer(threading.Thread):
                 log.exception("remote_command_failed", command=req.command)
                 req.error = RequestError("failed", f"{type(err).__name__}: {err}")
                 self._send(req, None)
+            time.sleep(0)  # hand the GIL to the device, writer and publisher threads at once
 
     def _flooded(self) -> bool:
         """Count arrivals per second (the publisher's thread); past ``flood_per_s`` stop the broker
@@ -194,8 +199,11 @@ class CommandServer(threading.Thread):
         """The result, or None when the answer comes later (resend)."""
         if req.command == "ping":
             return {"pong": True}
-        if req.command == "status":
-            return self._status()
+        if req.command == "status":  # at most one status per STATUS_CACHE_S: a burst of
+            now = time.monotonic()  # them costs one (SQLite reads, every device), not one each
+            if self._status_cache is None or now - self._status_cache[0] >= self.STATUS_CACHE_S:
+                self._status_cache = (now, self._status())
+            return self._status_cache[1]
         if req.command == "reload":
             self._reload()
             return {"reload": "requested"}
