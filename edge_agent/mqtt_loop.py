@@ -82,8 +82,12 @@ class NetLoop:
             deadline = min(deadline, self._hold_write_until)
         for key, events in self._sel.select(max(0.0, deadline - now)):
             if key.fd == self._wake_fd:
-                self._woken.clear()
+                # read, then clear: cleared first, a signal landing in between would set the
+                # flag and write the fd, the read would swallow that write, and the flag would
+                # stay set, turning every later signal into a no-op (the loop then woke only on
+                # its keepalive timer: readings 3.75 s late)
                 os.eventfd_read(self._wake_fd)
+                self._woken.clear()
                 continue
             if events & selectors.EVENT_READ:
                 self._hold_write_until = 0.0
