@@ -18,7 +18,7 @@ def test_a_signal_landing_while_the_loop_takes_a_wake_is_not_lost(
     cfg = MqttConfig.model_validate({"brokers": [{"host": "127.0.0.1", "port": 1}]})
     loop = mqtt_loop.NetLoop(build_client(cfg, "edge-agent-x", None))
     real_read = os.eventfd_read
-    raced = []
+    raced: list[bool] = []
 
     def read_with_a_signal_racing(fd: int) -> int:
         if not raced:  # another thread signals just as the loop takes the wake
@@ -26,7 +26,7 @@ def test_a_signal_landing_while_the_loop_takes_a_wake_is_not_lost(
             loop.signal()
         return real_read(fd)
 
-    monkeypatch.setattr(mqtt_loop.os, "eventfd_read", read_with_a_signal_racing)
+    monkeypatch.setattr(os, "eventfd_read", read_with_a_signal_racing)  # mqtt_loop's os
     try:
         loop.signal()
         loop.turn(time.monotonic() + 2.0)  # takes the first wake (and the racing one)
