@@ -245,14 +245,7 @@ class Agent:
 
     def wait_log(self, event: str, timeout: float) -> bool:
         """Wait for a log event of the latest start."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if f'"event": "{event}"' in self.log_path().read_text():
-                return True
-            if self.proc and self.proc.poll() is not None:
-                return False
-            time.sleep(0.05)
-        return False
+        return wait_log_event(self.proc, self.log_path(), event, timeout)
 
     def kill(self, sig: int = signal.SIGKILL) -> int:
         """Send ``sig`` and wait; returns the exit status."""
@@ -269,6 +262,20 @@ class Agent:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def wait_log_event(
+    proc: subprocess.Popen[bytes] | None, log: Path, event: str, timeout: float
+) -> bool:
+    """Wait until ``log`` (JSON lines) has ``event``; False on timeout or once ``proc`` ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if f'"event": "{event}"' in log.read_text():
+            return True
+        if proc and proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    return False
 
 
 def log_time(event: dict[str, Any]) -> float:

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from simulators.postgres import Postgres, bindir
+from tests.harness import wait_log_event
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,14 +97,7 @@ class HubProc:
         return out
 
     def wait_log(self, event: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if f'"event": "{event}"' in self.log_path().read_text():
-                return True
-            if self.proc and self.proc.poll() is not None:
-                return False
-            time.sleep(0.05)
-        return False
+        return wait_log_event(self.proc, self.log_path(), event, timeout)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         assert self.proc is not None
