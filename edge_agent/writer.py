@@ -198,7 +198,7 @@ class Writer(threading.Thread):
             held_for = 0.0 if marks_since is None else now - marks_since
             if not (pending.wants_commit() or self.failing) and (
                 max(held_for, now - captured) < self.MARK_DELAY_S
-                and len(pending.sent) < self.MAX_BATCH
+                and len(pending.sent) < wi.Marks.WAKE_AT
             ):
                 continue  # while captures flow, marks wait for their next commit
             if self.failing and now < retry_at and not pending.stop:

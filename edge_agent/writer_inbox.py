@@ -66,11 +66,17 @@ class Marks:
         self._rows: list[int] = []
         self._woken = False  # a wake-up for the marks is queued, or was taken and not committed
 
+    #: Marks waiting for a commit that wake the writer again (bounds what a crash replays
+    #: beyond the in-flight window: rows PUBACKed but not yet marked sent).
+    WAKE_AT = 16
+
     def add(self, rows: list[int]) -> bool:
         """Add rows; True when the caller must wake the writer."""
         with self._lock:
+            before = len(self._rows)
             self._rows.extend(rows)
-            wake, self._woken = not self._woken, True
+            wake = not self._woken or before < self.WAKE_AT <= len(self._rows)
+            self._woken = True
         return wake
 
     def take(self) -> list[int]:
