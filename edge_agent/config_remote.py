@@ -24,10 +24,14 @@ class RemoteConfig(StrictModel):
     #: Commands accepted per second (token bucket of ``rate_burst``); the rest: ``rate_limited``.
     rate_per_s: Annotated[float, Field(gt=0, le=1000)] = 5.0
     rate_burst: Annotated[int, Field(ge=1, le=1000)] = 10
-    #: More requests than this in one second is a flood: the agent unsubscribes from its
-    #: ``cmd/#`` for ``flood_pause_s`` (alarm ``command_flood``), so the broker stops sending.
+    #: Requests arriving faster than ``flood_per_s`` past a burst of ``flood_burst`` (a token
+    #: bucket over arrivals) is a flood: the agent unsubscribes from its ``cmd/#`` for
+    #: ``flood_pause_s`` (alarm ``command_flood``), so the broker stops sending. A flood that
+    #: is still there when the pause ends doubles the next pause, up to ``flood_pause_max_s``.
     flood_per_s: Annotated[int, Field(ge=1, le=100_000)] = 50
+    flood_burst: Annotated[int, Field(ge=1, le=100_000)] = 20
     flood_pause_s: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    flood_pause_max_s: Annotated[float, Field(ge=1, le=86400)] = 960.0
     #: Requests waiting for the command thread; more are dropped (counted, no response).
     inbox_max: Annotated[int, Field(ge=1, le=10_000)] = 100
     #: Alarm ``oldest_unsent`` when the oldest unsent reading is older than this (s).

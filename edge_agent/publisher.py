@@ -39,7 +39,7 @@ from edge_agent.config import MqttConfig
 from edge_agent.lanes import Recent, Window
 from edge_agent.liveness import Liveness
 from edge_agent.messages import Message, fit, messages
-from edge_agent.mqtt_client import build_client
+from edge_agent.mqtt_client import build_client, tune_socket
 from edge_agent.mqtt_loop import NetLoop
 from edge_agent.publisher_remote import RemoteSeams
 from edge_agent.reading import iso_utc
@@ -98,7 +98,7 @@ class Publisher(RemoteSeams, threading.Thread):
         c.on_connect = self._paho_connect
         c.on_disconnect = self._paho_disconnect
         c.on_publish = self._paho_publish
-        c.on_socket_open = lambda _c, _u, sock: c.set_user_timeout(sock, cfg.keepalive)
+        c.on_socket_open = lambda _c, _u, sock: tune_socket(sock, cfg.keepalive)
         self._init_remote()  # the will is set before each connection attempt
 
     # ---- called from other threads -------------------------------------------------------

@@ -201,6 +201,14 @@ def test_network_loop_and_held_messages_are_tracked_without_paho_internals(
             assert time.monotonic() < deadline, pub.status()
             time.sleep(0.05)
         assert pub.network_thread_alive()
+        # the socket paho opened: no Nagle delay (a PUBLISH behind an unacknowledged PUBACK
+        # waited 40 ms for the broker's delayed ACK) and a user timeout of keepalive/2 (P12)
+        import socket
+
+        sock = pub.client.socket()
+        assert isinstance(sock, socket.socket)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == cfg.keepalive * 500
         assert broker.proc is not None
         broker.proc.send_signal(signal.SIGSTOP)  # PUBACKs stop coming: what paho holds counts
         for i in range(3):

@@ -43,8 +43,11 @@ while True:
 """
 #: Requests per second of the command flood (the default limit is 5/s).
 FLOOD_PER_S = 500
-#: Extra live p99 latency under a flood that counts as starvation (s).
-STARVED_S = 1.0
+#: Live readings timed per phase of the flood test, over 5 s: a p99 of 250 is their 3rd worst
+#: (of 100 it would be the single worst but one, mostly this machine's noise).
+LIVE = 250
+#: Run-to-run noise of a 250-reading p99 on a shared 2-core machine (s).
+NOISE_S = 0.010
 
 
 def _seqs_ids(backend: Subscriber, device: str) -> list[tuple[int, str]]:
@@ -244,26 +247,27 @@ def _p99(xs: list[float]) -> float:
 
 
 def _live_under_flood(broker: Mosquitto, backend: Subscriber, sim: Any, base: str) -> list[float]:
-    """Latencies of 100 live readings while :data:`FLOOD` publishes to ``{base}/cmd/status``,
-    from another process (its publishing must not steal the GIL from the test's subscriber,
-    which would inflate the measured arrival times)."""
+    """Latencies of :data:`LIVE` live readings (5 s) while :data:`FLOOD` publishes to
+    ``{base}/cmd/status``, from another process (its publishing must not steal the GIL from the
+    test's subscriber, which would inflate the measured arrival times)."""
     args = [sys.executable, "-c", FLOOD, str(broker.port), str(FLOOD_PER_S), base]
     flooder = subprocess.Popen(args, cwd=ROOT)
     t0 = time.time()
     try:
         time.sleep(0.2)
-        sim.start(count=100)
+        sim.start(count=LIVE)
         sim.wait(20)
         time.sleep(0.5)
-        assert backend.wait_for(lambda: len(_latencies(backend, "live_1", t0)) >= 100, 10)
+        assert backend.wait_for(lambda: len(_latencies(backend, "live_1", t0)) >= LIVE, 10)
     finally:
         flooder.kill()
         flooder.wait()
-    if os.environ.get("FLOOD_DEBUG"):
+    if os.environ.get("FLOOD_DEBUG"):  # FLOOD_DEBUG=0.008: print readings later than 8 ms
+        late = float(os.environ["FLOOD_DEBUG"])
         first = backend.first_arrival()
         for _t, r in backend.readings():
             t = log_time({"timestamp": r["ts"]})
-            if r["device"] == "live_1" and t >= t0 and first.get(r["id"], t) - t > 0.05:
+            if r["device"] == "live_1" and t >= t0 and first.get(r["id"], t) - t > late:
                 print(f"  {base[-12:]} read +{t - t0:.3f}s late {first[r['id']] - t:.3f}s")
     return _latencies(backend, "live_1", t0)
 
@@ -275,7 +279,7 @@ def test_command_flood_is_paused_and_live_readings_keep_flowing(
     agent, _sim = _start(
         tmp_path, broker, scanner, agent_factory, sections="[remote]\nflood_pause_s = 2"
     )
-    sim = scanner("live", rate=25, seed=9)
+    sim = scanner("live", rate=LIVE // 5, seed=9)
     cfg = agent.config.read_text().replace("[devices.scan_1]", "[devices.live_1]\n"
         + "\n".join(f"{k} = {json.dumps(v)}" for k, v in scanner_device(sim).items())
         + "\n[devices.scan_1]")  # fmt: skip
@@ -309,21 +313,21 @@ def test_command_flood_is_paused_and_live_readings_keep_flowing(
     print(
         f"live p99 {p_normal * 1000:.1f} ms flood elsewhere, {p_under * 1000:.1f} ms flooded; {st}"
     )
-    # KNOWN GAP (issue 14 asks "within its normal p99"): on the shared 2-core test machine
-    # (load 5-9) the flooded p99 measured 50-300 ms against 10-60 ms with the flood aimed
-    # elsewhere. py-spy on the agent during the flood: every agent thread idle > 97 % of the
-    # time, the command thread ~70 ms of CPU in 6 s; the extra latency is not agent CPU (the
-    # broker and the machine's scheduling are the suspects, not proven). Guarded here against
-    # starvation only.
-    assert p_under <= p_normal + STARVED_S, (p_normal, p_under)
-    # the flood was seen, the subscription paused (2 s) and resumed (a second flood), and the
-    # agent handled a bounded number of requests: the broker stopped sending the rest
+    # within the normal p99, give or take this shared machine's noise: a flood that cost the
+    # live readings anything real (the 40 ms Nagle stall a command burst caused before the
+    # agent set TCP_NODELAY, or 50 requests handled per resume before the token-bucket trip)
+    # fails this
+    assert p_under <= max(2 * p_normal, p_normal + NOISE_S), (p_normal, p_under)
+    # the flood was seen, the subscription paused (2 s), resumed into the same flood and paused
+    # again for twice as long; the agent handled a bounded number of requests: the broker
+    # stopped sending the rest
     assert st["floods"] >= 2, st
     handled = sum(st["requests"].values()) + st["inbox_dropped"]
     assert handled < FLOOD_PER_S * (time.time() - t1) / 2, st
     assert st["requests"]["ok"] <= 10 + 5 * (time.time() - t1) + 2, st  # burst + rate
     alarms = [json.loads(p) for p in backend.payloads("/alarm")]
-    assert any(a["alarm"] == "command_flood" for a in alarms), alarms
+    pauses = [a["pause_s"] for a in alarms if a["alarm"] == "command_flood"]
+    assert pauses[:2] == [2.0, 4.0], alarms
     assert agent.proc.poll() is None
 
 

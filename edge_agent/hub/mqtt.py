@@ -20,6 +20,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_agent.hub.config import HubConfig
+from edge_agent.mqtt_client import tune_socket
 
 #: Topics every hub instance shares the load of (``$share/<group>/``).
 SHARED = ("reading/+", "batch", "parcel/+", "exception/+", "alarm")
@@ -51,6 +52,9 @@ class HubClient(mqtt.Client):
         # subscriptions exist only once the hub has subscribed again (docs/hub.md).
         self.reconnect_delay_set(cast(int, 0.25), 2)  # paho takes a float; annotated int
         self.max_inflight_messages_set(1000)
+        # TCP_NODELAY and the half-open timeout, as the agent's socket (a batch of PUBACKs
+        # after a commit must not wait for the broker's delayed ACK of the previous one)
+        self.on_socket_open = lambda _c, _u, sock: tune_socket(sock, cfg.mqtt.keepalive_s)
         pw = cfg.mqtt_password()
         if cfg.mqtt.username:
             self.username_pw_set(cfg.mqtt.username, pw.get_secret_value() if pw else None)

@@ -88,7 +88,9 @@ class CommandServer(threading.Thread):
         self.inbox_dropped = 0
         #: Floods seen (each paused the subscription for ``flood_pause_s``).
         self.floods = 0
-        self._second, self._arrivals = 0.0, 0
+        #: Arrivals (the publisher's thread): a flood empties it.
+        self._arrivals = TokenBucket(cfg.flood_per_s, cfg.flood_burst)
+        self._pause, self._paused_until = cfg.flood_pause_s, 0.0
         self._status_cache: tuple[float, dict[str, object]] | None = None
 
     # ---- the publisher's thread (paho's on_message) ---------------------------------------
@@ -148,21 +150,26 @@ class CommandServer(threading.Thread):
             time.sleep(0)  # hand the GIL to the device, writer and publisher threads at once
 
     def _flooded(self) -> bool:
-        """Count arrivals per second (the publisher's thread); past ``flood_per_s`` stop the broker
-        sending for a while (the publisher unsubscribes). True: drop this request."""
+        """A token bucket over arrivals (the publisher's thread): past ``flood_burst`` at more
+        than ``flood_per_s``, stop the broker sending for a while (the publisher unsubscribes).
+        A flood within one pause of the last pause's end doubles the pause (to
+        ``flood_pause_max_s``); a calm of that long resets it. True: drop this request."""
         now = time.monotonic()
-        if now - self._second >= 1.0:
-            self._second, self._arrivals = now, 0
-        self._arrivals += 1
-        if self._arrivals <= self.cfg.flood_per_s:
+        if now < self._paused_until:  # the broker's tail before the UNSUBACK: dropped
+            return True
+        if self._arrivals.take():
             return False
-        if self._arrivals == self.cfg.flood_per_s + 1:
-            self.floods += 1
-            pause = self.cfg.flood_pause_s
-            log.error("remote_command_flood", per_s_over=self.cfg.flood_per_s, pause_s=pause)
-            self.port.pause_commands(pause)
-            self.port.alarm("command_flood", {"per_s_over": self.cfg.flood_per_s,
-                                              "pause_s": pause, "floods": self.floods})  # fmt: skip
+        calm = now - self._paused_until > self._pause
+        self._pause = (
+            self.cfg.flood_pause_s if calm else min(self._pause * 2, self.cfg.flood_pause_max_s)
+        )
+        self._paused_until = now + self._pause
+        self.floods += 1
+        pause = self._pause
+        log.error("remote_command_flood", per_s_over=self.cfg.flood_per_s, pause_s=pause)
+        self.port.pause_commands(pause)
+        self.port.alarm("command_flood", {"per_s_over": self.cfg.flood_per_s,
+                                          "pause_s": pause, "floods": self.floods})  # fmt: skip
         return True
 
     def _answer(self, req: Request) -> None:
