@@ -197,9 +197,11 @@ class Publisher(RemoteSeams, threading.Thread):
         self.net.flush()
 
     def _on_up(self) -> None:
-        """After a CONNACK: birth message, re-read the queue, re-send states and alarms."""
-        self._publish(self.topics.status, self.status_payload("online"), True)
+        """After a CONNACK: commands subscribed, then the birth message (the broker handles a
+        connection's packets in order, so a backend answering ``online`` with a command at once
+        finds the subscription in place), re-read the queue, re-send states and alarms."""
         self._remote_up()
+        self._publish(self.topics.status, self.status_payload("online"), True)
         self.writer.sync()  # marks for rows already PUBACKed are committed before we re-read
         self.window.restart(self._live_split(), carry=True)
         self._dirty = self._prio_hint = True
