@@ -45,13 +45,13 @@ def read_password(mqtt: MqttConfig, file: Path) -> SecretStr | None:
             )
             raise SecretAbsentError(msg)
         path = Path(creds) / mqtt.password_credential
-        return SecretStr(_read_secret_file(path, file, "password_credential"))
+        return SecretStr(read_secret_file(path, file, "password_credential"))
     if path is None:
         return None
-    return SecretStr(_read_secret_file(path, file, "password_file"))
+    return SecretStr(read_secret_file(path, file, "password_file"))
 
 
-def _read_secret_file(path: Path, file: Path, key: str) -> str:
+def read_secret_file(path: Path, file: Path, key: str) -> str:
     try:
         st = path.stat()
         text = path.read_text(encoding="utf-8")

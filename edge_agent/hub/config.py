@@ -21,7 +21,7 @@ from pydantic import Field, SecretStr, StringConstraints, ValidationError
 
 from edge_agent.config import BrokerAddress, LogConfig
 from edge_agent.config_errors import ENV_PATTERN, format_errors
-from edge_agent.config_secrets import _read_secret_file
+from edge_agent.config_secrets import read_secret_file
 from edge_agent.errors import ConfigError
 from edge_agent.model import Ident, StrictModel
 
@@ -122,7 +122,7 @@ def _secret(file: Path | None, env: str | None, cfg: HubConfig, section: str) ->
     if file is None:
         return None
     try:
-        return SecretStr(_read_secret_file(file, cfg.source, "password_file"))
+        return SecretStr(read_secret_file(file, cfg.source, "password_file"))
     except ConfigError as err:
         raise ConfigError(str(err).replace("[mqtt]", f"[{section}]")) from err
 
