@@ -138,6 +138,11 @@ class Driver(abc.ABC, Generic[C]):
     def close(self) -> None:
         """Release the device; idempotent. Pending partial frames are dropped with it."""
 
+    def retire(self) -> None:
+        """The device left the configuration (a reload removed or changed it): close it and
+        release what outlives a close (a ``listen://`` port)."""
+        self.close()
+
     @abc.abstractmethod
     def _read_events(self, timeout: float) -> Sequence[Event | Decoded]:
         """Wait up to ``timeout`` s for bytes; return frames and rejects. Raises DeviceIOError."""

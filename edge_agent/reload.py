@@ -50,6 +50,7 @@ def reload_devices(daemon: Daemon) -> None:
         if wanted.get(dev_id) != old_devices.get(dev_id):
             w.stop()
             w.join(2.0)
+            w.driver.retire()  # a listen:// port is free again (or re-bound by its new worker)
             daemon.workers.remove(w)
             daemon.rates.forget(dev_id)  # a new worker counts from 0: no negative rate
     for dev_id, dev in wanted.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.status import Rates
-from simulators.mosquitto import Mosquitto
+from simulators.mosquitto import Mosquitto, free_port
 from tests.harness import ROOT, Subscriber, agent_config, backend_session_before, queue_rows
 from tests.test_e2e import assert_oracle, emitted, received, scanner_device
 
@@ -126,3 +127,33 @@ def test_rates_never_negative_when_a_counter_restarts() -> None:
     rates.forget("a")  # what a reload does for a restarted device
     rates.samples.extend([(120.0, {"a": (37, 1)}), (150.0, {"a": (97, 1)})])
     assert rates.per_minute("a") == (120.0, 0.0)  # 60 readings in 30 s, counted from restart
+
+
+def test_sighup_removing_a_listen_device_frees_its_port(
+    tmp_path: Path, broker: Mosquitto, agent_factory: Factory
+) -> None:
+    """A ``listen://`` port is held while its device is configured (reconnecting scanners wait
+    in the backlog); once a reload removes the device, the port is free for another program."""
+    port = free_port()
+    dev = {"type": "sick_clv", "port": f"listen://127.0.0.1:{port}"}
+    cfg = agent_config(tmp_path, broker.port, {"clv_1": dev})
+    agent = agent_factory(cfg)
+    agent.start()
+    assert agent.proc is not None
+
+    def bindable() -> bool:
+        try:
+            socket.create_server(("127.0.0.1", port)).close()
+        except OSError:
+            return False
+        return True
+
+    deadline = time.monotonic() + 10
+    while bindable():  # the device thread binds it on its first open
+        assert time.monotonic() < deadline, "the agent never bound its listen port"
+        time.sleep(0.1)
+    agent_config(tmp_path, broker.port, {})  # the device removed
+    agent.proc.send_signal(signal.SIGHUP)
+    assert agent.wait_log("reloaded", 5), agent.log_text()
+    assert bindable(), f"port {port} still bound after its device was removed"
+    assert agent.proc.poll() is None

@@ -30,7 +30,7 @@ import serial
 import structlog
 from pydantic import Field, field_validator
 
-from drivers.common.tcp import ListenTransport, TcpTransport, allow_list
+from drivers.common.tcp import ListenTransport, TcpTransport, allow_list, release_listener
 from drivers.common.tty import TtyTransport
 from edge_agent.errors import DeviceInitError, DeviceIOError, DeviceNotFoundError, in_words
 from edge_agent.model import DeviceConfig
@@ -200,6 +200,12 @@ class Link:
                 t.close()
             except _FAILURES as err:
                 self.log.debug("port_close_failed", error=str(err))
+
+    def retire(self) -> None:
+        """Close, and release a ``listen://`` port's listening socket."""
+        self.close()
+        if self.cfg.port.startswith("listen://"):
+            release_listener(self.cfg.port)
 
     def fileno(self) -> int:
         """The open port's fd (-1: none, e.g. ``loop://``)."""

@@ -91,6 +91,11 @@ class StreamDriver(Driver[LC]):
         self._pending.clear()
         self._link.close()
 
+    def retire(self) -> None:
+        """Close, and release a ``listen://`` port (a reload removed or changed the device)."""
+        self._pending.clear()
+        self._link.retire()
+
     def set_waker(self, waker: Waker | None) -> None:
         """Let ``waker`` end a read early: ``read()`` returns None once it is set (None: none)."""
         self._waker = waker

@@ -18,9 +18,10 @@ takes one peer at a time:
   (``no device connected``) and the supervisor retries, so the device state is
   ``reconnecting`` until the device connects and ``connected`` while it is.
 
-The listening socket is kept per address for the life of the process (``LISTENERS``): a device
-that reconnects while its reader is between two opens waits in the kernel's backlog, with what
-it sends, instead of being refused.
+The listening socket is kept per address while its device is configured (``LISTENERS``): a
+device that reconnects while its reader is between two opens waits in the kernel's backlog, with
+what it sends, instead of being refused. A reload that removes or changes the device releases it
+(:func:`release_listener`, through ``Driver.retire``).
 """
 
 from __future__ import annotations
@@ -150,6 +151,16 @@ def listener(host: str, port: int) -> socket.socket:
             sock.setblocking(False)
             LISTENERS[(host, port)] = sock
         return sock
+
+
+def release_listener(url: str) -> None:
+    """Close and forget the listening socket of ``listen://`` ``url`` (its device was removed
+    by a reload; a device added later on that address binds it again)."""
+    host, port, _ = host_port(url)
+    with _LISTENERS_LOCK:
+        sock = LISTENERS.pop((host, port), None)
+    if sock is not None:
+        sock.close()
 
 
 class ListenTransport:
