@@ -34,7 +34,7 @@ from types import FrameType
 import structlog
 
 from drivers import driver_class
-from edge_agent import commands, instance, sdnotify
+from edge_agent import commands, instance, logs, sdnotify
 from edge_agent.config import AgentConfig, DeviceConfig, check_tls_files
 from edge_agent.control import SOCKET_HINT, ControlServer, answering_pid
 from edge_agent.logs import log_thread_deaths, register_secret
@@ -129,8 +129,9 @@ class Daemon:
         if self.control is not None and self.control.watching:
             for _n, r in accepted:
                 self.control.publish({"event": "reading", **r.to_dict()})
-        for _n, r in accepted[-3:] if len(accepted) > 3 else accepted:
-            log.debug("reading_committed", device=r.device, seq=r.seq, id=r.id)
+        if logs.LEVEL.debug:
+            for _n, r in accepted[-3:]:
+                log.debug("reading_committed", device=r.device, seq=r.seq, id=r.id)
 
     def _on_alarm(self, name: str, details: dict[str, object]) -> None:
         self.notice()

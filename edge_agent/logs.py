@@ -91,8 +91,20 @@ class _StderrLogger(structlog.PrintLogger):
 _STDERR = _StderrLogger()
 
 
+class _Level:
+    """What :func:`setup` configured. Hot paths (a line per reading or per read) test
+    ``LEVEL.debug`` first: a filtered structlog call still costs a logger bind, and its
+    arguments (a hex dump) are built before the level check."""
+
+    debug = False
+
+
+LEVEL = _Level()
+
+
 def setup(level: str = "info", fmt: str = "auto") -> None:
     """Configure structlog for the process (idempotent)."""
+    LEVEL.debug = level.lower() == "debug"
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: Any = (
         structlog.processors.JSONRenderer()

@@ -124,10 +124,19 @@ class Reading:
         return json.dumps(self.to_dict(), separators=(",", ":")).encode()
 
 
+#: The last second formatted by :func:`iso_utc` (readings of one second share it; the tuple
+#: in it is replaced whole, so threads never see half of one).
+_LAST_SECOND: list[tuple[int, str]] = [(-1, "")]
+
+
 def iso_utc(wall_ns: int) -> str:
     """``2026-11-24T12:00:00.123456Z`` for a wall-clock time in ns."""
-    stamp = dt.datetime.fromtimestamp(wall_ns // 1_000_000_000, tz=dt.UTC)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S") + f".{(wall_ns // 1000) % 1_000_000:06d}Z"
+    sec = wall_ns // 1_000_000_000
+    last = _LAST_SECOND[0]
+    if last[0] != sec:
+        stamp = dt.datetime.fromtimestamp(sec, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        last = _LAST_SECOND[0] = (sec, stamp)
+    return f"{last[1]}.{(wall_ns // 1000) % 1_000_000:06d}Z"
 
 
 class _Uuid7Clock:

@@ -37,6 +37,7 @@ from drivers.base import Driver
 from drivers.common.framing import Event, Framer, Reject
 from drivers.common.link import Link, LinkConfig
 from drivers.common.wake import Waker
+from edge_agent import logs
 from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded
 
@@ -147,7 +148,8 @@ class StreamDriver(Driver[LC]):
         events: list[Event | Decoded] = []
         if data:
             self.last_rx = now
-            self.log.debug("rx", data_hex=data.hex(" "))
+            if logs.LEVEL.debug:
+                self.log.debug("rx", data_hex=data.hex(" "))
             events += self._framer.feed(data, now)
         else:
             self._idle(now)
