@@ -108,6 +108,22 @@ def reconnect_after(log: Path, t0: float) -> float | None:
     return None
 
 
+def devices_up(ln: Line, timeout: float) -> bool:
+    """Wait until the agent logged every device of its line ``connected``."""
+    want = set(ln.sim.cfg.devices())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        up = {
+            e["device"]
+            for e in map(json.loads, filter(None, ln.log.read_text().splitlines()))
+            if e.get("event") == "device_state" and e.get("state") == "connected"
+        }
+        if want <= up:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def pct(xs: list[float], q: float) -> float:
     return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
@@ -185,7 +201,10 @@ def run(args: argparse.Namespace, d: Path) -> dict[str, Any]:
             ln.log = ad / "log"
             ln.proc = spawn(["run", "-c", str(agent_toml(ad, ln, broker.port))], ln.log)
             lines.append(ln)
-        time.sleep(3 + 0.05 * args.agents)  # agents up, devices opened
+        down = [ln.name for ln in lines if not devices_up(ln, 30 + 0.5 * args.agents)]
+        if down:
+            msg = f"agents without all devices connected: {down}"
+            raise RuntimeError(msg)
         threads = [
             threading.Thread(target=drive, args=(ln.dev.telegrams(ln.sim.readings()), ln.dev.sinks))
             for ln in lines
