@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,6 +259,7 @@ def run(args: argparse.Namespace, d: Path) -> dict[str, Any]:
             "agents_not_reconnected": len(spread) - len(ok_spread),
             "parcels": sum(len(ln.sim.truth) for ln in lines),
             "exceptions_expected": sum(len(ln.sim.expected) for ln in lines),
+            "injected": dict(Counter(f for ln in lines for fs in ln.sim.faults for f in fs)),
             "rss_mib_mean": round(statistics.mean(ln.usage[0] for ln in lines), 1),
             "cpu_pct_mean": round(
                 statistics.mean(100 * (ln.usage[1] - ln.cpu0) / args.seconds for ln in lines), 1
