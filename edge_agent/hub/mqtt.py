@@ -22,11 +22,16 @@ from paho.mqtt.properties import Properties
 from edge_agent.hub.config import HubConfig
 from edge_agent.mqtt_client import tune_socket
 
-#: Topics every hub instance shares the load of (``$share/<group>/``).
-SHARED = ("reading/+", "batch", "parcel/+", "exception/+", "alarm")
-#: Retained, last-value topics: every instance subscribes on its own (a shared subscription
-#: gets no retained messages, MQTT 5 §4.8.2); the writes are upserts, so both may write them.
-OWN = ("status", "kpi/+", "device/+/state")
+#: Topics every hub instance shares the load of (``$share/<group>/``): the readings, whose
+#: seq gaps the hub sees and the agent's ``resend`` fills.
+SHARED = ("reading/+", "batch")
+#: Every instance subscribes on its own: the retained, last-value topics (a shared subscription
+#: gets no retained messages, MQTT 5 §4.8.2; the writes are upserts) and the station events and
+#: alarms. ``resend`` covers readings only, and Mosquitto forgets shared subscriptions across a
+#: restart (docs/hub.md): an event published before the hubs subscribed again would be lost for
+#: good. A plain subscription is restored with the session, so the broker queues them; each
+#: instance gets every event and the id (alarms: the message hash) makes the second a no-op.
+OWN = ("status", "kpi/+", "device/+/state", "parcel/+", "exception/+", "alarm")
 
 
 class HubClient(mqtt.Client):

@@ -8,10 +8,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from edge_agent.station import Station, StationEvent
-from simulators.line.model import ParcelTruth
+from simulators.line.model import ExpectedException, ParcelTruth
 from simulators.line.sim import LineSim
 
 _MS = 1_000_000
@@ -41,7 +41,16 @@ def run_station(
     return events
 
 
-def check(sim: LineSim, events: list[StationEvent]) -> list[str]:
+class Truthful(Protocol):
+    """What :func:`check` reads: a :class:`LineSim`, or its truth translated to other ids."""
+
+    @property
+    def truth(self) -> list[ParcelTruth]: ...
+    @property
+    def expected(self) -> list[ExpectedException]: ...
+
+
+def check(sim: Truthful, events: list[StationEvent]) -> list[str]:
     """Differences between the station's events and the injected truth (empty: all match)."""
     parcels = {e.body["parcel"]: e.body for e in events if e.kind == "parcel"}
     problems: list[str] = []

@@ -1,0 +1,319 @@
+"""Station truth at the backend: simulated lines -> real device simulators -> N agents ->
+Mosquitto -> 2 hubs -> PostgreSQL, checked parcel by parcel against the injected truth.
+
+Not a device simulator (entry point ``cli``). ``python -m simulators.fleet_lines --agents 4
+--seconds 120`` starts, in a fresh temporary directory, PostgreSQL and Mosquitto on free ports,
+two ``edge-agent hub run`` instances and N ``edge-agent run`` processes. Each agent reads one
+line (``simulators.line`` at ``--rate`` parcels/h with its faults) through the real device
+simulators of :mod:`simulators.line.devices`: two SICK tunnel heads (pty and TCP, gate
+numbers) and a Toledo indicator (pty). At 1/3 of the run hub-1 is killed with -9 (restarted
+2 s later), at 2/3 the broker restarts. Then it waits until every parcel and reading is in
+PostgreSQL and no gap is open, and prints, per line, the truth check
+(:func:`simulators.line.backend.compare`, :func:`~simulators.line.backend.kpis`) and the
+figures: readings written by the devices = distinct readings in PostgreSQL, duplicates the hubs
+absorbed, open gaps, the agents' reconnect spread after the broker restart, device -> database
+latency p50/p99, hub ingest rate, RSS and CPU per agent. Exit code 0 only if everything matches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from edge_agent.hub.config import load_hub_config
+from edge_agent.hub.fleet import fleet
+from simulators.fleet import fleet_dir, spawn, usage
+from simulators.line import LineConfig, LineSim, drive
+from simulators.line.backend import compare, kpis
+from simulators.line.devices import LineDevices, line_devices
+from simulators.mosquitto import Mosquitto, free_port
+from simulators.postgres import Postgres
+
+
+@dataclass
+class Line:
+    """One agent and its line."""
+
+    name: str
+    sim: LineSim
+    dev: LineDevices
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path = Path()
+    cpu0: float = 0.0
+    usage: tuple[float, float] = (0.0, 0.0)
+    problems: list[str] = field(default_factory=list)
+
+
+def agent_toml(d: Path, line: Line, port: int) -> Path:
+    site, ln, name = line.sim.cfg.node
+    path = d / "agent.toml"
+    path.write_text(
+        f'[node]\nsite = "{site}"\nline = "{ln}"\nagent_id = "{name}"\n'
+        f'[mqtt]\nbrokers = [{{ host = "127.0.0.1", port = {port} }}]\nreconnect_max_s = 1\n'
+        f'[queue]\npath = "{d / "queue.db"}"\n[log]\nformat = "json"\nlevel = "info"\n'
+        f'[control]\nsocket = "{d / "ctl.sock"}"\n' + line.dev.agent_toml()
+    )
+    return path
+
+
+def hub_toml(d: Path, name: str, port: int, dsn: str, metrics: int) -> Path:
+    path = d / f"{name}.toml"
+    path.write_text(
+        f'[hub]\ninstance = "{name}"\ngap_grace_s = 1\nresend_retry_s = 3\ngap_scan_s = 0.5\n'
+        f'[mqtt]\nbrokers = [{{ host = "127.0.0.1", port = {port} }}]\n[database]\n'
+        f'dsn = "{dsn}"\n[metrics]\nenabled = true\nport = {metrics}\n'
+        '[log]\nformat = "json"\nlevel = "info"\n'
+    )
+    return path
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The hub's counters from its metrics endpoint ({} when it does not answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    return {
+        k: float(v)
+        for k, _, v in (x.partition(" ") for x in text.splitlines() if x.startswith("edge_agent"))
+    }
+
+
+def absorbed(counters: dict[str, float]) -> float:
+    """Readings a hub received that were already in the database."""
+    got = counters.get("edge_agent_hub_readings_total", 0.0)
+    return got - counters.get("edge_agent_hub_readings_new_total", 0.0)
+
+
+def reconnect_after(log: Path, t0: float) -> float | None:
+    """Seconds from ``t0`` (wall) to the agent's first ``mqtt_connected`` after it."""
+    for x in log.read_text().splitlines():
+        if x.startswith("{") and '"mqtt_connected"' in x:
+            t = dt.datetime.fromisoformat(json.loads(x)["timestamp"]).timestamp()
+            if t > t0:
+                return t - t0
+    return None
+
+
+def devices_up(ln: Line, timeout: float) -> bool:
+    """Wait until the agent logged every device of its line ``connected``."""
+    want = set(ln.sim.cfg.devices())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        up = {
+            e["device"]
+            for e in map(json.loads, filter(None, ln.log.read_text().splitlines()))
+            if e.get("event") == "device_state" and e.get("state") == "connected"
+        }
+        if want <= up:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def pct(xs: list[float], q: float) -> float:
+    return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+def one(conn: psycopg.Connection[Any], sql: str, params: Any = None) -> tuple[Any, ...]:
+    """The single row of ``sql``."""
+    row = conn.execute(sql, params).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def settled(conn: psycopg.Connection[Any], lines: list[Line]) -> bool:
+    """Every written reading and every parcel in PostgreSQL, no gap open."""
+    for ln in lines:
+        agent = ln.sim.cfg.node[2]
+        (n_r,) = one(conn, "SELECT count(*) FROM readings WHERE agent = %s", (agent,))
+        (n_p,) = one(conn, "SELECT count(*) FROM parcels WHERE agent = %s", (agent,))
+        if n_r < sum(len(w) for w in ln.dev.written.values()) or n_p < len(ln.sim.truth):
+            return False
+    return int(one(conn, "SELECT count(*) FROM gaps WHERE state = 'open'")[0]) == 0
+
+
+def figures(conn: psycopg.Connection[Any], lines: list[Line]) -> dict[str, Any]:
+    """Latency device -> database (received_at), ingest rate, counts."""
+    lat: list[float] = []
+    for ln in lines:
+        rows = conn.execute(
+            "SELECT device, seq, extract(epoch FROM received_at) FROM readings WHERE agent = %s",
+            (ln.sim.cfg.node[2],),
+        ).fetchall()
+        at = {(d, s): float(t) for d, s, t in rows}
+        for dev, written in ln.dev.written.items():
+            lat += [at[(dev, n)] - w[0] for n, w in enumerate(written, 1) if (dev, n) in at]
+    first, last, n = one(
+        conn,
+        "SELECT extract(epoch FROM min(received_at)), extract(epoch FROM max(received_at)),"
+        " count(*) FROM readings",
+    )
+    peak = one(
+        conn,
+        "SELECT coalesce(max(c), 0) FROM (SELECT count(*) AS c FROM readings"
+        " GROUP BY date_trunc('second', received_at)) s",
+    )[0]
+    span = float(last - first) if n else 0.0
+    return {
+        "readings_in_db": n,
+        "latency_ms_p50": round(1000 * pct(lat, 0.5), 1),
+        "latency_ms_p99": round(1000 * pct(lat, 0.99), 1),
+        "ingest_per_s_mean": round(n / span, 1) if span else 0.0,
+        "ingest_per_s_peak_1s": int(peak),
+        "open_gaps": one(conn, "SELECT count(*) FROM gaps WHERE state = 'open'")[0],
+    }
+
+
+def run(args: argparse.Namespace, d: Path) -> dict[str, Any]:
+    """The whole run; returns the report (``ok``: everything matched)."""
+    pg, broker = Postgres(d / "pg"), Mosquitto(d / "broker")
+    pg.start()
+    broker.start()
+    mports = [free_port(), free_port()]
+    hub_cfgs = [hub_toml(d, f"hub-{i}", broker.port, pg.dsn, mports[i - 1]) for i in (1, 2)]
+    hubs = [spawn(["hub", "run", "-c", str(c)], d / f"{c.stem}.log") for c in hub_cfgs]
+    lines: list[Line] = []
+    faults = json.loads(args.faults)
+    try:
+        time.sleep(2)  # the hubs' shared subscriptions exist before the agents publish
+        for a in range(1, args.agents + 1):
+            name = f"line-{a:02d}"
+            ad = d / name
+            ad.mkdir()
+            cfg = LineConfig(rate_per_h=args.rate, duration_s=args.seconds, seed=a,
+                             window_ms=400, node=("S1", name.upper(), name), **faults)  # fmt: skip
+            ln = Line(name, LineSim(cfg), line_devices(cfg, ad))
+            ln.dev.start()
+            ln.log = ad / "log"
+            ln.proc = spawn(["run", "-c", str(agent_toml(ad, ln, broker.port))], ln.log)
+            lines.append(ln)
+        down = [ln.name for ln in lines if not devices_up(ln, 30 + 0.5 * args.agents)]
+        if down:
+            msg = f"agents without all devices connected: {down}"
+            raise RuntimeError(msg)
+        threads = [
+            threading.Thread(target=drive, args=(ln.dev.telegrams(ln.sim.readings()), ln.dev.sinks))
+            for ln in lines
+        ]
+        for ln in lines:
+            assert ln.proc is not None
+            ln.cpu0 = usage(ln.proc.pid)[1]
+        for t in threads:
+            t.start()
+        print(f"fleet-lines: {args.agents} lines at {args.rate:g} parcels/h, {args.seconds:g} s, "
+              f"faults {faults or 'default'}", flush=True)  # fmt: skip
+        dup, t_up = 0.0, 0.0
+        if args.chaos:
+            time.sleep(args.seconds / 3)
+            dup += absorbed(scrape(mports[0]))
+            hubs[0].kill()
+            hubs[0].wait()
+            print("chaos: kill -9 hub-1 (restarted 2 s later)", flush=True)
+            time.sleep(2)
+            hubs[0] = spawn(["hub", "run", "-c", str(hub_cfgs[0])], d / "hub-1.log")
+            time.sleep(max(0.0, args.seconds / 3 - 2))
+            print("chaos: broker restart (down 1 s)", flush=True)
+            broker.restart(down_s=1.0)
+            t_up = time.time()
+        for t in threads:
+            t.join()
+        for ln in lines:
+            assert ln.proc is not None
+            ln.usage = usage(ln.proc.pid)
+        deadline = time.monotonic() + args.settle_s
+        with psycopg.connect(pg.dsn, autocommit=True) as conn:
+            while not settled(conn, lines) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            time.sleep(1.0)  # anything late would be an extra row: give it the chance to show
+            for ln in lines:
+                ln.problems = compare(conn, ln.sim.cfg.node[2], ln.sim, ln.dev.by_id)
+            view = fleet(conn, load_hub_config(hub_cfgs[1]))
+            for ln in lines:
+                ln.problems += kpis(view, ln.sim.cfg.node[2], ln.sim)
+            report = figures(conn, lines)
+        dup += sum(absorbed(scrape(p)) for p in mports)
+        written = sum(len(w) for ln in lines for w in ln.dev.written.values())
+        spread = [reconnect_after(ln.log, t_up) for ln in lines] if args.chaos else []
+        ok_spread = [s for s in spread if s is not None]
+        report |= {
+            "agents": args.agents,
+            "readings_written": written,
+            "duplicates_absorbed": int(dup),
+            "reconnect_s_min": round(min(ok_spread), 2) if ok_spread else None,
+            "reconnect_s_max": round(max(ok_spread), 2) if ok_spread else None,
+            "agents_not_reconnected": len(spread) - len(ok_spread),
+            "parcels": sum(len(ln.sim.truth) for ln in lines),
+            "exceptions_expected": sum(len(ln.sim.expected) for ln in lines),
+            "injected": dict(Counter(f for ln in lines for fs in ln.sim.faults for f in fs)),
+            "rss_mib_mean": round(statistics.mean(ln.usage[0] for ln in lines), 1),
+            "cpu_pct_mean": round(
+                statistics.mean(100 * (ln.usage[1] - ln.cpu0) / args.seconds for ln in lines), 1
+            ),
+            "problems": {ln.name: ln.problems[:20] for ln in lines if ln.problems},
+        }
+        report["ok"] = (
+            not report["problems"]
+            and report["open_gaps"] == 0
+            and written == report["readings_in_db"]
+        )
+        return report
+    finally:
+        for ln in lines:
+            if ln.proc is not None:
+                ln.proc.terminate()
+        for p in hubs:
+            p.terminate()
+        for p in [*hubs, *(ln.proc for ln in lines if ln.proc is not None)]:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for ln in lines:
+            ln.dev.stop()
+        broker.stop()
+        pg.stop()
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m simulators.fleet_lines", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap.add_argument("--agents", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--rate", type=float, default=6000.0, help="parcels/h per line")
+    ap.add_argument(
+        "--faults", default="{}", help='LineConfig fault shares, JSON: {"noread": 0.05}'
+    )
+    ap.add_argument("--no-chaos", dest="chaos", action="store_false")
+    ap.add_argument("--settle-s", type=float, default=60.0, help="wait for PostgreSQL, s")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--json", type=Path, help="write the report here too")
+    return ap
+
+
+def cli(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    with fleet_dir(args.keep) as d:
+        report = run(args, d)
+    print(json.dumps(report, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(report))
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
