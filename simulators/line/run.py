@@ -104,9 +104,14 @@ def drive(
     speed: float = 1.0,
     clock: Callable[[], int] = time.monotonic_ns,
     sleep: Callable[[float], None] = time.sleep,
+    slips: list[float] | None = None,
 ) -> int:
     """Real-device hook: hand each reading to ``sinks[device]`` at its time (scaled by
-    ``speed``); devices without a sink are skipped. Returns the number of readings handed on."""
+    ``speed``); devices without a sink are skipped. Returns the number of readings handed on.
+
+    ``slips``: gets, per reading handed on, how late (ms) the sink was called against its time.
+    The truth assumes the readings reach the wire on time: a slip of the order of the station's
+    window (a loaded machine driving many lines) makes the wire differ from the truth."""
     start_wall, start_sim, n = clock(), None, 0
     for r in readings:
         start_sim = r["mono_ns"] if start_sim is None else start_sim
@@ -118,6 +123,8 @@ def drive(
         if sink is not None:
             sink(r)
             n += 1
+            if slips is not None:
+                slips.append((clock() - due) / 1e6)
     return n
 
 

@@ -32,7 +32,8 @@ def test_two_lines_parcels_and_exceptions_in_postgres_match_the_injected_truth(
         ["--agents", "2", "--seconds", "40", "--faults", json.dumps(FAULTS), "--settle-s", "30"]
     )
     report = run(args, tmp_path)
-    assert report["problems"] == {}, json.dumps(report["problems"], indent=1)
+    slips = report["sim_slip_ms_max_by_line"]  # a loaded machine can drive the wire late
+    assert report["problems"] == {}, json.dumps([report["problems"], slips], indent=1)
     assert report["open_gaps"] == 0
     assert report["readings_written"] == report["readings_in_db"] > 350
     assert report["agents_not_reconnected"] == 0
