@@ -256,6 +256,10 @@ class Daemon:
 
     def request_reload(self, _signum: int, _frame: FrameType | None) -> None:
         """Signal handler: SIGHUP (the work is done by the main loop, not in the handler)."""
+        self.ask_reload()
+
+    def ask_reload(self) -> None:
+        """Reload in the main loop, woken now (SIGHUP, the remote ``reload`` command)."""
         self.reload_requested.set()
         self.wakeup.set()
 

@@ -190,7 +190,9 @@ def test_allowed_reload_runs(
     hub = RemoteClient(broker.port)
     try:
         assert hub.call("reload")["result"] == {"reload": "requested"}
-        assert agent.wait_log("reloaded", 5)
+        # at once: the request wakes the main loop (it used to wait for the loop's next timer,
+        # up to the 5 s rate sample)
+        assert agent.wait_log("reloaded", 2), agent.log_text()
     finally:
         hub.close()
 
@@ -258,7 +260,7 @@ def _live_under_flood(broker: Mosquitto, backend: Subscriber, sim: Any, base: st
         sim.start(count=LIVE)
         sim.wait(20)
         time.sleep(0.5)
-        assert backend.wait_for(lambda: len(_latencies(backend, "live_1", t0)) >= LIVE, 10)
+        assert backend.wait_for(lambda: len(_latencies(backend, "live_1", t0)) >= LIVE, 30)
     finally:
         flooder.kill()
         flooder.wait()
@@ -292,13 +294,22 @@ def test_command_flood_is_paused_and_live_readings_keep_flowing(
     # live readings are timed by a subscriber of the reading topics only: the `backend`
     # fixture (edge/#) also receives the flood, and its growing message list would slow the
     # test's own thread that stamps arrivals
+    # A pair (normal, flooded) spoiled by a noisy neighbour on this shared machine is measured
+    # once more, after a calm that resets the agent's pause doubling; a real cost fails both.
     live = Subscriber(broker.port, topic=f"{BASE}/reading/+", client_id="live")
+    t1 = time.time()
     try:
         assert live.subscribed.wait(5)
         live.client.subscribe(f"{BASE}/batch", qos=1)
-        normal = _live_under_flood(broker, live, sim, "edge/v1/T1/L1/other-agent")
-        t1 = time.time()
-        under = _live_under_flood(broker, live, sim, BASE)
+        for attempt in (1, 2):
+            normal = _live_under_flood(broker, live, sim, "edge/v1/T1/L1/other-agent")
+            under = _live_under_flood(broker, live, sim, BASE)
+            p_normal, p_under = _p99(normal), _p99(under)
+            print(f"live p99 {p_normal * 1000:.1f} ms flood elsewhere, "
+                  f"{p_under * 1000:.1f} ms flooded (pair {attempt})")  # fmt: skip
+            if p_under <= max(2 * p_normal, p_normal + NOISE_S) or attempt == 2:
+                break
+            time.sleep(10)  # the last pause (4 s) ends, then as long again: doubling resets
     finally:
         live.close()
     ctl, seen = tmp_path / "ctl.sock", -1
@@ -309,10 +320,7 @@ def test_command_flood_is_paused_and_live_readings_keep_flowing(
             break
         seen = total
         time.sleep(0.5)
-    p_normal, p_under = _p99(normal), _p99(under)
-    print(
-        f"live p99 {p_normal * 1000:.1f} ms flood elsewhere, {p_under * 1000:.1f} ms flooded; {st}"
-    )
+    print(f"remote status after the flood: {st}")
     # within the normal p99, give or take this shared machine's noise: a flood that cost the
     # live readings anything real (the 40 ms Nagle stall a command burst caused before the
     # agent set TCP_NODELAY, or 50 requests handled per resume before the token-bucket trip)

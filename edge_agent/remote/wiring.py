@@ -73,7 +73,7 @@ def attach(d: Daemon) -> Remote:
         d.publisher,
         cfg.mqtt.batch_max,
         d.status,
-        d.reload_requested.set,
+        d.ask_reload,  # wakes the main loop (the flag alone waited for its next timer)
         lambda req: commands.device_action(d.workers, req),
     )
     d.publisher.on_command = server.on_message
