@@ -150,12 +150,14 @@ class LineProcs:
                 text=True,
             )
         self._q: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        for x in self.proc.stdout:
-            self._q.put(x)
+        with self.proc.stdout:
+            for x in self.proc.stdout:
+                self._q.put(x)
         self._q.put(None)
 
     def _fail(self, why: str) -> LineProcError:
@@ -215,6 +217,7 @@ class LineProcs:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self._reader.join(timeout)
 
 
 if __name__ == "__main__":
