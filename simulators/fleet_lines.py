@@ -6,7 +6,10 @@ Not a device simulator (entry point ``cli``). ``python -m simulators.fleet_lines
 two ``edge-agent hub run`` instances and N ``edge-agent run`` processes. Each agent reads one
 line (``simulators.line`` at ``--rate`` parcels/h with its faults) through the real device
 simulators of :mod:`simulators.line.devices`: two SICK tunnel heads (pty and TCP, gate
-numbers) and a Toledo indicator (pty). At 1/3 of the run hub-1 is killed with -9 (restarted
+numbers) and a Toledo indicator (pty). The simulators and their pacing run in child processes
+(:mod:`simulators.line.procs`, ``--lines-per-proc`` lines each, one by default), so that a
+fleet's lines do not share one GIL; every line starts after a common warm-up, the first
+parcels staggered over one parcel period. At 1/3 of the run hub-1 is killed with -9 (restarted
 2 s later), at 2/3 the broker restarts. Then it waits until every parcel and reading is in
 PostgreSQL and no gap is open, and prints, per line, the truth check
 (:func:`simulators.line.backend.compare`, :func:`~simulators.line.backend.kpis`) and the
