@@ -7,7 +7,7 @@ two ``edge-agent hub run`` instances and N ``edge-agent run`` processes. Each ag
 line (``simulators.line`` at ``--rate`` parcels/h with its faults) through the real device
 simulators of :mod:`simulators.line.devices`: two SICK tunnel heads (pty and TCP, gate
 numbers) and a Toledo indicator (pty). The simulators and their pacing run in child processes
-(:mod:`simulators.line.procs`, ``--lines-per-proc`` lines each, one by default), so that a
+(:mod:`simulators.line.procs`, ``--lines-per-proc`` lines each, 5 by default), so that a
 fleet's lines do not share one GIL; every line starts after a common warm-up, the first
 parcels staggered over one parcel period. At 1/3 of the run hub-1 is killed with -9 (restarted
 2 s later), at 2/3 the broker restarts. Then it waits until every parcel and reading is in
@@ -340,7 +340,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--faults", default="{}", help='LineConfig fault shares, JSON: {"noread": 0.05}'
     )
-    ap.add_argument("--lines-per-proc", type=int, default=1,
+    ap.add_argument("--lines-per-proc", type=int, default=5,
                     help="lines whose device simulators share one child process")  # fmt: skip
     ap.add_argument("--warmup-s", type=float, default=2.0,
                     help="from the go signal to the first line's start, s")  # fmt: skip
