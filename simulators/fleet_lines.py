@@ -6,7 +6,10 @@ Not a device simulator (entry point ``cli``). ``python -m simulators.fleet_lines
 two ``edge-agent hub run`` instances and N ``edge-agent run`` processes. Each agent reads one
 line (``simulators.line`` at ``--rate`` parcels/h with its faults) through the real device
 simulators of :mod:`simulators.line.devices`: two SICK tunnel heads (pty and TCP, gate
-numbers) and a Toledo indicator (pty). At 1/3 of the run hub-1 is killed with -9 (restarted
+numbers) and a Toledo indicator (pty). The simulators and their pacing run in child processes
+(:mod:`simulators.line.procs`, ``--lines-per-proc`` lines each, 5 by default), so that a
+fleet's lines do not share one GIL; every line starts after a common warm-up, the first
+parcels staggered over one parcel period. At 1/3 of the run hub-1 is killed with -9 (restarted
 2 s later), at 2/3 the broker restarts. Then it waits until every parcel and reading is in
 PostgreSQL and no gap is open, and prints, per line, the truth check
 (:func:`simulators.line.backend.compare`, :func:`~simulators.line.backend.kpis`) and the
@@ -20,10 +23,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -36,9 +39,9 @@ import psycopg
 from edge_agent.hub.config import load_hub_config
 from edge_agent.hub.fleet import fleet
 from simulators.fleet import fleet_dir, spawn, usage
-from simulators.line import LineConfig, LineSim, drive
+from simulators.line import LineConfig, LineSim
 from simulators.line.backend import compare, kpis
-from simulators.line.devices import LineDevices, line_devices
+from simulators.line.procs import LineProcs, Written
 from simulators.mosquitto import Mosquitto, free_port
 from simulators.postgres import Postgres
 
@@ -49,12 +52,18 @@ class Line:
 
     name: str
     sim: LineSim
-    dev: LineDevices
+    #: The child process serving this line's device simulators (and maybe others').
+    sims: LineProcs
+    toml: str = ""
     proc: subprocess.Popen[bytes] | None = None
     log: Path = Path()
     cpu0: float = 0.0
     usage: tuple[float, float] = (0.0, 0.0)
     problems: list[str] = field(default_factory=list)
+    #: Per device, ``(wall time, kind, value)`` per reading written (from the child).
+    written: Written = field(default_factory=dict)
+    #: Every reading of the line by id (from the child).
+    by_id: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: How late (ms) each reading reached its device simulator (``drive``'s ``slips``).
     slips: list[float] = field(default_factory=list)
 
@@ -66,7 +75,7 @@ def agent_toml(d: Path, line: Line, port: int) -> Path:
         f'[node]\nsite = "{site}"\nline = "{ln}"\nagent_id = "{name}"\n'
         f'[mqtt]\nbrokers = [{{ host = "127.0.0.1", port = {port} }}]\nreconnect_max_s = 1\n'
         f'[queue]\npath = "{d / "queue.db"}"\n[log]\nformat = "json"\nlevel = "info"\n'
-        f'[control]\nsocket = "{d / "ctl.sock"}"\n' + line.dev.agent_toml()
+        f'[control]\nsocket = "{d / "ctl.sock"}"\n' + line.toml
     )
     return path
 
@@ -144,7 +153,7 @@ def settled(conn: psycopg.Connection[Any], lines: list[Line]) -> bool:
         agent = ln.sim.cfg.node[2]
         (n_r,) = one(conn, "SELECT count(*) FROM readings WHERE agent = %s", (agent,))
         (n_p,) = one(conn, "SELECT count(*) FROM parcels WHERE agent = %s", (agent,))
-        if n_r < sum(len(w) for w in ln.dev.written.values()) or n_p < len(ln.sim.truth):
+        if n_r < sum(len(w) for w in ln.written.values()) or n_p < len(ln.sim.truth):
             return False
     return int(one(conn, "SELECT count(*) FROM gaps WHERE state = 'open'")[0]) == 0
 
@@ -158,7 +167,7 @@ def figures(conn: psycopg.Connection[Any], lines: list[Line]) -> dict[str, Any]:
             (ln.sim.cfg.node[2],),
         ).fetchall()
         at = {(d, s): float(t) for d, s, t in rows}
-        for dev, written in ln.dev.written.items():
+        for dev, written in ln.written.items():
             lat += [at[(dev, n)] - w[0] for n, w in enumerate(written, 1) if (dev, n) in at]
     first, last, n = one(
         conn,
@@ -190,39 +199,49 @@ def run(args: argparse.Namespace, d: Path) -> dict[str, Any]:
     hub_cfgs = [hub_toml(d, f"hub-{i}", broker.port, pg.dsn, mports[i - 1]) for i in (1, 2)]
     hubs = [spawn(["hub", "run", "-c", str(c)], d / f"{c.stem}.log") for c in hub_cfgs]
     lines: list[Line] = []
+    groups: list[LineProcs] = []
     faults = json.loads(args.faults)
     try:
         time.sleep(2)  # the hubs' shared subscriptions exist before the agents publish
+        cfgs: list[tuple[str, Path, LineConfig]] = []
         for a in range(1, args.agents + 1):
             name = f"line-{a:02d}"
-            ad = d / name
-            ad.mkdir()
+            (d / name).mkdir()
             cfg = LineConfig(rate_per_h=args.rate, duration_s=args.seconds, seed=a,
                              window_ms=400, node=("S1", name.upper(), name), **faults)  # fmt: skip
-            ln = Line(name, LineSim(cfg), line_devices(cfg, ad))
-            ln.dev.start()
-            ln.log = ad / "log"
-            ln.proc = spawn(["run", "-c", str(agent_toml(ad, ln, broker.port))], ln.log)
-            lines.append(ln)
+            cfgs.append((name, d / name, cfg))
+        k = args.lines_per_proc
+        for g in range(0, len(cfgs), k):  # the children start their simulators in parallel
+            groups.append(LineProcs(cfgs[g : g + k], d / f"sim-{g // k + 1:02d}.json",
+                                    d / f"sim-{g // k + 1:02d}.log"))  # fmt: skip
+        by_name = {name: cfg for name, _, cfg in cfgs}
+        for grp in groups:
+            for name, toml in grp.ready(60 + 2 * args.agents).items():
+                ln = Line(name, LineSim(by_name[name]), grp, toml, log=d / name / "log")
+                ln.proc = spawn(["run", "-c", str(agent_toml(d / name, ln, broker.port))],
+                                ln.log)  # fmt: skip
+                lines.append(ln)
         down = [ln.name for ln in lines if not devices_up(ln, 30 + 0.5 * args.agents)]
         if down:
             msg = f"agents without all devices connected: {down}"
             raise RuntimeError(msg)
-        threads = [
-            threading.Thread(
-                target=drive,
-                args=(ln.dev.telegrams(ln.sim.readings()), ln.dev.sinks),
-                kwargs={"slips": ln.slips},
-            )
-            for ln in lines
-        ]
+        ids = {ln.name: {r["id"] for r in ln.sim.readings()} for ln in lines}  # the truth
         for ln in lines:
             assert ln.proc is not None
             ln.cpu0 = usage(ln.proc.pid)[1]
-        for t in threads:
-            t.start()
+        sim_cpu0 = sum(usage(grp.proc.pid)[1] for grp in groups)
+        # every line starts after the same warm-up, its first parcel staggered over one period
+        # (not every line's first readings in the same instant)
+        t0 = time.time() + args.warmup_s
+        period = 3600 / args.rate
+        offset = {ln.name: period * i / len(lines) for i, ln in enumerate(lines)}
+        for grp in groups:
+            grp.go(t0, {n: offset[n] for n in grp.names})
         print(f"fleet-lines: {args.agents} lines at {args.rate:g} parcels/h, {args.seconds:g} s, "
-              f"faults {faults or 'default'}", flush=True)  # fmt: skip
+              f"faults {faults or 'default'}, {len(groups)} simulator processes",
+              flush=True)  # fmt: skip
+        time.sleep(max(0.0, t0 - time.time()))
+        load0 = os.getloadavg()[0]
         dup, t_up = 0.0, 0.0
         if args.chaos:
             time.sleep(args.seconds / 3)
@@ -238,8 +257,14 @@ def run(args: argparse.Namespace, d: Path) -> dict[str, Any]:
             time.sleep(1.0)
             t_up = time.time()  # from the start command: an agent may connect before start()
             broker.start()  # returns (it waits for the port)
-        for t in threads:
-            t.join()
+        load1 = os.getloadavg()[0]
+        for grp in groups:
+            for name, res in grp.done(args.seconds + period + 60).items():
+                ln = next(x for x in lines if x.name == name)
+                ln.written, ln.by_id, ln.slips = res.written, res.by_id, res.slips
+                if set(ln.by_id) != ids[name]:
+                    ln.problems.append("the child's readings are not the parent's truth")
+        sim_cpu = sum(usage(grp.proc.pid)[1] for grp in groups) - sim_cpu0
         for ln in lines:
             assert ln.proc is not None
             ln.usage = usage(ln.proc.pid)
@@ -249,13 +274,13 @@ def run(args: argparse.Namespace, d: Path) -> dict[str, Any]:
                 time.sleep(0.5)
             time.sleep(1.0)  # anything late would be an extra row: give it the chance to show
             for ln in lines:
-                ln.problems = compare(conn, ln.sim.cfg.node[2], ln.sim, ln.dev.by_id)
+                ln.problems += compare(conn, ln.sim.cfg.node[2], ln.sim, ln.by_id)
             view = fleet(conn, load_hub_config(hub_cfgs[1]))
             for ln in lines:
                 ln.problems += kpis(view, ln.sim.cfg.node[2], ln.sim)
             report = figures(conn, lines)
         dup += sum(absorbed(scrape(p)) for p in mports)
-        written = sum(len(w) for ln in lines for w in ln.dev.written.values())
+        written = sum(len(w) for ln in lines for w in ln.written.values())
         spread = [reconnect_after(ln.log, t_up) for ln in lines] if args.chaos else []
         ok_spread = [s for s in spread if s is not None]
         report |= {
@@ -276,6 +301,9 @@ def run(args: argparse.Namespace, d: Path) -> dict[str, Any]:
             # the simulator's own timing: a line whose readings reached the wire late by a
             # good part of the station window (400 ms) no longer matches its truth
             "sim_slip_ms_p99": round(pct([x for ln in lines for x in ln.slips], 0.99), 1),
+            "sim_processes": len(groups),
+            "sim_cpu_pct_per_line": round(100 * sim_cpu / args.seconds / len(lines), 1),
+            "loadavg_1m_start_end": [round(load0, 2), round(load1, 2)],
             "sim_slip_ms_max_by_line": {
                 ln.name: round(max(ln.slips, default=0.0), 1) for ln in lines
             },
@@ -297,8 +325,8 @@ def run(args: argparse.Namespace, d: Path) -> dict[str, Any]:
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
-        for ln in lines:
-            ln.dev.stop()
+        for grp in groups:
+            grp.stop()
         broker.stop()
         pg.stop()
 
@@ -312,6 +340,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--faults", default="{}", help='LineConfig fault shares, JSON: {"noread": 0.05}'
     )
+    ap.add_argument("--lines-per-proc", type=int, default=5,
+                    help="lines whose device simulators share one child process")  # fmt: skip
+    ap.add_argument("--warmup-s", type=float, default=2.0,
+                    help="from the go signal to the first line's start, s")  # fmt: skip
     ap.add_argument("--no-chaos", dest="chaos", action="store_false")
     ap.add_argument("--settle-s", type=float, default=60.0, help="wait for PostgreSQL, s")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")

@@ -224,7 +224,10 @@ class TunnelSim(Emitter[Truth], abc.ABC):
                 self.emit()
                 next_t = max(next_t + period, time.monotonic() - 1.0)
             self._heartbeat()
-            self._stop.wait(min(0.01, max(0.0, next_t - time.monotonic())))
+            # poll commands every 10 ms; a self-triggered gate may be due sooner (with
+            # trigger = "command" next_t never advances: waiting until it would spin)
+            due = next_t - time.monotonic() if self.cfg.trigger == "self" else 0.01
+            self._stop.wait(min(0.01, max(0.0, due)))
         self.settle()
 
     def _heartbeat(self) -> None:
