@@ -6,7 +6,8 @@ it dies). Every ``gap_scan_s`` it looks at the streams ingest marked dirty, from
 
 * a hole not yet known opens a ``gaps`` row (``missing`` = seqs absent);
 * an open gap older than ``gap_grace_s`` gets a ``resend`` command (docs/backend.md §7), again
-  every ``resend_retry_s``, at most ``resend_max_tries`` times; the agent re-publishes the rows
+  every ``resend_retry_s``, at most ``resend_max_tries`` times (a ``busy`` or ``rate_limited``
+  refusal is no try), one request per agent at a time; the agent re-publishes the rows
   with their ids and seqs, or answers which ranges are gone (purged, refused at its queue
   bound, unknown), stored in ``gone_ranges``;
 * a gap whose seqs are all present closes as ``filled``; all present or gone: ``gone``, with
@@ -113,16 +114,27 @@ def scan(conn: psycopg.Connection[Any], rescan: bool = False) -> None:
         scan_stream(conn, agent, device, int(lo), int(top))
 
 
+#: Refusals of a ``resend`` the agent answers without trying (docs/backend.md §7).
+UNTRIED = frozenset({"busy", "rate_limited"})
+
+
 def request_resends(conn: psycopg.Connection[Any], cfg: HubConfig, client: mqtt.Client) -> int:
     """Send ``resend`` for open gaps past their grace period; returns how many were sent."""
     h = cfg.hub
+    # One request per agent at a time (the agent serves one resend at a time and refuses the
+    # others "busy"): its oldest due gap, and none while a request to it is unanswered and
+    # younger than resend_retry_s.
     due = conn.execute(
-        "SELECT g.agent, g.device, g.seq_from, g.seq_to, a.site, a.line FROM gaps g"
-        " JOIN agents a USING (agent) WHERE g.state = 'open'"
-        " AND g.opened_at < now() - make_interval(secs => %s) AND g.resend_tries < %s"
-        " AND (g.resend_at IS NULL OR g.resend_at < now() - make_interval(secs => %s))"
-        " ORDER BY g.opened_at LIMIT 100",
-        (h.gap_grace_s, h.resend_max_tries, h.resend_retry_s),
+        "SELECT DISTINCT ON (g.agent) g.agent, g.device, g.seq_from, g.seq_to, a.site, a.line"
+        " FROM gaps g JOIN agents a USING (agent) WHERE g.state = 'open'"
+        " AND g.opened_at < now() - make_interval(secs => %(grace)s)"
+        " AND g.resend_tries < %(tries)s"
+        " AND (g.resend_at IS NULL OR g.resend_at < now() - make_interval(secs => %(retry)s))"
+        " AND NOT EXISTS (SELECT 1 FROM gaps w WHERE w.agent = g.agent AND w.state = 'open'"
+        " AND w.resend_at >= now() - make_interval(secs => %(retry)s)"
+        " AND (w.resend_answered_at IS NULL OR w.resend_answered_at < w.resend_at))"
+        " ORDER BY g.agent, g.opened_at, g.device, g.seq_from LIMIT 100",
+        {"grace": h.gap_grace_s, "tries": h.resend_max_tries, "retry": h.resend_retry_s},
     ).fetchall()
     conn.commit()
     sent = 0
@@ -167,11 +179,23 @@ def record_responses(
             if not doc.get("ok"):
                 e = doc.get("error")
                 err: dict[str, Any] = e if isinstance(e, dict) else {}
-                reason = f"resend_refused:{err.get('code', 'unknown')}"
+                code = err.get("code", "unknown")
+                reason = f"resend_refused:{code}"
                 log.warning("gap_resend_refused", agent=agent, id=rid, error=err)
+                # busy / rate_limited: the agent did not try; that costs no try (a gap whose
+                # tries a busy agent used up was never asked for again, though the agent had it)
+                untried = 1 if code in UNTRIED else 0
                 if rid:
-                    conn.execute("UPDATE gaps SET reason = %s WHERE resend_id = %s", (reason, rid))
+                    conn.execute(
+                        "UPDATE gaps SET reason = %s, resend_answered_at = now(),"
+                        " resend_tries = greatest(resend_tries - %s, 0) WHERE resend_id = %s",
+                        (reason, untried, rid),
+                    )
                 continue
+            if rid:
+                conn.execute(
+                    "UPDATE gaps SET resend_answered_at = now() WHERE resend_id = %s", (rid,)
+                )
             res = doc.get("result")
             result: dict[str, Any] = res if isinstance(res, dict) else {}
             device = result.get("device")

@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,46 @@ class Responder:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class BusyAgent(Responder):
+    """A slow agent, like the real one: one resend at a time (``serve_s`` each), ``busy`` for a
+    request that arrives meanwhile, and ``busy`` for the first ``refuse`` requests anyway (a
+    CPU-starved agent still serving an earlier resend)."""
+
+    def __init__(self, port: int, kept: dict[int, dict[str, Any]], refuse: int, serve_s: float):
+        super().__init__(port, kept, set())
+        self.refuse, self.serve_s = refuse, serve_s
+        self.serving = False
+        self.overlapping = 0  # requests that arrived while one was being served
+
+    def _on_message(self, c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        with self.lock:
+            busy = self.serving or self.refuse > 0
+            self.overlapping += self.serving
+            self.refuse -= not self.serving and self.refuse > 0
+            self.serving = self.serving or not busy
+        if busy:
+            req, props = json.loads(msg.payload), msg.properties
+            with self.lock:
+                self.requests.append((req, props))
+            resp = {
+                "schema": "edge-agent/response/v1", "request_id": req["id"], "command": "resend",
+                "agent": "a1", "ok": False, "ts": now_ts(),
+                "error": {"code": "busy", "reason": "a resend is running: one at a time"},
+            }  # fmt: skip
+            out = Properties(PacketTypes.PUBLISH)
+            out.CorrelationData = getattr(props, "CorrelationData", None)
+            c.publish(getattr(props, "ResponseTopic", ""), json.dumps(resp), qos=1, properties=out)
+            return
+
+        def serve() -> None:
+            time.sleep(self.serve_s)
+            super(BusyAgent, self)._on_message(c, _u, msg)
+            with self.lock:
+                self.serving = False
+
+        threading.Thread(target=serve, daemon=True).start()
 
 
 def gaps(dsn: str) -> list[tuple[Any, ...]]:
@@ -178,3 +219,34 @@ def test_real_agent_answers_resend(
     (rid,) = query(dsn, "DELETE FROM readings WHERE seq = 40 RETURNING id")[0]
     assert wait_until(lambda: (40, 40, "filled", None) in [g[:4] for g in gaps(dsn)], 20)
     assert query(dsn, "SELECT id FROM readings WHERE seq = 40")[0][0] == rid
+
+
+def test_a_busy_agent_is_asked_one_resend_at_a_time_and_busy_costs_no_try(
+    tmp_path: Path,
+    broker: Mosquitto,
+    postgres: Postgres,
+    hub_factory: Callable[[Path], HubProc],
+) -> None:
+    """Found at fleet scale (docs/hub.md, station truth): the hub sent every gap of an agent its
+    ``resend`` at once, the agent (one resend at a time) refused the rest ``busy``, each refusal
+    counted as a try, and after ``resend_max_tries`` those gaps stayed open for good although
+    the agent had the rows. Now: one request per agent at a time, and ``busy`` is no try."""
+    extra = "gap_grace_s = 0.3\nresend_retry_s = 0.5\nresend_max_tries = 2"
+    cfg = hub_config(tmp_path, "h1", [broker.port], postgres.dsn, extra)
+    hub = hub_factory(cfg)
+    hub.start()
+    all_rs = {s: reading("a1", "scan_1", s) for s in range(1, 41)}
+    held = {10, 20, 30}  # three gaps of one agent
+    agent = BusyAgent(broker.port, all_rs, refuse=3, serve_s=0.4)
+    try:
+        publish(
+            broker.port,
+            ((f"{BASE}/reading/scan_1", r, False) for s, r in all_rs.items() if s not in held),
+        )
+        dsn = postgres.dsn
+        want = [(s, s, "filled") for s in sorted(held)]
+        assert wait_until(lambda: [g[:3] for g in gaps(dsn)] == want, 30), gaps(dsn)
+        assert agent.overlapping == 0, f"{agent.overlapping} requests while one was served"
+        assert len(query(dsn, "SELECT id FROM readings")) == 40
+    finally:
+        agent.close()
