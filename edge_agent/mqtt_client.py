@@ -10,6 +10,7 @@ Hostname verification and CA pinning are always on: there is no insecure switch 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import random
 import re
@@ -52,6 +53,7 @@ class _LastSocketError(logging.Handler):
         err = next((a for a in args if isinstance(a, OSError)), None)
         if err is not None:
             self.client.connect_error = describe_error(err)
+            self.client.connect_errno = err.errno
 
 
 #: MQTT 5 DISCONNECT reason "Session taken over": another client connected with our client id.
@@ -64,7 +66,10 @@ TAKEOVER_MEMORY_S = 600.0
 #: Brokers that close the old connection without saying why (MQTT 3.1.1; Mosquitto before
 #: 2.0.15, e.g. Debian 12's 2.0.11): SHORT_LIVED_N connections in a row accepted and then
 #: closed by the broker within SHORT_LIVED_S, with no rejected PUBACK just before (Mosquitto
-#: also closes after a PUBACK 0x87), are taken for a takeover.
+#: also closes after a PUBACK 0x87), are taken for a takeover. A close by reset (ECONNRESET)
+#: is not: the broker closed with packets of ours unread, i.e. it refused one of them (an ACL
+#: denial; the reset drops its PUBACK 0x87 from our receive buffer, so note_rejected never
+#: runs). A takeover closes the old connection when the other client connects, not as a reply.
 SHORT_LIVED_S = 10.0
 SHORT_LIVED_N = 2
 _CONNECTION_LOST = 0x80  # what paho reports when the socket closed with no DISCONNECT packet
@@ -82,6 +87,8 @@ class _Client(mqtt.Client):
     """
 
     connect_error: str | None = None
+    #: errno of the last socket error (None: none in this connection attempt).
+    connect_errno: int | None = None
     normal_max_delay: int = 1
     _takeovers: deque[float] | None = None
     _backing_off = False
@@ -117,6 +124,7 @@ class _Client(mqtt.Client):
             and not from_server
             and rc.value == _CONNECTION_LOST
             and now - self._last_reject > 2.0
+            and self.connect_errno != errno.ECONNRESET
         )
         self._short_lived = self._short_lived + 1 if closed_early else 0
         if self._short_lived >= SHORT_LIVED_N:
@@ -178,7 +186,7 @@ class _Client(mqtt.Client):
 
     def reconnect(self) -> MQTTErrorCode:
         self.network_thread = threading.current_thread()
-        self.connect_error = None
+        self.connect_error, self.connect_errno = None, None
         self.retry_at = None
         try:
             return super().reconnect()

@@ -8,6 +8,7 @@ queue, with exit code 73 (``RestartPreventExitStatus=``), and the first keeps it
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sqlite3
@@ -235,6 +236,18 @@ def test_disconnect_0x8e_is_a_certain_takeover_and_delays_the_next_attempt() -> 
         client.note_connected()
         client.note_rejected()
         assert client.takeover(unspecified, False) is None
+    # nor a close by reset: the broker refused something we sent (an ACL) and the reset
+    # dropped its PUBACK 0x87 before we read it (test_fleet_acl saw a suspected takeover)
+    client._last_reject = -1e9
+    for _ in range(3):
+        client.note_connected()
+        client.connect_errno = errno.ECONNRESET
+        assert client.takeover(unspecified, False) is None
+    client.connect_errno = None
+    client.note_connected()
+    assert client.takeover(unspecified, False) is None  # one short-lived close: not yet
+    client.note_connected()
+    assert client.takeover(unspecified, False) is not None  # the second in a row: suspected
 
 
 def test_purge_goes_through_the_daemon_or_takes_the_lock(
