@@ -204,29 +204,20 @@ class _Client(mqtt.Client):
 
 
 def tune_socket(sock: object, keepalive: int) -> None:
-    """Runs as the socket opens (paho's ``on_socket_open``); both options are Linux/TCP only
-    and skipped where the socket has none (websockets).
+    """As the socket opens (paho's ``on_socket_open``; skipped without setsockopt: websockets).
 
-    * ``TCP_USER_TIMEOUT``, half-open links (P12): the kernel drops the connection when sent
-      data has gone unacknowledged for keepalive/2. paho alone notices only 2 x keepalive
-      after the last byte in (PINGREQ after one keepalive, gives up after another); with
-      this the agent sees a cut link keepalive/2 after its next publish, and about
-      1.5 x keepalive when idle (T5).
-    * ``TCP_NODELAY`` (paho 2 does not set it): without it Nagle's algorithm holds a
-      reading's PUBLISH while an earlier small segment (a PUBACK to a command, a PINGREQ) is
-      unacknowledged, and the broker's delayed ACK makes that 40 ms (measured: the first
-      live reading after a command burst arrived 40 ms late, issue 14's flood test)."""
+    * ``TCP_USER_TIMEOUT`` (P12): the kernel drops a link whose sent data stays unacknowledged
+      for keepalive/2, so a cut link is seen keepalive/2 after the next publish (paho alone:
+      2 x keepalive after the last byte in; ~1.5 x keepalive when idle, T5).
+    * ``TCP_NODELAY`` (paho 2 does not set it): else Nagle holds a reading's PUBLISH behind an
+      unacknowledged small segment (a PUBACK to a command) for the broker's 40 ms delayed ACK
+      (issue 14's flood test)."""
     setsockopt = getattr(sock, "setsockopt", None)
-    if setsockopt is None:
-        return
     opt = getattr(socket, "TCP_USER_TIMEOUT", None)
-    for level, name, value in (
-        (socket.IPPROTO_TCP, opt, keepalive * 500),
-        (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
-    ):
-        if name is not None:
+    for name, value in ((opt, keepalive * 500), (socket.TCP_NODELAY, 1)):
+        if name is not None and setsockopt is not None:
             with contextlib.suppress(OSError):
-                setsockopt(level, name, value)
+                setsockopt(socket.IPPROTO_TCP, name, value)
 
 
 def build_client(cfg: MqttConfig, client_id: str, password: SecretStr | None) -> _Client:

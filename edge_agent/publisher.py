@@ -197,9 +197,7 @@ class Publisher(RemoteSeams, threading.Thread):
         self.net.flush()
 
     def _on_up(self) -> None:
-        """After a CONNACK: commands subscribed, then the birth message (the broker handles a
-        connection's packets in order, so a backend answering ``online`` with a command at once
-        finds the subscription in place), re-read the queue, re-send states and alarms."""
+        """After a CONNACK: cmd/# before the birth (in order), queue re-read, states, alarms."""
         self._remote_up()
         self._publish(self.topics.status, self.status_payload("online"), True)
         self.writer.sync()  # marks for rows already PUBACKed are committed before we re-read
