@@ -342,7 +342,12 @@ def goals(
                 "note": note,
             }
         )
-    edge = [g for g in grow if g["kind"] == "edge" and g["rate"]["median"]]
+    # a tiny drain can finish within one clock tick of CPU (0 us/reading): no ratio from it
+    edge = [
+        g
+        for g in grow
+        if g["kind"] == "edge" and g["rate"]["median"] and g["cpu_us_per_reading"]["median"]
+    ]
     if len(edge) >= 2:
         lo, hi = edge[0], edge[-1]
         cpu_ratio = hi["cpu_us_per_reading"]["median"] / lo["cpu_us_per_reading"]["median"]
