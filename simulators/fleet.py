@@ -65,12 +65,16 @@ def agent_toml(d: Path, name: str, port: int, scanners: list[ScannerSim]) -> Pat
     return path
 
 
-def hub_toml(d: Path, name: str, port: int, dsn: str) -> Path:
+def hub_toml(
+    d: Path, name: str, port: int, dsn: str, hub: str = "gap_grace_s = 5\n", *,
+    sections: str = "", level: str = "warning",
+) -> Path:  # fmt: skip
+    """A hub instance's config: ``hub`` lines in ``[hub]``, whole ``sections`` after it."""
     path = d / f"{name}.toml"
     path.write_text(
-        f'[hub]\ninstance = "{name}"\ngap_grace_s = 5\n[mqtt]\n'
+        f'[hub]\ninstance = "{name}"\n{hub}[mqtt]\n'
         f'brokers = [{{ host = "127.0.0.1", port = {port} }}]\n[database]\ndsn = "{dsn}"\n'
-        '[log]\nformat = "json"\nlevel = "warning"\n'
+        f'{sections}[log]\nformat = "json"\nlevel = "{level}"\n'
     )
     return path
 

@@ -39,6 +39,7 @@ import psycopg
 from edge_agent.hub.config import load_hub_config
 from edge_agent.hub.fleet import fleet
 from simulators.fleet import fleet_dir, spawn, usage
+from simulators.fleet import hub_toml as fleet_hub_toml
 from simulators.line import LineConfig, LineSim
 from simulators.line.backend import compare, kpis
 from simulators.line.procs import LineProcs, Written
@@ -81,14 +82,10 @@ def agent_toml(d: Path, line: Line, port: int) -> Path:
 
 
 def hub_toml(d: Path, name: str, port: int, dsn: str, metrics: int) -> Path:
-    path = d / f"{name}.toml"
-    path.write_text(
-        f'[hub]\ninstance = "{name}"\ngap_grace_s = 1\nresend_retry_s = 3\ngap_scan_s = 0.5\n'
-        f'[mqtt]\nbrokers = [{{ host = "127.0.0.1", port = {port} }}]\n[database]\n'
-        f'dsn = "{dsn}"\n[metrics]\nenabled = true\nport = {metrics}\n'
-        '[log]\nformat = "json"\nlevel = "info"\n'
-    )
-    return path
+    """:func:`simulators.fleet.hub_toml` with quick gap chasing and the metrics endpoint."""
+    hub = "gap_grace_s = 1\nresend_retry_s = 3\ngap_scan_s = 0.5\n"
+    sections = f"[metrics]\nenabled = true\nport = {metrics}\n"
+    return fleet_hub_toml(d, name, port, dsn, hub, sections=sections, level="info")
 
 
 def scrape(port: int) -> dict[str, float]:
