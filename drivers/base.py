@@ -45,6 +45,7 @@ from typing import ClassVar, Generic, TypeVar
 
 import structlog
 
+from drivers.common.aim import GS
 from drivers.common.framing import KEEP, Event, Reject
 from drivers.reasons import BASE, R
 from edge_agent.errors import FrameError
@@ -53,7 +54,6 @@ from edge_agent.reading import Decoded, Kind
 
 C = TypeVar("C", bound=DeviceConfig)
 
-GS = "\x1d"
 #: Format characters that reorder or break the displayed text (Trojan-Source style) or lines.
 _INVISIBLE = frozenset("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 #: Unicode categories never accepted in a code: controls, surrogates, private use, unassigned.

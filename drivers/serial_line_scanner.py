@@ -26,7 +26,7 @@ from pydantic import Field
 from serial.tools import list_ports
 
 from drivers.base import DetectedDevice
-from drivers.common.aim import AIM_GS1, AIM_SYMBOLOGY
+from drivers.common.aim import AIM_GS1, AIM_SYMBOLOGY, has_control
 from drivers.common.framing import Framer, StxEtxFramer, TerminatorFramer
 from drivers.common.link import LinkConfig
 from drivers.common.stream import StreamDriver
@@ -35,7 +35,6 @@ from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded, Kind
 
 TERMINATORS = {"CR": b"\r", "LF": b"\n", "CRLF": b"\r\n"}
-GS = "\x1d"
 
 
 class SerialLineScannerConfig(LinkConfig):
@@ -68,7 +67,7 @@ def parse_frame(frame: bytes, cfg: SerialLineScannerConfig) -> Decoded:
     except UnicodeDecodeError as err:
         raise FrameError(R.GARBLED, f"not UTF-8 at byte {err.start}") from None
     text = _strip_affixes(text, cfg)
-    if any((ord(ch) < 0x20 and ch != GS) or ord(ch) == 0x7F for ch in text):
+    if has_control(text):
         raise FrameError(R.GARBLED, "control character in code")
     if text in cfg.noread:
         return Decoded(Kind.NOREAD, None, frame, check="none")

@@ -6,6 +6,19 @@ scanners). Source: ``docs/protocols.md`` §2.5 (NCR programming reference, Datal
 
 from __future__ import annotations
 
+import re
+
+#: GS (0x1D): FNC1 in GS1-128, the one control character a code may carry.
+GS = "\x1d"
+#: Every other C0 control and DEL: a transmission fault when found in code data.
+_CONTROL = re.compile("[\x00-\x1c\x1e\x1f\x7f]")
+
+
+def has_control(text: str) -> bool:
+    """``text`` holds a C0 control character other than GS, or DEL (one regex scan, in C)."""
+    return _CONTROL.search(text) is not None
+
+
 #: AIM code character -> symbology name (ISO/IEC 15424; docs/protocols.md §2.5).
 AIM_SYMBOLOGY = {
     "A": "code39",

@@ -39,7 +39,13 @@ class Waker:
                 self._set = True  # after the write: a clear() in between leaves both set
 
     def clear(self) -> None:
-        """Forget past wakes (the device thread, before it checks what it was woken for)."""
+        """Forget past wakes (the device thread, before it checks what it was woken for).
+
+        Without a wake since the last clear, no system call: a wake caught between its write
+        and its flag leaves the fd readable, so the next read returns at once and clears it.
+        """
+        if not self._set:
+            return
         self._set = False
         with contextlib.suppress(OSError):  # nothing pending (EAGAIN), or closed by this thread
             os.eventfd_read(self._fd)

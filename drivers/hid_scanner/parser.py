@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import string
 
-from drivers.common.aim import AIM_GS1, AIM_SYMBOLOGY
+from drivers.common.aim import AIM_GS1, AIM_SYMBOLOGY, has_control
 from drivers.common.framing import Event
 from drivers.hid_scanner.config import TERMINATOR_KEYS, HidScannerConfig
 from drivers.hid_scanner.framer import (
@@ -46,7 +46,6 @@ from drivers.reasons import RejectReason as R
 from edge_agent.errors import FrameError
 from edge_agent.reading import Decoded, Kind
 
-GS = "\x1d"
 CTRL, SHIFT, ALT = 0x11, 0x22, 0x44
 #: Keypad digit usage ids (for the Alt-numpad method): 0x59 = KP1 ... 0x61 = KP9, 0x62 = KP0.
 KEYPAD_DIGITS = {0x59 + i: d for i, d in enumerate("1234567890")}
@@ -143,7 +142,7 @@ def parse_frame(frame: bytes, cfg: HidScannerConfig) -> Decoded:
             aim, text = text[:3], text[3:]
     if len(text) > cfg.max_code_len:
         raise FrameError(R.OVERSIZE, f"{len(text)} characters")
-    if any((ord(ch) < 0x20 and ch != GS) or ord(ch) == 0x7F for ch in text):
+    if has_control(text):
         raise FrameError(R.GARBLED, "control character in code")
     if text in cfg.noread:
         return Decoded(Kind.NOREAD, None, frame, check="none")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from drivers.common.aim import has_control
 from drivers.common.link import Baud, LinkConfig
 from drivers.reasons import RejectReason as R
 from edge_agent.errors import FrameError
 
 __all__ = ["Baud", "TunnelConfig", "code_text", "counter"]
-GS = "\x1d"
 
 
 class TunnelConfig(LinkConfig):
@@ -31,7 +31,7 @@ def code_text(data: bytes) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise FrameError(R.GARBLED, f"not UTF-8 at byte {err.start}") from None
-    if any((ord(ch) < 0x20 and ch != GS) or ord(ch) == 0x7F for ch in text):
+    if has_control(text):
         raise FrameError(R.GARBLED, "control character in telegram")
     return text
 
