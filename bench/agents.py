@@ -191,10 +191,15 @@ class EdgeAgent(AgentProc):
     root = ROOT
 
     def __init__(
-        self, rundir: Path, broker_port: int, line: Line, max_bytes: int = 512 << 20
+        self,
+        rundir: Path,
+        broker_port: int,
+        line: Line,
+        max_bytes: int = 512 << 20,
+        gather_ms: float | None = None,
     ) -> None:
         super().__init__(rundir, broker_port, line)
-        self.max_bytes = max_bytes
+        self.max_bytes, self.gather_ms = max_bytes, gather_ms
         self.cwd = self.root
         # Its own control socket: the default (/run/edge-agent/control.sock) is one per machine,
         # and another edge-agent running there (a test, a service) makes the start fail.
@@ -215,6 +220,7 @@ class EdgeAgent(AgentProc):
             "[queue]",
             f'path = "{self.db_path()}"',
             f"max_bytes = {self.max_bytes}",
+            *([f"gather_ms = {self.gather_ms}"] if self.gather_ms is not None else []),
             "[control]",
             f'socket = "{self.control_dir / "control.sock"}"',
             "[log]",

@@ -107,6 +107,12 @@ def _parser() -> argparse.ArgumentParser:
         help="edge-agent [queue] max_bytes (2 GiB: room for 1M readings)",
     )
     p.add_argument(
+        "--gather-ms",
+        type=float,
+        help="edge-agent [queue] gather_ms (default: the shipped default; README "
+        '"CPU against latency")',
+    )
+    p.add_argument(
         "--broker",
         choices=["plain", "durable"],
         default="plain",
@@ -164,6 +170,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         paho_batch=100,
         mosquitto_pub_n=_opt(args, "mosquitto_pub_n"),
         max_bytes=args.max_bytes,
+        gather_ms=args.gather_ms,
     )
 
 

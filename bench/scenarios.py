@@ -58,6 +58,7 @@ class Settings:
     paho_batch: int
     mosquitto_pub_n: int
     max_bytes: int
+    gather_ms: float | None = None  # edge-agent [queue] gather_ms (None: the shipped default)
 
 
 @dataclass
@@ -79,7 +80,9 @@ def _per_s(n: int, seconds: float) -> float | None:
 def make_agent(kind: str, ctx: Ctx, rundir: Path, line: Line) -> AgentProc:
     """``edge``, ``baseline`` or a peer (``node-red``)."""
     if kind == "edge":
-        return EdgeAgent(rundir, ctx.broker.port, line, ctx.settings.max_bytes)
+        return EdgeAgent(
+            rundir, ctx.broker.port, line, ctx.settings.max_bytes, ctx.settings.gather_ms
+        )
     if kind == "node-red":
         return NodeRedAgent(rundir, ctx.broker.port, line, ctx.settings.node_red_cache)
     return NaiveAgent(rundir, ctx.broker.port, line)

@@ -79,7 +79,7 @@ class Daemon:
         q = cfg.queue
         q.path.parent.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(q.path, self.node, q.max_bytes, q.retain_sent_hours * 3600)
-        self.writer = Writer(self.outbox, self._on_commit, self._on_alarm)
+        self.writer = Writer(self.outbox, self._on_commit, self._on_alarm, q.gather_ms / 1000)
         self.writer.on_change = self.notice
         self.publisher = Publisher(
             cfg.mqtt, self.topics, f"edge-agent-{n.agent_id}", password, q.path, self.writer

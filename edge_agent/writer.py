@@ -2,7 +2,7 @@
 
 Device threads ``submit()`` captures; the publisher reports PUBACKs with ``mark_sent()``. The
 thread takes everything waiting into one transaction: under load, what arrives while a commit
-settles shares the next fsync (``GATHER_S``), a lone capture is committed at once, and PUBACK
+settles shares the next fsync (``gather_s``), a lone capture is committed at once, and PUBACK
 marks ride along with the next commit (``MARK_DELAY_S``). A reading is acknowledged to nobody
 before its commit. After each commit the listeners learn which readings were accepted (with
 their row numbers) and which were dropped at the queue bound. Between deadlines (purge, disk
@@ -60,9 +60,9 @@ class Writer(threading.Thread):
     ALARM_EVERY_S = 1.0
     #: Seconds between purges of expired sent rows.
     PURGE_EVERY_S = 60.0
-    #: Under load (the last commit ended less than this ago, s), a capture waits until then
+    #: Under load (the last commit ended less than this ago, s), the next one waits until then
     #: so that what arrives meanwhile shares its fsync; a lone capture is committed at once.
-    GATHER_S = 0.002
+    GATHER_S = 0.002  # ([queue] gather_ms)
     #: While captures flow (one was committed less than this ago, s), PUBACK marks wait for
     #: the next commit of captures, at most this long: they cost no fsync of their own. (A mark
     #: lost in a crash means a duplicate, never a loss.) Otherwise (a backlog drain) at once.
@@ -76,8 +76,11 @@ class Writer(threading.Thread):
     #: SQLITE_FULL can come long after the disk filled up.
     DISK_FULL_BYTES = 64 * 1024
 
-    def __init__(self, outbox: Outbox, on_commit: Committed, on_alarm: Alarm) -> None:
+    def __init__(
+        self, outbox: Outbox, on_commit: Committed, on_alarm: Alarm, gather_s: float = GATHER_S
+    ) -> None:
         super().__init__(name="queue-writer", daemon=True)
+        self.gather_s = gather_s
         self.outbox = outbox
         self._on_commit = on_commit
         self._on_alarm = on_alarm
@@ -168,6 +171,7 @@ class Writer(threading.Thread):
         now = time.monotonic()
         next_purge, next_disk, retry_at = now + self.PURGE_EVERY_S, now, now
         last_commit = captured = -1e9  # when the last commit (of captures) ended
+        flowing = False  # the last commit stored captures: more are likely on their way
         marks_since: float | None = None  # when the oldest mark not yet committed came
         pending = Batch()
         while True:
@@ -177,12 +181,13 @@ class Writer(threading.Thread):
             if marks_since is not None:  # marks wait while captures flow (see below)
                 deadlines.append(min(marks_since, captured) + self.MARK_DELAY_S)
             self.live.idle()
+            if flowing and (rest := last_commit + self.gather_s - time.monotonic()) > 0:
+                time.sleep(rest)  # under load: what comes meanwhile (marks too) costs no wake-up
             self._collect(pending, timeout=max(0.0, min(deadlines) - time.monotonic()))
             self.live.busy()
             now = time.monotonic()
-            if pending.captures and now - last_commit < self.GATHER_S and not pending.urgent():
-                # under load: what arrives while the last commit settles shares the next one
-                time.sleep(last_commit + self.GATHER_S - now)
+            if pending.captures and now - last_commit < self.gather_s and not pending.urgent():
+                time.sleep(last_commit + self.gather_s - now)  # shares the next commit
                 self._collect(pending, timeout=None)
                 now = time.monotonic()
             if now >= next_disk and (pending.captures or pending.events or now >= deadlines[1]):
@@ -206,7 +211,8 @@ class Writer(threading.Thread):
             if self._commit(pending):
                 if pending.stop:
                     return
-                captured = time.monotonic() if pending.captures else captured
+                flowing = bool(pending.captures)
+                captured = time.monotonic() if flowing else captured
                 pending = Batch()
                 marks_since = time.monotonic() if self._marks.committed() else None
                 self.held, self._spill_full = 0, False
@@ -285,15 +291,9 @@ class Writer(threading.Thread):
         return True
 
     def _check_disk(self) -> None:
-        where = self.outbox.path.parent
-        free = wi.free_bytes(where)
-        if free is None:
-            return
-        if self.disk_full is None and free < self.DISK_FULL_BYTES:
-            self.disk_full = f"{free} bytes free on {where}"
-            log.error("queue_disk_full", free_bytes=free, path=str(where))
-            self._on_alarm("disk_full", {"free_bytes": free, "path": str(where)})
-        elif self.disk_full is not None and free >= 2 * self.DISK_FULL_BYTES:
-            log.info("queue_disk_space_back", free_bytes=free, path=str(where))
-            self.disk_full = None
+        was = self.disk_full
+        self.disk_full = wi.disk_state(
+            self.outbox.path.parent, was, self.DISK_FULL_BYTES, self._on_alarm
+        )
+        if was is not None and self.disk_full is None:
             self.on_change()

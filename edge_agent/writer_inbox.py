@@ -157,3 +157,24 @@ def free_bytes(where: Path) -> int | None:
     except OSError:
         return None
     return st.f_bavail * st.f_frsize
+
+
+def disk_state(
+    where: Path,
+    full: str | None,
+    full_bytes: int,
+    on_alarm: Callable[[str, dict[str, object]], None],
+) -> str | None:
+    """The queue disk after a look at its free space: ``"<n> bytes free on <dir>"`` once fewer
+    than ``full_bytes`` are free (logged and alarmed once), None again once twice that is."""
+    free = free_bytes(where)
+    if free is None:
+        return full
+    if full is None and free < full_bytes:
+        log.error("queue_disk_full", free_bytes=free, path=str(where))
+        on_alarm("disk_full", {"free_bytes": free, "path": str(where)})
+        return f"{free} bytes free on {where}"
+    if full is not None and free >= 2 * full_bytes:
+        log.info("queue_disk_space_back", free_bytes=free, path=str(where))
+        return None
+    return full

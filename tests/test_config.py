@@ -39,6 +39,12 @@ def error_of(tmp_path: Path, text: str) -> str:
     return str(err.value)
 
 
+def test_queue_gather_ms_is_bounded(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "[queue]\ngather_ms = 5\n")).queue.gather_ms == 5
+    err = error_of(tmp_path, "[queue]\ngather_ms = 500\n")
+    assert err.endswith("line.toml: [queue] gather_ms = 500: expected less than or equal to 50")
+
+
 def test_demo_config_is_valid() -> None:
     cfg = load_config(ROOT / "config" / "demo.toml")
     kinds = {d.type for d in cfg.devices.values()}
@@ -283,7 +289,7 @@ def many_errors(f: str) -> list[str]:
         "address (no scheme, port, brackets or '/'); put the port in port = 1883",
         f"{f}: [mqtt] keepalive = 1: expected greater than or equal to 5",
         f"{f}: [queue] unknown key 'max_bytez': did you mean 'max_bytes'? "
-        "(valid: max_bytes, path, retain_sent_hours)",
+        "(valid: gather_ms, max_bytes, path, retain_sent_hours)",
         f"{f}: [devices.scanner 1] device id 'scanner 1' may contain only letters, digits, '_' "
         f"and '-' (1-64 characters), {topic}",
         f"{f}: [devices.scanner 1] unknown key 'baudrat': did you mean 'baudrate'? (valid: "
