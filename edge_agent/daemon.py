@@ -12,7 +12,8 @@ polls: each sleeps until its inbox, its socket or its next deadline wakes it::
 
     main              signals, watchdog, STATUS=, reload     <- signal handlers, notice()
                       (edge_agent.main_thread)                  (state changes; an Event)
-    device-<id>       the driver and its port                <- device actions (call)
+    device-<id>       the driver, its port, its capture      <- device actions (call)
+                      journal (edge_agent.journal)
     queue-writer      the SQLite write connection            <- captures, events, sent/
                                                                 rejected marks, sync, call, stop
     mqtt-publisher    the paho client and its socket         <- wake (eventfd, at most one per
@@ -24,7 +25,6 @@ polls: each sleeps until its inbox, its socket or its next deadline wakes it::
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import threading
@@ -37,14 +37,15 @@ from drivers import driver_class
 from edge_agent import commands, instance, logs, sdnotify
 from edge_agent.config import AgentConfig, DeviceConfig, check_tls_files
 from edge_agent.control import SOCKET_HINT, ControlServer, answering_pid
+from edge_agent.journal import Journal, journal_dir
 from edge_agent.logs import log_thread_deaths, register_secret
 from edge_agent.main_thread import return_big_buffers_to_the_os, serve
 from edge_agent.outbox import Outbox
 from edge_agent.publisher import Publisher
-from edge_agent.reading import Identity, Reading, boot_id
+from edge_agent.reading import Capture, Identity, Reading, boot_id
 from edge_agent.remote import wiring as remote_wiring
 from edge_agent.station_runner import StationRunner
-from edge_agent.status import Rates, device_status, queue_status, station_status, status_line
+from edge_agent.status import Rates, agent_status, status_line
 from edge_agent.supervisor import DeviceWorker
 from edge_agent.topics import Topics
 from edge_agent.writer import Writer
@@ -79,6 +80,9 @@ class Daemon:
         q = cfg.queue
         q.path.parent.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(q.path, self.node, q.max_bytes, q.retain_sent_hours * 3600)
+        # what the last run read and did not commit goes to the writer first (start())
+        marks, queue_id = self.outbox.journal_marks(), self.outbox.queue_id
+        self.journal, self._recovered = Journal.open(journal_dir(q.path), marks, queue_id)
         self.writer = Writer(self.outbox, self._on_commit, self._on_alarm, q.gather_ms / 1000)
         self.writer.on_change = self.notice
         self.publisher = Publisher(
@@ -111,7 +115,11 @@ class Daemon:
     def make_worker(self, dev_id: str, dev: DeviceConfig) -> DeviceWorker:
         driver = driver_class(dev.type)(dev_id, dev)
         driver.on_reject = self._on_reject
-        return DeviceWorker(driver, self.writer.submit, self._device_state)
+        return DeviceWorker(driver, self._capture, self._device_state)
+
+    def _capture(self, cap: Capture) -> bool:
+        """A device thread's capture: journaled (a crash cannot lose it), then queued."""
+        return self.writer.submit(self.journal.append(cap))
 
     def _device_state(self, device: str, state: str, reason: str) -> None:
         self.notice()
@@ -120,6 +128,7 @@ class Daemon:
             self.stations.device_state(device, state)
 
     def _on_commit(self, accepted: list[tuple[int, Reading]]) -> None:
+        self.journal.committed(self.outbox.last_marks)
         self.publisher.wake(accepted[0][0] if accepted else None, prio=self.writer.committed_prio)
         if self.stations is not None:
             owned = self.stations.devices()
@@ -160,6 +169,9 @@ class Daemon:
     def start(self) -> None:
         """Start every thread, then tell systemd we are ready."""
         self.writer.start()
+        for cap in self._recovered:
+            self.writer.submit(cap)
+        self._recovered = []
         self.remote.start()
         self.publisher.start()
         if self.stations is not None:
@@ -209,19 +221,7 @@ class Daemon:
 
     def status(self) -> dict[str, object]:
         """Everything ``edge-agent status`` shows (see README "Control socket")."""
-        return {
-            "agent": self.node.agent,
-            "site": self.node.site,
-            "line": self.node.line,
-            "pid": os.getpid(),
-            "uptime_s": round(time.monotonic() - self.started_mono, 1),
-            "devices": {w.driver.device_id: device_status(w, self.rates) for w in self.workers},
-            "queue": queue_status(self.cfg.queue),
-            "broker": self.publisher.status(),
-            "stations": station_status(self.stations),
-            **self.remote.status(),
-            "summary": self.status_line(),
-        }
+        return agent_status(self)
 
     def stop(self) -> None:
         """Flush and stop, within about 2 s."""
@@ -245,6 +245,7 @@ class Daemon:
             log.error("stopped_with_writer_busy", waiting=self.writer.waiting())
         else:
             self.outbox.close()
+        self.journal.close()
         log.info("stopped", seconds=round(time.monotonic() - t0, 3), **self.outbox.counters)
 
     def reload(self) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from edge_agent.queue_read import (  # the read side, re-exported (see __all__)
     fetch_range,
     fetch_rejected,
     max_n,
+    note_refused,
     open_reader,
     peek,
     purge_sent,
@@ -53,7 +55,8 @@ __all__ = [
 
 
 class Outbox:
-    """The writer side of the queue. Not thread-safe: one thread owns it.
+    """The writer side of the queue. Not thread-safe: one thread owns it. ``queue_id``: this
+    file's identity (a new file, a new id; its capture journal is its own).
 
     Args:
         path: SQLite file; its directory must exist and be writable.
@@ -66,15 +69,15 @@ class Outbox:
     PURGE_CHUNK = 5000
 
     def __init__(self, path: Path, node: Identity, max_bytes: int, retain_sent_s: float) -> None:
-        self.path = path
-        self.node = node
-        self.max_bytes = max_bytes
-        self.retain_sent_s = retain_sent_s
+        self.path, self.node = path, node
+        self.max_bytes, self.retain_sent_s = max_bytes, retain_sent_s
         self._con = _connect(path)
         self._seq: dict[str, int] = {}
         #: Devices whose readings are kept (for replay) but not published (station publish_raw).
         self.quiet_devices: set[str] = set()
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        #: The capture journal's marks the last commit stored, per device (edge_agent.journal).
+        self.last_marks: dict[str, tuple[int, int]] = {}
         self._setup()
 
     def _setup(self) -> None:
@@ -95,6 +98,8 @@ class Outbox:
             msg = f"queue {self.path}: journal_mode={mode} synchronous={sync} quick_check={check}"
             raise QueueError(msg)
         con.execute("INSERT OR IGNORE INTO meta VALUES('schema', ?)", (SCHEMA_VERSION,))
+        con.execute("INSERT OR IGNORE INTO meta VALUES('queue_id', ?)", (uuid.uuid4().hex,))
+        self.queue_id = con.execute("SELECT value FROM meta WHERE key='queue_id'").fetchone()[0]
         self._seq = dict(con.execute("SELECT device, seq FROM device_seq").fetchall())
         self.counters.update(dict(con.execute("SELECT name, value FROM counters").fetchall()))
 
@@ -109,6 +114,11 @@ class Outbox:
     def close(self) -> None:
         """Close the connection (idempotent)."""
         self._con.close()
+
+    def journal_marks(self) -> dict[str, tuple[int, int]]:
+        """How far into each device's capture journal the queue has committed."""
+        rows = self._con.execute("SELECT device, gen, offset FROM journal_mark").fetchall()
+        return {device: (gen, offset) for device, gen, offset in rows}
 
     def last_seq(self, device: str) -> int:
         """The last seq given to ``device`` (0 if none)."""
@@ -137,8 +147,10 @@ class Outbox:
             self._mark_rejected(list(rejected))
             accepted, dropped = self._insert(captures)
             self._insert_events(events)
-            self._save_state({c.device for c in captures} | {e.seq_key for e in events})
+            marks = {c.device: c.mark for c in captures if c.mark is not None}
+            self._save_state({c.device for c in captures} | {e.seq_key for e in events}, marks)
             con.execute("COMMIT")
+            self.last_marks = marks
             if accepted:
                 faults.hit("crash_after_commit")
         except sqlite3.Error as err:
@@ -168,7 +180,7 @@ class Outbox:
             accepted.append((0, reading))
             self.counters["bytes"] += len(payload)
         self.counters["dropped"] += len(dropped)
-        self._note_refused(dropped)
+        note_refused(self._con, [(r.device, r.seq) for r in dropped])
         if not rows:
             return accepted, dropped
         self._con.executemany(
@@ -183,16 +195,6 @@ class Outbox:
         self.counters["pending"] += len(rows) - quiet
         self.counters["accepted"] += len(rows)
         return accepted, dropped
-
-    def _note_refused(self, dropped: list[Reading]) -> None:
-        """Seqs refused at the bound, as ranges: a remote ``resend`` says they never existed."""
-        runs: list[list[object]] = []
-        for r in dropped:
-            if runs and runs[-1][0] == r.device and runs[-1][2] == r.seq - 1:
-                runs[-1][2] = r.seq
-            else:
-                runs.append([r.device, r.seq, r.seq])
-        self._con.executemany("INSERT INTO refused VALUES(?,?,?)", runs)
 
     def _insert_events(self, events: Sequence[OutEvent]) -> None:
         """Station events are never refused at the bound: they are few and say what was lost."""
@@ -255,7 +257,12 @@ class Outbox:
         )
         self.counters["rejected"] += len(rej)
 
-    def _save_state(self, devices: set[str]) -> None:
+    def _save_state(self, devices: set[str], marks: dict[str, tuple[int, int]]) -> None:
+        if marks:  # in the transaction of the rows: a restart replays exactly what comes after
+            self._con.executemany(
+                "INSERT OR REPLACE INTO journal_mark VALUES(?,?,?)",
+                [(d, gen, offset) for d, (gen, offset) in marks.items()],
+            )
         self._con.executemany(
             "INSERT INTO device_seq VALUES(?,?) ON CONFLICT(device) DO UPDATE SET seq=excluded.seq",
             [(d, self._seq[d]) for d in devices],
@@ -283,7 +290,7 @@ class Outbox:
         try:
             self._con.execute("BEGIN IMMEDIATE")
             deleted = self._purge_sent(before_ns, self.PURGE_CHUNK)
-            self._save_state(set())
+            self._save_state(set(), {})
             self._con.execute("COMMIT")
         except sqlite3.Error as err:
             if self._con.in_transaction:

@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS refused(device TEXT NOT NULL, seq_from INTEGER NOT NU
     seq_to INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS refused_device ON refused(device, seq_from);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS journal_mark(device TEXT PRIMARY KEY, gen INTEGER NOT NULL,
+    offset INTEGER NOT NULL) WITHOUT ROWID;
 """
 
 
@@ -196,6 +198,19 @@ def _runs(ns: list[int]) -> list[tuple[int, int]]:
         else:
             out.append((n, n))
     return out
+
+
+def note_refused(con: sqlite3.Connection, refused: list[tuple[str, int]]) -> None:
+    """Store (device, seq) refused at the bound as ranges, in the writer's transaction: a
+    remote ``resend`` then says they never existed."""
+    runs: list[list[object]] = []
+    for device, seq in refused:
+        if runs and runs[-1][0] == device and runs[-1][2] == seq - 1:
+            runs[-1][2] = seq
+        else:
+            runs.append([device, seq, seq])
+    if runs:
+        con.executemany("INSERT INTO refused VALUES(?,?,?)", runs)
 
 
 def purge_sent(

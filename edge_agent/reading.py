@@ -68,6 +68,8 @@ class Capture:
     decoded: Decoded
     wall_ns: int
     mono_ns: int
+    #: Where the device thread journaled it: (generation, offset past it) (edge_agent.journal).
+    mark: tuple[int, int] | None = None
 
     @classmethod
     def now(cls, device: str, decoded: Decoded) -> Capture:

@@ -7,6 +7,7 @@ ints and strings, never a lock taken on the pipeline's path.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -19,6 +20,7 @@ from edge_agent.station_runner import StationRunner
 from edge_agent.supervisor import DeviceWorker
 
 if TYPE_CHECKING:
+    from edge_agent.daemon import Daemon
     from edge_agent.publisher import Publisher
     from edge_agent.writer import Writer
 
@@ -123,3 +125,20 @@ def status_line(workers: list[DeviceWorker], pending: int, pub: Publisher, write
     if writer.failing:
         line += f", QUEUE WRITE FAILING ({writer.failing})"
     return line
+
+
+def agent_status(d: Daemon) -> dict[str, object]:
+    """Everything ``edge-agent status`` shows (see README "Control socket")."""
+    return {
+        "agent": d.node.agent,
+        "site": d.node.site,
+        "line": d.node.line,
+        "pid": os.getpid(),
+        "uptime_s": round(time.monotonic() - d.started_mono, 1),
+        "devices": {w.driver.device_id: device_status(w, d.rates) for w in d.workers},
+        "queue": {**queue_status(d.cfg.queue), "journal_failed": d.journal.failed},
+        "broker": d.publisher.status(),
+        "stations": station_status(d.stations),
+        **d.remote.status(),
+        "summary": d.status_line(),
+    }
