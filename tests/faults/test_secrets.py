@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from edge_agent.journal import journal_dir
 from simulators.mosquitto import Mosquitto, free_ports
 from tests.harness import ROOT, Agent, Subscriber, agent_config, queue_rows
 from tests.test_e2e import scanner_device
@@ -159,7 +160,13 @@ def test_password_and_key_never_leave_their_files(
         places: dict[str, bytes] = {
             "argv": cmdline,
             **{f"log {p.name}": p.read_bytes() for p in tmp_path.glob("agent-*.log")},
-            **{f"queue {p.name}": p.read_bytes() for p in db.parent.glob("queue.db*")},
+            **{
+                f"queue {p.name}": p.read_bytes()
+                for p in db.parent.glob("queue.db*")
+                if p.is_file()
+            },
+            # the capture journal: every reading read, as the device threads wrote it
+            "journal": b"".join(p.read_bytes() for p in sorted(journal_dir(db).iterdir())),
             **{f"cli {k}": v for k, v in outputs.items()},
             "STATUS=": "\n".join(d.text for d in notify.all()).encode(),
             "mqtt": b"\n".join(t.encode() + b" " + p for t, p, _ in backend.messages),
