@@ -83,6 +83,8 @@ class DeviceWorker(threading.Thread):
         self.reconnects = 0
         #: Unexpected exceptions out of the driver (bugs): logged, then the device is reopened.
         self.driver_errors = 0
+        #: Captures the sink raised on (a bug behind it: logged, the thread reads on).
+        self.sink_errors = 0
         #: Failed opens and short connections without a reading, in a row (the backoff streak).
         self._streak = 0
         self._calls: queue.SimpleQueue[tuple[Callable[[], object], Future[object]]] = (
@@ -201,13 +203,22 @@ class DeviceWorker(threading.Thread):
                     self.last_reading_mono = time.monotonic()
                     unit = f" {decoded.unit}" if decoded.unit else ""
                     self.last_value = f"{decoded.value}{unit}"
-                    self._sink(Capture.now(self.driver.device_id, decoded))
+                    self._deliver(Capture.now(self.driver.device_id, decoded))
                 continue
             self.reconnects += 1
             useful = self.readings > readings or time.monotonic() - opened >= self.STABLE_S
             self._streak = 0 if useful else self._streak + 1
             self._set_state("reconnecting", reason)
             return
+
+    def _deliver(self, capture: Capture) -> None:
+        """Hand a capture on; a bug behind the sink is logged and counted, and the thread reads
+        on (an exception here used to end the device's thread, leaving the port unread)."""
+        try:
+            self._sink(capture)
+        except Exception as err:
+            log.exception("sink_error", device=capture.device, error=repr(err))
+            self.sink_errors += 1
 
     def _set_state(self, state: str, reason: str) -> None:
         if state == self.state and reason == self.reason:

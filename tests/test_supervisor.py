@@ -1,4 +1,5 @@
-"""The device thread outlives a driver bug: it logs it, reopens the device and reads on."""
+"""The device thread outlives a driver bug (it logs it, reopens the device and reads on) and a
+bug behind its sink (logged and counted; it reads on)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,29 @@ def test_a_driver_bug_is_logged_and_the_device_reopened_not_silently_dead() -> N
     assert worker.driver_errors == 1 and not worker.is_alive()
     assert ("reconnecting", "driver error: ValueError: bug in the framer") in states
     assert [s for s, _ in states].count("connected") == 2
+
+
+def test_a_sink_that_raises_does_not_end_the_device_thread() -> None:
+    cfg = VirtualConfig.model_validate({"type": "virtual", "channel": "sinkbug"})
+    got: list[str] = []
+
+    def sink(cap: Capture) -> None:
+        if cap.decoded.value == "B2":
+            msg = "bug behind the sink"
+            raise RuntimeError(msg)
+        got.append(str(cap.decoded.value))
+
+    worker = DeviceWorker(VirtualDriver("sinkbug_1", cfg), sink, lambda _d, _s, _r: None)
+    worker.start()
+    try:
+        for frame in (b"B1", b"B2", b"B3"):
+            send("sinkbug", frame)
+        deadline = time.monotonic() + 5
+        while len(got) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert worker.is_alive()
+    finally:
+        worker.stop()
+        worker.join(3)
+    assert got == ["B1", "B3"]
+    assert worker.sink_errors == 1 and worker.driver_errors == 0
