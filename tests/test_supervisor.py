@@ -4,7 +4,7 @@ bug behind its sink (logged and counted; it reads on)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from drivers.common.framing import Event
 from drivers.virtual import VirtualConfig, VirtualDriver, send
@@ -23,6 +23,24 @@ class BuggyDriver(VirtualDriver):
         return events
 
 
+def run(
+    worker: DeviceWorker, channel: str, frames: Sequence[bytes], done: Callable[[], bool]
+) -> bool:
+    """Start ``worker``, send ``frames`` on the virtual ``channel``, wait (5 s at most) until
+    ``done()``, stop it. Returns whether the thread was alive before the stop."""
+    worker.start()
+    try:
+        for frame in frames:
+            send(channel, frame)
+        deadline = time.monotonic() + 5
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return worker.is_alive()
+    finally:
+        worker.stop()
+        worker.join(3)
+
+
 def test_a_driver_bug_is_logged_and_the_device_reopened_not_silently_dead() -> None:
     cfg = VirtualConfig.model_validate({"type": "virtual", "channel": "buggy"})
     got: list[Capture] = []
@@ -30,16 +48,7 @@ def test_a_driver_bug_is_logged_and_the_device_reopened_not_silently_dead() -> N
     worker = DeviceWorker(
         BuggyDriver("buggy_1", cfg), got.append, lambda _d, s, r: states.append((s, r))
     )
-    worker.start()
-    try:
-        for frame in (b"A1", b"BOOM", b"A2"):
-            send("buggy", frame)
-        deadline = time.monotonic() + 5
-        while len(got) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-    finally:
-        worker.stop()
-        worker.join(3)
+    run(worker, "buggy", (b"A1", b"BOOM", b"A2"), lambda: len(got) >= 2)
     assert [c.decoded.value for c in got] == ["A1", "A2"]
     assert worker.driver_errors == 1 and not worker.is_alive()
     assert ("reconnecting", "driver error: ValueError: bug in the framer") in states
@@ -57,16 +66,6 @@ def test_a_sink_that_raises_does_not_end_the_device_thread() -> None:
         got.append(str(cap.decoded.value))
 
     worker = DeviceWorker(VirtualDriver("sinkbug_1", cfg), sink, lambda _d, _s, _r: None)
-    worker.start()
-    try:
-        for frame in (b"B1", b"B2", b"B3"):
-            send("sinkbug", frame)
-        deadline = time.monotonic() + 5
-        while len(got) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert worker.is_alive()
-    finally:
-        worker.stop()
-        worker.join(3)
+    assert run(worker, "sinkbug", (b"B1", b"B2", b"B3"), lambda: len(got) >= 2)  # alive
     assert got == ["B1", "B3"]
     assert worker.sink_errors == 1 and worker.driver_errors == 0
