@@ -76,21 +76,7 @@ class Line:
         After the agent has exited, ``frames written - unread`` is what the agent took off the
         wire.
         """
-        total = 0
-        for port in self.ports:
-            fd = os.open(port.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-            try:
-                while True:
-                    try:
-                        data = os.read(fd, 65536)
-                    except BlockingIOError:
-                        break
-                    if not data:
-                        break
-                    total += data.count(b"\n")
-            finally:
-                os.close(fd)
-        return total
+        return sum(port.take_unread().count(b"\n") for port in self.ports)
 
     def close(self) -> None:
         """Unplug every pty."""

@@ -82,6 +82,22 @@ class PtyPort:
                     return 0
                 raise
 
+    def take_unread(self) -> bytes:
+        """Read out, from the host's side, what was written to the host and not read yet
+        (after the reader died: what it never took off the wire). b"" when unplugged."""
+        if not self.path:
+            return b""
+        fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        data = b""
+        try:
+            while chunk := os.read(fd, 65536):
+                data += chunk
+        except BlockingIOError:
+            pass
+        finally:
+            os.close(fd)
+        return data
+
     def pending(self) -> int:
         """Bytes written to the host that it has not read yet (0 when unplugged)."""
         with self._lock:

@@ -250,20 +250,6 @@ def test_t2_kill_9_at_named_crash_point(
         assert fig.duplicates >= 3, "a PUBACKed row not marked sent must be sent again"
 
 
-def _unread_codes(port: PtyPort) -> set[str]:
-    """After a kill: read out what still waits on the pty for the agent; the codes in it."""
-    fd = os.open(port.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    data = b""
-    try:
-        while chunk := os.read(fd, 65536):
-            data += chunk
-    except BlockingIOError:
-        pass
-    finally:
-        os.close(fd)
-    return {line.decode() for line in data.split(b"\r\n") if line}
-
-
 def test_kill_9_at_line_rate_loses_no_reading_taken_off_a_port(
     tmp_path: Path, broker: Mosquitto, backend: Any, agent_factory: Factory
 ) -> None:
@@ -298,7 +284,7 @@ def test_kill_9_at_line_rate_loses_no_reading_taken_off_a_port(
             time.sleep(max(0.0, t0 + (n - first) / 1000 - now))
         agent.kill()
         for p in ports:
-            excused |= _unread_codes(p)
+            excused |= {line.decode() for line in p.take_unread().split(b"\r\n") if line}
     agent.start()
 
     def codes() -> set[str]:
