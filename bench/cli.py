@@ -35,7 +35,11 @@ from bench.scenarios import Ctx, Settings, drain, line_session, mosquitto_pub, p
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ("drain", "line", "live", "faults", "libs")
-PEERS = ("node-red",)
+PEERS = ("node-red", "floor")
+#: What the report says of the floor peer (it needs nothing installed).
+FLOOR_INFO = {
+    "about": "bench/floor.py: one thread, publish before commit (2 ms), commit every 20 ms"
+}
 FULL_DRAIN = 1_000_000
 
 #: (full, quick) defaults.
@@ -89,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
         "--peers",
         default="",
         help="other agents to run beside edge-agent and the baseline, comma-separated: "
-        "node-red (installed with npm into --node-red-cache)",
+        "node-red (installed with npm into --node-red-cache); floor (bench/floor.py: the least "
+        "CPU a durable single-threaded Python agent spends per reading)",
     )
     p.add_argument(
         "--node-red-cache",
@@ -110,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
         "--gather-ms",
         type=float,
         help="edge-agent [queue] gather_ms (default: the shipped default; README "
-        '"CPU against latency")',
+        '"CPU against latency"), and the floor peer\'s --publish-ms (default 2)',
     )
     p.add_argument(
         "--broker",
@@ -244,7 +249,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     peers: list[str] = []
     for peer in s.peers:
         try:
-            doc["peers"][peer] = {"ran": True, **ensure_installed(s.node_red_cache, say)}
+            info = floor_info(s) if peer == "floor" else ensure_installed(s.node_red_cache, say)
+            doc["peers"][peer] = {"ran": True, **info}
             peers.append(peer)
         except PeerUnavailableError as err:
             doc["peers"][peer] = {"ran": False, "skipped": str(err)}
@@ -363,6 +369,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     doc["goals"] = report.goals(doc["figures"], doc["growth"], FULL_DRAIN, n_max)
     doc["targets"] = targets.evaluate(doc["figures"], ["edge", "baseline", *peers], n_max)
     return doc
+
+
+def floor_info(s: Settings) -> dict[str, Any]:
+    """What the report says of the floor peer (it needs nothing installed)."""
+    pub = 2.0 if s.gather_ms is None else s.gather_ms
+    return {
+        "about": f"bench/floor.py, one thread, each batch published {pub:g} ms after its first "
+        "reading and committed (fsync) every 20 ms: the least a durable Python agent can do"
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -492,7 +492,9 @@ def peer_notes(doc: dict[str, Any]) -> list[str]:
     """One line per peer: its versions, or why it was skipped."""
     out = []
     for peer, info in doc.get("peers", {}).items():
-        if info.get("ran"):
+        if info.get("ran") and "about" in info:
+            out.append(f"\nPeer **{peer}**: {info['about']}.")
+        elif info.get("ran"):
             vers = ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items())
             out.append(f"\nPeer **{peer}**: {vers} (npm cache {info.get('cache')}).")
         else:

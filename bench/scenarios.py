@@ -28,6 +28,7 @@ from typing import Any
 
 from bench.agents import ROOT, AgentProc, EdgeAgent, NaiveAgent
 from bench.common import Broker, CpuMark, Receiver, RssSampler, percentile, status_kb
+from bench.floor import FloorAgent
 from bench.lines import Line, Pacer, Pump
 from bench.node_red import NodeRedAgent
 from bench.prefill import copy_db
@@ -78,13 +79,16 @@ def _per_s(n: int, seconds: float) -> float | None:
 
 
 def make_agent(kind: str, ctx: Ctx, rundir: Path, line: Line) -> AgentProc:
-    """``edge``, ``baseline`` or a peer (``node-red``)."""
+    """``edge``, ``baseline`` or a peer (``node-red``, ``floor``)."""
     if kind == "edge":
         return EdgeAgent(
             rundir, ctx.broker.port, line, ctx.settings.max_bytes, ctx.settings.gather_ms
         )
     if kind == "node-red":
         return NodeRedAgent(rundir, ctx.broker.port, line, ctx.settings.node_red_cache)
+    if kind == "floor":
+        gather = ctx.settings.gather_ms
+        return FloorAgent(rundir, ctx.broker.port, line, 2.0 if gather is None else gather)
     return NaiveAgent(rundir, ctx.broker.port, line)
 
 

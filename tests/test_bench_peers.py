@@ -99,3 +99,34 @@ def test_node_red_peer_runs_beside_edge_agent_and_the_baseline(tmp_path: Path) -
     (crash,) = doc["runs"]["node-red"]["crash"]
     assert crash["received"] + crash["lost"] + crash["unread_at_kill"] == crash["sent"]
     assert "| Figure | Unit | edge-agent | Baseline | node-red |" in res.stdout
+
+
+def test_floor_peer_runs_and_loses_nothing_across_outage_and_crash(tmp_path: Path) -> None:
+    """The floor (bench/floor.py) is measured like any agent, and its loss rows are real: it
+    re-publishes what was not PUBACKed after a reconnect and after a kill -9."""
+    pytest.importorskip("persistqueue", reason="the baseline needs persist-queue")
+    out = tmp_path / "results"
+    res = _bench(
+        ["--only", "line", "--only", "faults", "--peers", "floor", "--devices", "2",
+         "--idle-seconds", "0.3", "--rate-seconds", "0.5"],
+        out, timeout=150,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads((out / "latest.json").read_text())
+    assert doc["errors"] == []
+    assert doc["peers"]["floor"]["ran"] is True
+    figs = {f["key"]: f for f in doc["figures"]}
+    for key in ("latency_p99@1000", "cpu_per_reading@1000", "ctxsw_per_reading@1000"):
+        assert figs[key]["peers"]["floor"]["median"] is not None, key
+    (line,) = doc["runs"]["floor"]["line"]
+    for rate in ("200", "1000"):
+        assert line["rates"][rate]["samples"] == line["rates"][rate]["readings"] > 0, rate
+    assert line["after_stop"]["clean_stop"] is True
+    (cut,) = doc["runs"]["floor"]["outage"]
+    assert cut["sent_during_outage"] > 0
+    # pending (committed, never PUBACKed) would excuse a reading from "lost": nothing may be
+    assert cut["received"] == cut["sent"] and cut["pending"] == cut["lost"] == 0, cut
+    (crash,) = doc["runs"]["floor"]["crash"]
+    assert crash["pending"] == crash["lost"] == 0, crash
+    assert crash["received"] + crash["unread_at_kill"] == crash["sent"], crash
+    assert "| Figure | Unit | edge-agent | Baseline | floor |" in res.stdout
