@@ -47,6 +47,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bench.agents import AgentProc
 from bench.lines import Line
 from bench.naive import emit, sd_notify
+from edge_agent.mqtt_loop import watch
 from edge_agent.reading import iso_utc, uuid7
 
 TOPIC = "edge/v1/BENCH/L1/floor/batch"
@@ -147,18 +148,6 @@ class Floor:
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
             self.flying[info.mid] = [n for n, _ in rows]
 
-    def _watch_socket(self) -> None:
-        sock = self.client.socket()
-        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.client.want_write() else 0)
-        if sock is not self.sock:
-            if self.sock is not None:
-                self.sel.unregister(self.sock)
-            self.sock = sock
-            if sock is not None:
-                self.sel.register(sock, want)
-        elif sock is not None and self.sel.get_key(sock).events != want:
-            self.sel.modify(sock, want)
-
     # ---- the loop ------------------------------------------------------------------------
     def _take(self, fd: int) -> None:
         dev, buf = self.fds[fd]
@@ -214,7 +203,7 @@ class Floor:
                     else:
                         c.connect("127.0.0.1", self.port, keepalive=30)
                 retry_at = now + 0.2
-            self._watch_socket()
+            self.sock = watch(self.sel, self.sock, c.socket(), c.want_write())
             due = [now + 10.0, next_commit] if (self.to_insert or self.acked) else [now + 10.0]
             due += [self.batch_due] if self.batch_due is not None else []
             due += [retry_at] if c.socket() is None else []

@@ -107,13 +107,18 @@ class NetLoop:
             c.loop_write()
 
     def _watch(self, sock: Any, write: bool) -> None:
-        """Keep paho's current socket registered, for writing too while bytes wait."""
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if write else 0)
-        if sock is not self._sock:
-            if self._sock is not None:
-                self._sel.unregister(self._sock)
-            self._sock = sock
-            if sock is not None:
-                self._sel.register(sock, events)
-        elif sock is not None and self._sel.get_key(sock).events != events:
-            self._sel.modify(sock, events)
+        self._sock = watch(self._sel, self._sock, sock, write)
+
+
+def watch(sel: selectors.BaseSelector, old: Any, sock: Any, write: bool) -> Any:
+    """Keep paho's current socket ``sock`` (None: none) registered in ``sel`` in place of
+    ``old``, for writing too while bytes wait; returns it (the next call's ``old``)."""
+    events = selectors.EVENT_READ | (selectors.EVENT_WRITE if write else 0)
+    if sock is not old:
+        if old is not None:
+            sel.unregister(old)
+        if sock is not None:
+            sel.register(sock, events)
+    elif sock is not None and sel.get_key(sock).events != events:
+        sel.modify(sock, events)
+    return sock

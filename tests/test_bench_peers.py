@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +36,20 @@ def _bench(
         [sys.executable, "-m", "bench", "--quick", "--no-chart", "--out", str(out), *args],
         cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False, env=env,
     )  # fmt: skip
+
+
+def _line_and_faults(
+    tmp_path: Path, peer_args: list[str]
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """The line and fault scenarios with tiny sizes and a peer; the run and its JSON."""
+    pytest.importorskip("persistqueue", reason="the baseline needs persist-queue")
+    out = tmp_path / "results"
+    args = ["--only", "line", "--only", "faults", "--devices", "2", "--idle-seconds", "0.3"]
+    res = _bench([*args, "--rate-seconds", "0.5", *peer_args], out, timeout=150)
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads((out / "latest.json").read_text())
+    assert doc["errors"] == []
+    return res, doc
 
 
 def test_node_red_peer_is_skipped_with_its_reason_when_node_is_missing(tmp_path: Path) -> None:
@@ -73,16 +88,7 @@ def test_node_red_peer_runs_beside_edge_agent_and_the_baseline(tmp_path: Path) -
         pytest.skip(
             f"node-red not in the npm cache {cache} (bench/run --peers node-red installs it)"
         )
-    pytest.importorskip("persistqueue", reason="the baseline needs persist-queue")
-    out = tmp_path / "results"
-    res = _bench(
-        ["--only", "line", "--only", "faults", "--peers", "node-red", "--node-red-cache",
-         str(cache), "--devices", "2", "--idle-seconds", "0.3", "--rate-seconds", "0.5"],
-        out, timeout=150,
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr[-3000:]
-    doc = json.loads((out / "latest.json").read_text())
-    assert doc["errors"] == []
+    res, doc = _line_and_faults(tmp_path, ["--peers", "node-red", "--node-red-cache", str(cache)])
     assert doc["peers"]["node-red"]["ran"] is True
     assert doc["peers"]["node-red"]["versions"]["node-red"] != "not installed"
     figs = {f["key"]: f for f in doc["figures"]}
@@ -104,16 +110,7 @@ def test_node_red_peer_runs_beside_edge_agent_and_the_baseline(tmp_path: Path) -
 def test_floor_peer_runs_and_loses_nothing_across_outage_and_crash(tmp_path: Path) -> None:
     """The floor (bench/floor.py) is measured like any agent, and its loss rows are real: it
     re-publishes what was not PUBACKed after a reconnect and after a kill -9."""
-    pytest.importorskip("persistqueue", reason="the baseline needs persist-queue")
-    out = tmp_path / "results"
-    res = _bench(
-        ["--only", "line", "--only", "faults", "--peers", "floor", "--devices", "2",
-         "--idle-seconds", "0.3", "--rate-seconds", "0.5"],
-        out, timeout=150,
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr[-3000:]
-    doc = json.loads((out / "latest.json").read_text())
-    assert doc["errors"] == []
+    res, doc = _line_and_faults(tmp_path, ["--peers", "floor"])
     assert doc["peers"]["floor"]["ran"] is True
     figs = {f["key"]: f for f in doc["figures"]}
     for key in ("latency_p99@1000", "cpu_per_reading@1000", "ctxsw_per_reading@1000"):
