@@ -147,6 +147,13 @@ class Window:
             self._part.ok = False
         self._seal()
 
+    def carrying(self) -> bool:
+        """A message paho re-sent as the connection came up still waits for its PUBACK: the
+        publisher sends nothing after it until then, so a broker that closes on it (Mosquitto
+        after a denied PUBLISH) has nothing unread and closes with a FIN, not a reset that
+        loses the PUBACK (the message was then re-sent at every reconnect, forever)."""
+        return not self.carried.isdisjoint(self.flying)
+
     def full(self) -> bool:
         """No room for another message."""
         return len(self.inflight) >= self.size

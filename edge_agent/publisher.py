@@ -106,8 +106,7 @@ class Publisher(RemoteSeams, threading.Thread):
         self.net.signal()  # one wake per loop turn, however many posts
 
     def wake(self, first_n: int | None = None, *, prio: bool = True) -> None:
-        """Rows from ``first_n`` on were committed (writer thread); ``prio``: some may have
-        ``prio > 0``."""
+        """Rows from ``first_n`` on were committed (writer thread); ``prio``: some may be prio."""
         if first_n is not None:
             self.recent.record(time.monotonic(), first_n)
         n = next(self._wakes)
@@ -186,14 +185,16 @@ class Publisher(RemoteSeams, threading.Thread):
         if retry_due and not self.net.connected_socket() and not self._stopping.is_set():
             self.live.busy(allow_s=c.connect_timeout + 1.0)  # a blocking connect
             self._attempt()
-        self.side.take(self.connected, self._publish)
+        if not self.window.carrying():  # nothing follows paho's re-sends (Window.carrying)
+            self.side.take(self.connected, self._publish)
         self._take_remote()
         if self.connected and not self._stopping.is_set():
             if self.window.expire(time.monotonic(), self.ACK_TIMEOUT_S):
                 log.warning("mqtt_ack_timeout")
                 self._rewind()
-            self._fill_window()
-            self._retry_rejected()
+            if not self.window.carrying():
+                self._fill_window()
+                self._retry_rejected()
         self.net.flush()
 
     def _on_up(self) -> None:
@@ -209,8 +210,7 @@ class Publisher(RemoteSeams, threading.Thread):
     def _publish(
         self, topic: str, payload: bytes, retain: bool, props: Properties | None = None
     ) -> Any:
-        """Every QoS 1 publish goes through here, so the messages paho holds are counted by
-        us (``paho_messages``), not read from paho's internals."""
+        """Every QoS 1 publish: paho's messages are counted here (``paho_messages``)."""
         info = self.client.publish(topic, payload, qos=1, retain=retain, properties=props)
         if publish_ok(info.rc):
             self._paho_mids[info.mid] = topic

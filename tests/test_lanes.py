@@ -102,6 +102,31 @@ def test_carried_rows_are_not_fetched_again_until_the_backlog_pass_ends() -> Non
     assert w.carried == set()  # the pass is over: cleared
 
 
+def test_carrying_until_every_message_paho_re_sent_is_acked_or_expired() -> None:
+    """The publisher sends nothing after paho's re-sends while ``carrying()`` (a broker that
+    closes on one of them must find nothing unread, or its reset loses the PUBACK)."""
+    w = Window(size=10, batch_max=10, fetch=Queue(6).fetch)
+    w.restart(backlog_upto=6, carry=True)
+    assert not w.carrying()  # a first connection carries nothing
+    w.sent(7, [1, 2], "live", 0.0)
+    w.sent(8, [3], "live", 0.0)
+    assert not w.carrying()  # our own messages are not paho's re-sends
+    w.restart(backlog_upto=6, carry=True)  # reconnect: paho re-sends mids 7 and 8
+    assert w.carrying()
+    w.acked(7, ok=False)  # a denial (0x87) is an answer too
+    assert w.carrying()
+    w.acked(8)
+    assert not w.carrying()
+    w.sent(9, [4], "live", 0.0)
+    w.restart(backlog_upto=6, carry=True)
+    assert w.carrying()
+    assert w.expire(100.0, 30.0) == 1  # never answered: given up after the ack timeout
+    assert not w.carrying()
+    w.sent(10, [5], "live", 0.0)
+    w.restart(backlog_upto=6, carry=False)  # a rewind: nothing is carried
+    assert not w.carrying()
+
+
 def test_expiry_drops_late_messages_and_rewind_fetches_them_again() -> None:
     q = Queue(3)
     w = Window(size=10, batch_max=2, fetch=q.fetch)
