@@ -36,10 +36,6 @@ from bench.scenarios import Ctx, Settings, drain, line_session, mosquitto_pub, p
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ("drain", "line", "live", "faults", "libs")
 PEERS = ("node-red", "floor")
-#: What the report says of the floor peer (it needs nothing installed).
-FLOOR_INFO = {
-    "about": "bench/floor.py: one thread, publish before commit (2 ms), commit every 20 ms"
-}
 FULL_DRAIN = 1_000_000
 
 #: (full, quick) defaults.
