@@ -111,12 +111,12 @@ class Floor:
                     self.n = int(head)
                     self.to_insert.append((self.n, body))
                     self.unacked[self.n] = body
+        self._commit()  # before the journal is emptied
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         os.posix_fallocate(fd, 0, JOURNAL_BYTES)
         self.jmap = mmap.mmap(fd, JOURNAL_BYTES)
         os.close(fd)
         self.joff = 0
-        self._commit()
 
     def _journal(self, n: int, body: bytes) -> None:
         line = b"%d %s\n" % (n, body)
